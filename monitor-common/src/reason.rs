@@ -1,0 +1,66 @@
+//! Per-reason packet counters (`REASONS` map).
+//!
+//! Ids 0..16 are *outcomes*: every packet the program sees ends in exactly one of them, so
+//! they sum to the packets seen. Ids 16.. are *anomalies and events* counted on top.
+//! Wire ids: never renumber; leave retired ids as holes.
+
+/// Outcome: classified, outbound (inside → remote).
+pub const OUTBOUND: u32 = 0;
+/// Outcome: classified, inbound (remote → inside).
+pub const INBOUND: u32 = 1;
+/// Outcome: both addresses inside.
+pub const INTERNAL: u32 = 2;
+/// Outcome: neither address inside.
+pub const TRANSIT: u32 = 3;
+/// Outcome: not IPv4/IPv6 (ARP, LLDP, ...).
+pub const NON_IP: u32 = 4;
+/// Outcome: frame too short for its Ethernet or VLAN header.
+pub const MALFORMED_L2: u32 = 5;
+/// Outcome: truncated IPv4 header, IHL < 5, or version mismatch.
+pub const MALFORMED_IPV4: u32 = 6;
+/// Outcome: truncated IPv6 header.
+pub const MALFORMED_IPV6: u32 = 7;
+/// Outcome: more VLAN tags than the parser follows (2).
+pub const VLAN_DEPTH: u32 = 8;
+
+/// Anomaly: TCP/UDP header truncated; classified by addresses with ports 0.
+pub const MALFORMED_L4: u32 = 16;
+/// Anomaly: IPv6 extension header chain longer than the parser follows, or truncated;
+/// classified by addresses with ports 0.
+pub const IPV6_EXT_LIMIT: u32 = 17;
+/// Event: a non-first IPv4/IPv6 fragment (classified by addresses, ports unknown).
+pub const FRAGMENT: u32 = 18;
+/// Anomaly: a ring buffer reservation failed; the event was lost.
+pub const RINGBUF_DROPPED: u32 = 19;
+/// Anomaly: a flow could not be inserted into the flow table.
+pub const FLOW_INSERT_FAILED: u32 = 20;
+/// Event: a flow event was submitted to the ring buffer.
+pub const RINGBUF_SUBMITTED: u32 = 21;
+/// Event: a new flow entered the flow table.
+pub const FLOW_CREATED: u32 = 22;
+
+/// Size of the `REASONS` array.
+pub const REASON_ENTRIES: u32 = 32;
+
+/// Number of outcome ids (they sum to the packets seen).
+pub const OUTCOMES: u32 = 9;
+
+/// Names as exported in metrics and replay output, by id.
+pub const NAMES: [(u32, &str); 16] = [
+    (OUTBOUND, "outbound"),
+    (INBOUND, "inbound"),
+    (INTERNAL, "internal"),
+    (TRANSIT, "transit"),
+    (NON_IP, "non_ip"),
+    (MALFORMED_L2, "malformed_l2"),
+    (MALFORMED_IPV4, "malformed_ipv4"),
+    (MALFORMED_IPV6, "malformed_ipv6"),
+    (VLAN_DEPTH, "vlan_depth"),
+    (MALFORMED_L4, "malformed_l4"),
+    (IPV6_EXT_LIMIT, "ipv6_ext_limit"),
+    (FRAGMENT, "fragment"),
+    (RINGBUF_DROPPED, "ringbuf_dropped"),
+    (FLOW_INSERT_FAILED, "flow_insert_failed"),
+    (RINGBUF_SUBMITTED, "ringbuf_submitted"),
+    (FLOW_CREATED, "flow_created"),
+];

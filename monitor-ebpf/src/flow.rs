@@ -1,0 +1,135 @@
+//! The flow table: violation flows only, so a storm of ordinary new flows costs no insert.
+//! Events go to the ring buffer with cumulative totals; wakeups are batched.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_ktime_get_ns,
+};
+use monitor_common::{
+    class::{DIR_OUTBOUND, GeoValue},
+    config::KernelConfig,
+    flow::{EVENT_FLOW_END, EVENT_FLOW_START, EVENT_FLOW_UPDATE, FlowEvent, FlowKey, FlowState, TCP_FIN, TCP_RST},
+    reason,
+};
+
+use crate::{
+    maps::{CONFIG, EVENTS, FLOWS, count},
+    parse::Packet,
+};
+
+/// Defaults when the daemon has not written `CONFIG` (never in practice).
+const DEFAULT_INTERVAL_NS: u64 = 10_000_000_000;
+
+#[inline(always)]
+pub fn track(p: &Packet, group: u32, geo: &GeoValue, verdict: u32, dir: u32) {
+    let outbound = dir == DIR_OUTBOUND;
+    let key = FlowKey {
+        inside: if outbound { p.src } else { p.dst },
+        remote: if outbound { p.dst } else { p.src },
+        inside_port: if outbound { p.sport } else { p.dport },
+        remote_port: if outbound { p.dport } else { p.sport },
+        proto: p.proto,
+        family: p.family,
+        _pad: [0; 2],
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ends = p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+
+    if let Some(st) = FLOWS.get_ptr_mut(&key) {
+        update(st, &key, p, outbound, now, ends);
+        return;
+    }
+
+    let mut st = FlowState {
+        first_ns: now,
+        last_ns: now,
+        reported_ns: now,
+        asn: geo.asn,
+        country: geo.country,
+        group: group as u8,
+        verdict: verdict as u8,
+        tcp_flags: p.tcp_flags,
+        ended: u8::from(ends),
+        ..FlowState::default()
+    };
+    if outbound {
+        st.packets_out = 1;
+        st.bytes_out = p.l3_bytes;
+    } else {
+        st.packets_in = 1;
+        st.bytes_in = p.l3_bytes;
+    }
+    st.reported_bytes = p.l3_bytes;
+    match FLOWS.insert(&key, &st, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {
+            count(reason::FLOW_CREATED);
+            emit(if ends { EVENT_FLOW_END } else { EVENT_FLOW_START }, &key, &st);
+        }
+        Err(_) => match FLOWS.get_ptr_mut(&key) {
+            // Another CPU inserted it between our lookup and insert.
+            Some(st) => update(st, &key, p, outbound, now, ends),
+            None => count(reason::FLOW_INSERT_FAILED),
+        },
+    }
+}
+
+#[inline(always)]
+fn update(st: *mut FlowState, key: &FlowKey, p: &Packet, outbound: bool, now: u64, ends: bool) {
+    // SAFETY: `st` points into the flow map entry, valid while this program runs; counters
+    // are shared between CPUs, so they are added atomically.
+    unsafe {
+        let (packets, bytes) = if outbound {
+            (&raw mut (*st).packets_out, &raw mut (*st).bytes_out)
+        } else {
+            (&raw mut (*st).packets_in, &raw mut (*st).bytes_in)
+        };
+        // `AtomicU64::fetch_add` is not offered on bpf targets; the intrinsic lowers to the
+        // BPF atomic add instruction (the result is unused, so no BPF_FETCH is needed).
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(packets, 1);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(bytes, p.l3_bytes);
+        (*st).last_ns = now;
+        (*st).tcp_flags |= p.tcp_flags;
+
+        let kind = if ends && (*st).ended == 0 {
+            (*st).ended = 1;
+            EVENT_FLOW_END
+        } else {
+            let cfg = CONFIG.get(0);
+            let interval = cfg.map_or(DEFAULT_INTERVAL_NS, |c: &KernelConfig| c.update_interval_ns);
+            let threshold = cfg.map_or(u64::MAX, |c: &KernelConfig| c.update_bytes);
+            let total = (*st).bytes_out + (*st).bytes_in;
+            if now.wrapping_sub((*st).reported_ns) < interval
+                && total.wrapping_sub((*st).reported_bytes) < threshold
+            {
+                return;
+            }
+            EVENT_FLOW_UPDATE
+        };
+        (*st).reported_ns = now;
+        (*st).reported_bytes = (*st).bytes_out + (*st).bytes_in;
+        let snapshot = *st;
+        emit(kind, key, &snapshot);
+    }
+}
+
+/// Submits one event; a failed reservation is counted, never retried.
+#[inline(always)]
+fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
+    let wakeup_at = CONFIG.get(0).map_or(0, |c| c.wakeup_bytes);
+    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_at {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut entry) => {
+            entry.write(FlowEvent { kind, _pad: 0, key: *key, state: *st });
+            entry.submit(u64::from(flags));
+            count(reason::RINGBUF_SUBMITTED);
+        }
+        None => count(reason::RINGBUF_DROPPED),
+    }
+}

@@ -1,0 +1,62 @@
+//! exfilmon's kernel programs: one classifier behind an XDP entry point and two TC
+//! (clsact) entry points. Every path returns PASS / `TC_ACT_OK`: this is a monitor, it never
+//! drops or delays traffic; anomalies are counted by reason instead.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic_xadd: the BPF atomic add, see flow.rs")]
+
+mod classify;
+mod flow;
+mod maps;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+/// How much of an skb the TC programs make linear before parsing: enough for two VLAN tags,
+/// an IPv4 header with options or IPv6 with extension headers, and a TCP header.
+const TC_PULL_LEN: u32 = 256;
+
+#[xdp]
+pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    classify::packet(start, end, (end - start) as u32);
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn exfilmon_tc_egress(ctx: TcContext) -> i32 {
+    tc(&ctx)
+}
+
+#[classifier]
+pub fn exfilmon_tc_ingress(ctx: TcContext) -> i32 {
+    tc(&ctx)
+}
+
+#[inline(always)]
+fn tc(ctx: &TcContext) -> i32 {
+    let len = ctx.len();
+    let want = if len < TC_PULL_LEN { len } else { TC_PULL_LEN };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        // Headers of a non-linear skb: make them directly readable. Failure only means we
+        // parse what is linear; the parser counts what it cannot read.
+        let _ = ctx.pull_data(want);
+    }
+    classify::packet(ctx.data(), ctx.data_end(), len);
+    TC_ACT_OK as i32
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

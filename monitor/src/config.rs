@@ -1,0 +1,1723 @@
+//! The TOML configuration: parsing, defaults and validation.
+//!
+//! Every error names the file, the line and the key path (for example
+//! `config.toml:12: group[1].networks[0]: "192.0.2.300/24" is not a CIDR
+//! network (invalid IP address syntax)`). Unknown keys are rejected
+//! everywhere.
+//!
+//! ```toml
+//! [home]                        # required
+//! networks = ["192.0.2.0/24"]   # inside networks (required, non-empty)
+//! countries = ["IN"]            # domestic jurisdictions (default [])
+//! allow = ["SG"]                # allowed countries for ungrouped inside addresses (default [])
+//!
+//! [[group]]                     # 0..=31 groups
+//! name = "phones"               # [a-z0-9_-]{1,32}, unique, not "ungrouped"
+//! networks = ["192.0.2.0/26"]   # non-empty, disjoint from other groups' networks
+//! allow = ["US"]                # default []
+//!
+//! [geoip]
+//! sources = [{ format = "csv", path = "geo.csv" }]
+//!
+//! [[interface]]
+//! name = "eth1"
+//! hook = "xdp"                  # "xdp" | "tc-egress" | "tc-ingress"
+//! mode = "auto"                 # "auto" | "native" | "skb" (xdp only)
+//! netns = "router"              # optional named network namespace
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9477"
+//!
+//! [flows]
+//! max_entries = 65536
+//! ring_bytes = 4194304
+//! update_interval_secs = 10
+//! update_bytes = 1048576
+//! idle_timeout_secs = 60
+//! track_unknown = false
+//! wakeup_bytes = 65536
+//!
+//! [events]
+//! log = "/var/log/exfilmon/events.jsonl"
+//! ```
+
+use std::{
+    collections::HashMap,
+    fmt::{self, Write as _},
+    io,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::country::{CountryCode, CountryError};
+
+/// Most groups a config may define (group slots are a 32-bit mask, one slot
+/// being "ungrouped").
+pub const MAX_GROUPS: usize = 31;
+
+/// Group name that is reserved for inside addresses in no group.
+pub const RESERVED_GROUP: &str = "ungrouped";
+
+/// The Debian `tor-geoipdb` files used when `[geoip] sources` is absent or empty.
+pub const DEFAULT_TOR_GEOIP: [&str; 2] = ["/usr/share/tor/geoip", "/usr/share/tor/geoip6"];
+
+/// The default `[metrics] listen` address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// Where in the config something is: file, 1-based line, key path.
+/// Displays as `file:line: key` (or `file:line` with an empty key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// Key path such as `group[1].networks[0]`; may be empty.
+    pub key: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)?;
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a config was rejected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// TOML syntax error, unknown key, missing key or wrong value type.
+    #[error("{at}: {message}")]
+    Toml {
+        /// Where.
+        at: Box<Location>,
+        /// The parser's message.
+        message: String,
+        /// The parser's error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A network is not in CIDR notation.
+    #[error("{at}: {value:?} is not a CIDR network ({source})")]
+    BadCidr {
+        /// Where.
+        at: Box<Location>,
+        /// The text.
+        value: String,
+        /// The parse error.
+        #[source]
+        source: ipnet::AddrParseError,
+    },
+    /// A network has host bits set, such as `192.0.2.1/24`.
+    #[error("{at}: {value:?} has host bits set; the network is {network}")]
+    HostBits {
+        /// Where.
+        at: Box<Location>,
+        /// The text.
+        value: String,
+        /// The network it lies in.
+        network: IpNet,
+    },
+    /// A network list is empty.
+    #[error("{at}: must list at least one network")]
+    NoNetworks {
+        /// Where.
+        at: Box<Location>,
+    },
+    /// A country code is not valid.
+    #[error("{at}: {source}")]
+    Country {
+        /// Where.
+        at: Box<Location>,
+        /// What is wrong with it.
+        #[source]
+        source: CountryError,
+    },
+    /// A group name does not match `[a-z0-9_-]{1,32}`.
+    #[error("{at}: {name:?} is not a valid group name (1 to 32 of a-z, 0-9, '_', '-')")]
+    GroupName {
+        /// Where.
+        at: Box<Location>,
+        /// The name.
+        name: String,
+    },
+    /// A group is named `ungrouped`.
+    #[error("{at}: group name {name:?} is reserved")]
+    ReservedGroupName {
+        /// Where.
+        at: Box<Location>,
+        /// The name.
+        name: String,
+    },
+    /// Two groups have the same name.
+    #[error(
+        "{at}: group name {name:?} is already used by group[{other_index}] on line {other_line}"
+    )]
+    DuplicateGroup {
+        /// Where (the later group).
+        at: Box<Location>,
+        /// The name.
+        name: String,
+        /// Index of the earlier group.
+        other_index: usize,
+        /// Line of the earlier group's name.
+        other_line: usize,
+    },
+    /// More than [`MAX_GROUPS`] groups.
+    #[error("{at}: {count} groups defined; at most {max} are allowed")]
+    TooManyGroups {
+        /// Where (the first group past the limit).
+        at: Box<Location>,
+        /// How many groups there are.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Networks of two groups overlap.
+    #[error(
+        "{at}: {network} of group {group:?} overlaps {other_network} of group {other_group:?} ({other_key}, line {other_line})"
+    )]
+    GroupOverlap {
+        /// Where (the later network).
+        at: Box<Location>,
+        /// The later network.
+        network: IpNet,
+        /// Its group.
+        group: String,
+        /// The earlier network.
+        other_network: IpNet,
+        /// Its group.
+        other_group: String,
+        /// Its key path.
+        other_key: String,
+        /// Its line.
+        other_line: usize,
+    },
+    /// A `GeoIP` source file cannot be opened.
+    #[error("{at}: GeoIP file {} cannot be opened: {source}", path.display())]
+    GeoIpFile {
+        /// Where.
+        at: Box<Location>,
+        /// The resolved path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// No `GeoIP` sources are set and the default Tor files are missing.
+    #[error(
+        "{}: no [geoip] sources are set and the default GeoIP files ({}) are missing: install tor-geoipdb or set [geoip] sources",
+        file.display(), tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoGeoIp {
+        /// The config file.
+        file: PathBuf,
+        /// The default files looked for.
+        tried: Vec<PathBuf>,
+    },
+    /// `[metrics] listen` is not a socket address.
+    #[error("{at}: {value:?} is not an address:port ({source})")]
+    BadListen {
+        /// Where.
+        at: Box<Location>,
+        /// The text.
+        value: String,
+        /// The parse error.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A number is out of its range.
+    #[error("{at}: {value} is out of range (must be {min}..={max})")]
+    OutOfRange {
+        /// Where.
+        at: Box<Location>,
+        /// The value.
+        value: i64,
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// `ring_bytes` is not a power of two and a multiple of 4096.
+    #[error("{at}: {value} is not a power of two that is a multiple of 4096")]
+    RingBytes {
+        /// Where.
+        at: Box<Location>,
+        /// The value.
+        value: i64,
+    },
+    /// `wakeup_bytes` is not below `ring_bytes`.
+    #[error("{at}: {value} must be less than ring_bytes ({ring_bytes})")]
+    WakeupBytes {
+        /// Where.
+        at: Box<Location>,
+        /// The value.
+        value: u64,
+        /// The ring size.
+        ring_bytes: u32,
+    },
+    /// A string is not one of the allowed words.
+    #[error("{at}: {value:?} is not one of {expected}")]
+    BadChoice {
+        /// Where.
+        at: Box<Location>,
+        /// The text.
+        value: String,
+        /// The allowed words.
+        expected: &'static str,
+    },
+    /// An XDP attach mode was set on a tc hook.
+    #[error("{at}: mode {mode} applies to xdp hooks only; hook {hook} takes mode auto")]
+    ModeOnTc {
+        /// Where.
+        at: Box<Location>,
+        /// The mode given.
+        mode: XdpMode,
+        /// The hook.
+        hook: Hook,
+    },
+    /// An interface name is not a valid Linux interface name.
+    #[error(
+        "{at}: {name:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or whitespace)"
+    )]
+    InterfaceName {
+        /// Where.
+        at: Box<Location>,
+        /// The name.
+        name: String,
+    },
+    /// A network namespace name is not valid.
+    #[error("{at}: {name:?} is not a valid network namespace name")]
+    NetnsName {
+        /// Where.
+        at: Box<Location>,
+        /// The name.
+        name: String,
+    },
+    /// The same interface and hook are listed twice.
+    #[error("{at}: interface {name:?} with hook {hook} is already listed on line {other_line}")]
+    DuplicateInterface {
+        /// Where (the later entry).
+        at: Box<Location>,
+        /// The interface.
+        name: String,
+        /// The hook.
+        hook: Hook,
+        /// Line of the earlier entry.
+        other_line: usize,
+    },
+    /// `[events] log` is empty.
+    #[error("{at}: must not be empty")]
+    EmptyPath {
+        /// Where.
+        at: Box<Location>,
+    },
+    /// An interface (or its network namespace) does not exist.
+    #[error("{at}: {what} {name:?} not found ({}: {source})", path.display())]
+    InterfaceMissing {
+        /// Where.
+        at: Box<Location>,
+        /// "interface" or "network namespace".
+        what: &'static str,
+        /// The interface or namespace name.
+        name: String,
+        /// The path that was checked.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A loaded, validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[home]`.
+    pub home: Home,
+    /// `[[group]]`, in file order (slot `i` is `groups[i]`).
+    pub groups: Vec<Group>,
+    /// `[geoip]`, defaulted and with paths resolved.
+    pub geoip: GeoIp,
+    /// `[[interface]]`, in file order.
+    pub interfaces: Vec<Interface>,
+    /// `[metrics]`.
+    pub metrics: Metrics,
+    /// `[flows]`.
+    pub flows: Flows,
+    /// `[events]`.
+    pub events: Events,
+}
+
+/// `[home]`: the inside networks and the home jurisdictions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    /// Inside networks (required, non-empty). Group networks are inside too.
+    pub networks: Vec<IpNet>,
+    /// Domestic jurisdictions. Default: none.
+    pub countries: Vec<CountryCode>,
+    /// Countries allowed for inside addresses in no group. Default: none.
+    pub allow: Vec<CountryCode>,
+}
+
+/// `[[group]]`: a named set of inside networks with its own allow list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// `[a-z0-9_-]{1,32}`, unique, not `ungrouped`.
+    pub name: String,
+    /// Non-empty; disjoint from every other group's networks.
+    pub networks: Vec<IpNet>,
+    /// Allowed countries. Default: none.
+    pub allow: Vec<CountryCode>,
+}
+
+/// `[geoip]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoIp {
+    /// The sources in precedence order (earlier wins), paths resolved against
+    /// the config file's directory. Default (when `[geoip]` or `sources` is
+    /// absent or empty): the Tor files [`DEFAULT_TOR_GEOIP`] that exist.
+    pub sources: Vec<GeoSource>,
+}
+
+/// One `GeoIP` data file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoSource {
+    /// Its format.
+    pub format: GeoFormat,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// `GeoIP` file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GeoFormat {
+    /// Debian `tor-geoipdb` (`"tor"`).
+    Tor,
+    /// `first_ip,last_ip,country` CSV (`"csv"`).
+    Csv,
+}
+
+impl fmt::Display for GeoFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GeoFormat::Tor => "tor",
+            GeoFormat::Csv => "csv",
+        })
+    }
+}
+
+/// `[[interface]]`: where to attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The interface name.
+    pub name: String,
+    /// The hook.
+    pub hook: Hook,
+    /// XDP attach mode. Default: [`XdpMode::Auto`]; tc hooks only take `auto`.
+    pub mode: XdpMode,
+    /// Named network namespace (`/run/netns/NAME`) holding the interface.
+    /// Default: none (the daemon's namespace).
+    pub netns: Option<String>,
+    /// The line of the entry's `name`, for later error messages.
+    pub line: usize,
+}
+
+/// Attach points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `"xdp"`.
+    Xdp,
+    /// `"tc-egress"`.
+    TcEgress,
+    /// `"tc-ingress"`.
+    TcIngress,
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hook::Xdp => "xdp",
+            Hook::TcEgress => "tc-egress",
+            Hook::TcIngress => "tc-ingress",
+        })
+    }
+}
+
+/// XDP attach modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum XdpMode {
+    /// `"auto"`: let the kernel choose (the default).
+    #[default]
+    Auto,
+    /// `"native"`: driver mode.
+    Native,
+    /// `"skb"`: generic mode.
+    Skb,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        })
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// Prometheus listen address. Default: `127.0.0.1:9477` ([`DEFAULT_LISTEN`]).
+    pub listen: SocketAddr,
+}
+
+/// `[flows]`: flow table and ring buffer tuning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flows {
+    /// LRU flow table size. Default: 65536; range 1..=16777216.
+    pub max_entries: u32,
+    /// Ring buffer bytes: a power of two and a multiple of 4096.
+    /// Default: 4194304 (4 MiB).
+    pub ring_bytes: u32,
+    /// Periodic flow update interval (`update_interval_secs`). Default: 10 s; at least 1 s.
+    pub update_interval: Duration,
+    /// A flow update is also sent after this many more bytes. Default: 1048576 (1 MiB); at least 1.
+    pub update_bytes: u64,
+    /// Flows idle this long are ended by the daemon (`idle_timeout_secs`).
+    /// Default: 60 s; at least 1 s.
+    pub idle_timeout: Duration,
+    /// Also track flows to addresses of unknown country. Default: false.
+    pub track_unknown: bool,
+    /// Ring fill at which the kernel forces a wakeup; below `ring_bytes`.
+    /// Default: 65536 (64 KiB), or half of `ring_bytes` when the ring is
+    /// 64 KiB or smaller.
+    pub wakeup_bytes: u64,
+}
+
+impl Default for Flows {
+    fn default() -> Self {
+        Flows {
+            max_entries: 65536,
+            ring_bytes: 4 << 20,
+            update_interval: Duration::from_secs(10),
+            update_bytes: 1 << 20,
+            idle_timeout: Duration::from_secs(60),
+            track_unknown: false,
+            wakeup_bytes: 64 << 10,
+        }
+    }
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Events {
+    /// JSON-lines event log, resolved against the config file's directory.
+    /// Default: none (no event log).
+    pub log: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, parses and validates the config at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] if the file cannot be read, else as [`Config::parse`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`, read from `path` (used for messages and
+    /// to resolve relative paths).
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, with file, line and key path.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let defaults: Vec<PathBuf> = DEFAULT_TOR_GEOIP.iter().map(PathBuf::from).collect();
+        Config::parse_with_geoip_defaults(text, path, &defaults)
+    }
+
+    /// Like [`Config::parse`], with other default Tor `GeoIP` files (for tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::parse`].
+    pub fn parse_with_geoip_defaults(
+        text: &str,
+        path: &Path,
+        default_tor: &[PathBuf],
+    ) -> Result<Config, ConfigError> {
+        let ctx = Ctx { text, file: path };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(e))?;
+        ctx.validate(&raw, default_tor)
+    }
+
+    /// Checks that each interface exists: `/sys/class/net/NAME`, or for an
+    /// interface in a network namespace, that `/run/netns/NAME` exists (the
+    /// interface itself is checked when attaching).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InterfaceMissing`] for the first one missing.
+    pub fn check_interfaces(&self) -> Result<(), ConfigError> {
+        self.check_interfaces_under(Path::new("/sys/class/net"), Path::new("/run/netns"))
+    }
+
+    fn check_interfaces_under(&self, sys_net: &Path, run_netns: &Path) -> Result<(), ConfigError> {
+        for (i, iface) in self.interfaces.iter().enumerate() {
+            let (what, name, path) = match &iface.netns {
+                Some(ns) => ("network namespace", ns, run_netns.join(ns)),
+                None => ("interface", &iface.name, sys_net.join(&iface.name)),
+            };
+            if let Err(source) = std::fs::metadata(&path) {
+                let key = if iface.netns.is_some() {
+                    "netns"
+                } else {
+                    "name"
+                };
+                return Err(ConfigError::InterfaceMissing {
+                    at: Box::new(Location {
+                        file: self.path.clone(),
+                        line: iface.line,
+                        key: format!("interface[{i}].{key}"),
+                    }),
+                    what,
+                    name: name.clone(),
+                    path,
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// All inside networks: `[home] networks` and every group's networks.
+    pub fn inside_networks(&self) -> impl Iterator<Item = &IpNet> {
+        self.home
+            .networks
+            .iter()
+            .chain(self.groups.iter().flat_map(|g| g.networks.iter()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw (as written) structures.
+
+type SpannedStrings = Spanned<Vec<Spanned<String>>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    home: RawHome,
+    #[serde(default)]
+    group: Vec<RawGroup>,
+    geoip: Option<Spanned<RawGeoIp>>,
+    #[serde(default)]
+    interface: Vec<RawInterface>,
+    metrics: Option<RawMetrics>,
+    flows: Option<RawFlows>,
+    events: Option<RawEvents>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHome {
+    networks: SpannedStrings,
+    #[serde(default)]
+    countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Spanned<String>,
+    networks: SpannedStrings,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeoIp {
+    #[serde(default)]
+    sources: Vec<RawSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    format: Spanned<String>,
+    path: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: Spanned<String>,
+    hook: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    netns: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlows {
+    max_entries: Option<Spanned<i64>>,
+    ring_bytes: Option<Spanned<i64>>,
+    update_interval_secs: Option<Spanned<i64>>,
+    update_bytes: Option<Spanned<i64>>,
+    idle_timeout_secs: Option<Spanned<i64>>,
+    track_unknown: Option<bool>,
+    wakeup_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    log: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------
+// Validation.
+
+struct Ctx<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end].split(|&b| b == b'\n').count()
+    }
+
+    #[allow(clippy::unnecessary_box_returns)] // boxed to keep `ConfigError` small
+    fn at(&self, span: &Range<usize>, key: impl Into<String>) -> Box<Location> {
+        Box::new(Location {
+            file: self.file.to_owned(),
+            line: self.line(span),
+            key: key.into(),
+        })
+    }
+
+    fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new(""))
+    }
+
+    fn toml_error(&self, source: toml::de::Error) -> ConfigError {
+        let span = source.span().unwrap_or(0..0);
+        // Errors about the whole document (a missing top-level key) come
+        // with no span or an empty one at 0: they have no key path.
+        let key = if span.end == 0 {
+            String::new()
+        } else {
+            toml::de::DeTable::parse(self.text)
+                .map(|table| key_path(table.get_ref(), &span))
+                .unwrap_or_default()
+        };
+        ConfigError::Toml {
+            at: self.at(&span, key),
+            message: source.message().trim().to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    fn validate(&self, raw: &RawConfig, default_tor: &[PathBuf]) -> Result<Config, ConfigError> {
+        let home = Home {
+            networks: self.networks(&raw.home.networks, "home.networks")?,
+            countries: self.countries(&raw.home.countries, "home.countries")?,
+            allow: self.countries(&raw.home.allow, "home.allow")?,
+        };
+        let groups = self.groups(&raw.group)?;
+        let geoip = self.geoip(raw.geoip.as_ref(), default_tor)?;
+        let interfaces = self.interfaces(&raw.interface)?;
+        let metrics = self.metrics(raw.metrics.as_ref())?;
+        let flows = self.flows(raw.flows.as_ref())?;
+        let events = self.events(raw.events.as_ref())?;
+        Ok(Config {
+            path: self.file.to_owned(),
+            home,
+            groups,
+            geoip,
+            interfaces,
+            metrics,
+            flows,
+            events,
+        })
+    }
+
+    fn networks(&self, list: &SpannedStrings, key: &str) -> Result<Vec<IpNet>, ConfigError> {
+        if list.get_ref().is_empty() {
+            return Err(ConfigError::NoNetworks {
+                at: self.at(&list.span(), key),
+            });
+        }
+        list.get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let at = || self.at(&s.span(), format!("{key}[{i}]"));
+                let value = s.get_ref();
+                let net: IpNet = value
+                    .trim()
+                    .parse()
+                    .map_err(|source| ConfigError::BadCidr {
+                        at: at(),
+                        value: value.clone(),
+                        source,
+                    })?;
+                if net.trunc() != net {
+                    return Err(ConfigError::HostBits {
+                        at: at(),
+                        value: value.clone(),
+                        network: net.trunc(),
+                    });
+                }
+                Ok(net)
+            })
+            .collect()
+    }
+
+    fn countries(
+        &self,
+        list: &[Spanned<String>],
+        key: &str,
+    ) -> Result<Vec<CountryCode>, ConfigError> {
+        let mut out: Vec<CountryCode> = Vec::with_capacity(list.len());
+        for (i, s) in list.iter().enumerate() {
+            let cc =
+                CountryCode::parse_config(s.get_ref()).map_err(|source| ConfigError::Country {
+                    at: self.at(&s.span(), format!("{key}[{i}]")),
+                    source,
+                })?;
+            if !out.contains(&cc) {
+                out.push(cc);
+            }
+        }
+        Ok(out)
+    }
+
+    fn groups(&self, raw: &[RawGroup]) -> Result<Vec<Group>, ConfigError> {
+        if let Some(extra) = raw.get(MAX_GROUPS) {
+            return Err(ConfigError::TooManyGroups {
+                at: self.at(&extra.name.span(), format!("group[{MAX_GROUPS}]")),
+                count: raw.len(),
+                max: MAX_GROUPS,
+            });
+        }
+        let mut names: HashMap<&str, (usize, usize)> = HashMap::new();
+        // (network, group index, network index, span) of every group network so far.
+        let mut seen: Vec<(IpNet, usize, usize, Range<usize>)> = Vec::new();
+        let mut groups = Vec::with_capacity(raw.len());
+        for (gi, g) in raw.iter().enumerate() {
+            let name = g.name.get_ref();
+            let name_at = || self.at(&g.name.span(), format!("group[{gi}].name"));
+            let valid = (1..=32).contains(&name.len())
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !valid {
+                return Err(ConfigError::GroupName {
+                    at: name_at(),
+                    name: name.clone(),
+                });
+            }
+            if name == RESERVED_GROUP {
+                return Err(ConfigError::ReservedGroupName {
+                    at: name_at(),
+                    name: name.clone(),
+                });
+            }
+            if let Some(&(other_index, other_line)) = names.get(name.as_str()) {
+                return Err(ConfigError::DuplicateGroup {
+                    at: name_at(),
+                    name: name.clone(),
+                    other_index,
+                    other_line,
+                });
+            }
+            names.insert(name, (gi, self.line(&g.name.span())));
+
+            let key = format!("group[{gi}].networks");
+            let networks = self.networks(&g.networks, &key)?;
+            for (ni, (net, s)) in networks.iter().zip(g.networks.get_ref()).enumerate() {
+                let clash = seen.iter().find(|(other, og, ..)| {
+                    *og != gi && (other.contains(net) || net.contains(other))
+                });
+                if let Some((other, og, oi, ospan)) = clash {
+                    return Err(ConfigError::GroupOverlap {
+                        at: self.at(&s.span(), format!("{key}[{ni}]")),
+                        network: *net,
+                        group: name.clone(),
+                        other_network: *other,
+                        other_group: raw[*og].name.get_ref().clone(),
+                        other_key: format!("group[{og}].networks[{oi}]"),
+                        other_line: self.line(ospan),
+                    });
+                }
+                seen.push((*net, gi, ni, s.span()));
+            }
+            groups.push(Group {
+                name: name.clone(),
+                networks,
+                allow: self.countries(&g.allow, &format!("group[{gi}].allow"))?,
+            });
+        }
+        Ok(groups)
+    }
+
+    fn geoip(
+        &self,
+        raw: Option<&Spanned<RawGeoIp>>,
+        default_tor: &[PathBuf],
+    ) -> Result<GeoIp, ConfigError> {
+        let raw_sources = raw
+            .map(|g| g.get_ref().sources.as_slice())
+            .unwrap_or_default();
+        if raw_sources.is_empty() {
+            let sources: Vec<GeoSource> = default_tor
+                .iter()
+                .filter(|p| p.is_file())
+                .map(|p| GeoSource {
+                    format: GeoFormat::Tor,
+                    path: p.clone(),
+                })
+                .collect();
+            if sources.is_empty() {
+                return Err(ConfigError::NoGeoIp {
+                    file: self.file.to_owned(),
+                    tried: default_tor.to_vec(),
+                });
+            }
+            return Ok(GeoIp { sources });
+        }
+        let mut sources = Vec::with_capacity(raw_sources.len());
+        for (i, s) in raw_sources.iter().enumerate() {
+            let format = match s.format.get_ref().as_str() {
+                "tor" => GeoFormat::Tor,
+                "csv" => GeoFormat::Csv,
+                other => {
+                    return Err(ConfigError::BadChoice {
+                        at: self.at(&s.format.span(), format!("geoip.sources[{i}].format")),
+                        value: other.to_owned(),
+                        expected: "\"tor\", \"csv\"",
+                    });
+                }
+            };
+            let at = || self.at(&s.path.span(), format!("geoip.sources[{i}].path"));
+            if s.path.get_ref().is_empty() {
+                return Err(ConfigError::EmptyPath { at: at() });
+            }
+            let path = self.dir().join(s.path.get_ref());
+            if let Err(source) = std::fs::File::open(&path) {
+                return Err(ConfigError::GeoIpFile {
+                    at: at(),
+                    path,
+                    source,
+                });
+            }
+            sources.push(GeoSource { format, path });
+        }
+        Ok(GeoIp { sources })
+    }
+
+    fn interfaces(&self, raw: &[RawInterface]) -> Result<Vec<Interface>, ConfigError> {
+        let mut out: Vec<Interface> = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let name = r.name.get_ref();
+            let name_at = self.at(&r.name.span(), format!("interface[{i}].name"));
+            let valid = (1..=15).contains(&name.len())
+                && name != "."
+                && name != ".."
+                && !name
+                    .bytes()
+                    .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+            if !valid {
+                return Err(ConfigError::InterfaceName {
+                    at: name_at,
+                    name: name.clone(),
+                });
+            }
+            let hook = match r.hook.get_ref().as_str() {
+                "xdp" => Hook::Xdp,
+                "tc-egress" => Hook::TcEgress,
+                "tc-ingress" => Hook::TcIngress,
+                other => {
+                    return Err(ConfigError::BadChoice {
+                        at: self.at(&r.hook.span(), format!("interface[{i}].hook")),
+                        value: other.to_owned(),
+                        expected: "\"xdp\", \"tc-egress\", \"tc-ingress\"",
+                    });
+                }
+            };
+            let mode = match &r.mode {
+                None => XdpMode::Auto,
+                Some(m) => {
+                    let at = || self.at(&m.span(), format!("interface[{i}].mode"));
+                    let mode = match m.get_ref().as_str() {
+                        "auto" => XdpMode::Auto,
+                        "native" => XdpMode::Native,
+                        "skb" => XdpMode::Skb,
+                        other => {
+                            return Err(ConfigError::BadChoice {
+                                at: at(),
+                                value: other.to_owned(),
+                                expected: "\"auto\", \"native\", \"skb\"",
+                            });
+                        }
+                    };
+                    if hook != Hook::Xdp && mode != XdpMode::Auto {
+                        return Err(ConfigError::ModeOnTc {
+                            at: at(),
+                            mode,
+                            hook,
+                        });
+                    }
+                    mode
+                }
+            };
+            let netns = match &r.netns {
+                None => None,
+                Some(ns) => {
+                    let v = ns.get_ref();
+                    let valid = !v.is_empty()
+                        && v.len() <= 255
+                        && v != "."
+                        && v != ".."
+                        && !v
+                            .bytes()
+                            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace());
+                    if !valid {
+                        return Err(ConfigError::NetnsName {
+                            at: self.at(&ns.span(), format!("interface[{i}].netns")),
+                            name: v.clone(),
+                        });
+                    }
+                    Some(v.clone())
+                }
+            };
+            if let Some(prev) = out
+                .iter()
+                .find(|p| p.name == *name && p.netns == netns && p.hook == hook)
+            {
+                return Err(ConfigError::DuplicateInterface {
+                    at: name_at,
+                    name: name.clone(),
+                    hook,
+                    other_line: prev.line,
+                });
+            }
+            out.push(Interface {
+                name: name.clone(),
+                hook,
+                mode,
+                netns,
+                line: name_at.line,
+            });
+        }
+        Ok(out)
+    }
+
+    fn metrics(&self, raw: Option<&RawMetrics>) -> Result<Metrics, ConfigError> {
+        let listen = match raw.and_then(|m| m.listen.as_ref()) {
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|source| ConfigError::BadListen {
+                    at: self.at(&(0..0), "metrics.listen"),
+                    value: DEFAULT_LISTEN.to_owned(),
+                    source,
+                })?,
+            Some(s) => s
+                .get_ref()
+                .parse()
+                .map_err(|source| ConfigError::BadListen {
+                    at: self.at(&s.span(), "metrics.listen"),
+                    value: s.get_ref().clone(),
+                    source,
+                })?,
+        };
+        Ok(Metrics { listen })
+    }
+
+    /// The integer at `key` within `min..=max`, or `default` when absent.
+    fn int(
+        &self,
+        v: Option<&Spanned<i64>>,
+        key: &str,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let value = *v.get_ref();
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::OutOfRange {
+                at: self.at(&v.span(), format!("flows.{key}")),
+                value,
+                min,
+                max,
+            })
+        }
+    }
+
+    fn flows(&self, raw: Option<&RawFlows>) -> Result<Flows, ConfigError> {
+        let d = Flows::default();
+        let Some(r) = raw else { return Ok(d) };
+        let secs = |v: i64| Duration::from_secs(v.unsigned_abs());
+        let max_entries = self.int(
+            r.max_entries.as_ref(),
+            "max_entries",
+            d.max_entries.into(),
+            1,
+            1 << 24,
+        )?;
+        let ring_bytes = self.int(
+            r.ring_bytes.as_ref(),
+            "ring_bytes",
+            d.ring_bytes.into(),
+            4096,
+            1 << 31,
+        )?;
+        if let Some(v) = &r.ring_bytes {
+            let value = *v.get_ref();
+            if value.count_ones() != 1 || value % 4096 != 0 {
+                return Err(ConfigError::RingBytes {
+                    at: self.at(&v.span(), "flows.ring_bytes"),
+                    value,
+                });
+            }
+        }
+        let ring_bytes = u32::try_from(ring_bytes).unwrap_or(d.ring_bytes);
+        let update_interval = self.int(
+            r.update_interval_secs.as_ref(),
+            "update_interval_secs",
+            10,
+            1,
+            u32::MAX.into(),
+        )?;
+        let update_bytes = self.int(
+            r.update_bytes.as_ref(),
+            "update_bytes",
+            1 << 20,
+            1,
+            i64::MAX,
+        )?;
+        let idle_timeout = self.int(
+            r.idle_timeout_secs.as_ref(),
+            "idle_timeout_secs",
+            60,
+            1,
+            u32::MAX.into(),
+        )?;
+        let default_wakeup = d.wakeup_bytes.min(u64::from(ring_bytes / 2));
+        let wakeup_bytes = match &r.wakeup_bytes {
+            None => default_wakeup,
+            Some(v) => {
+                let value = self
+                    .int(Some(v), "wakeup_bytes", 0, 1, i64::MAX)?
+                    .unsigned_abs();
+                if value >= u64::from(ring_bytes) {
+                    return Err(ConfigError::WakeupBytes {
+                        at: self.at(&v.span(), "flows.wakeup_bytes"),
+                        value,
+                        ring_bytes,
+                    });
+                }
+                value
+            }
+        };
+        Ok(Flows {
+            max_entries: u32::try_from(max_entries).unwrap_or(d.max_entries),
+            ring_bytes,
+            update_interval: secs(update_interval),
+            update_bytes: update_bytes.unsigned_abs(),
+            idle_timeout: secs(idle_timeout),
+            track_unknown: r.track_unknown.unwrap_or(d.track_unknown),
+            wakeup_bytes,
+        })
+    }
+
+    fn events(&self, raw: Option<&RawEvents>) -> Result<Events, ConfigError> {
+        let Some(log) = raw.and_then(|e| e.log.as_ref()) else {
+            return Ok(Events::default());
+        };
+        if log.get_ref().is_empty() {
+            return Err(ConfigError::EmptyPath {
+                at: self.at(&log.span(), "events.log"),
+            });
+        }
+        Ok(Events {
+            log: Some(self.dir().join(log.get_ref())),
+        })
+    }
+}
+
+/// The key path (`group[1].networks[0]`) of the innermost key or value in
+/// `table` whose span holds `span`; empty if none does.
+fn key_path(table: &toml::de::DeTable<'_>, span: &Range<usize>) -> String {
+    let mut path = String::new();
+    walk_table(table, span, &mut path);
+    path
+}
+
+/// Whether `outer` holds `inner` (an empty `inner` is held where it starts).
+fn holds(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start
+        && inner.end <= outer.end
+        && inner.start < outer.end.max(outer.start + 1)
+}
+
+fn is_container(v: &toml::de::DeValue<'_>) -> bool {
+    matches!(v, toml::de::DeValue::Table(_) | toml::de::DeValue::Array(_))
+}
+
+fn walk_table(table: &toml::de::DeTable<'_>, span: &Range<usize>, path: &mut String) -> bool {
+    for (k, v) in table {
+        let in_key = holds(&k.span(), span);
+        let in_value = holds(&v.span(), span);
+        // A `[header]` table's span does not cover its body: look inside containers anyway.
+        if in_key || in_value || is_container(v.get_ref()) {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(k.get_ref());
+            if in_key || walk_value(v.get_ref(), span, path) || in_value {
+                return true;
+            }
+            path.truncate(len);
+        }
+    }
+    false
+}
+
+fn walk_value(value: &toml::de::DeValue<'_>, span: &Range<usize>, path: &mut String) -> bool {
+    match value {
+        toml::de::DeValue::Table(t) => walk_table(t, span, path),
+        toml::de::DeValue::Array(a) => {
+            for (i, item) in a.iter().enumerate() {
+                let len = path.len();
+                let _ = write!(path, "[{i}]");
+                if walk_value(item.get_ref(), span, path) || holds(&item.span(), span) {
+                    return true;
+                }
+                path.truncate(len);
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temp dir holding a Tor `GeoIP` file used as the default source.
+    fn geo_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("geoip"), "16777216,16777471,AU\n").expect("write geoip");
+        std::fs::write(dir.path().join("geo.csv"), "1.0.0.0,1.0.0.255,AU\n").expect("write csv");
+        dir
+    }
+
+    fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_geoip_defaults(text, &dir.join("config.toml"), &[dir.join("geoip")])
+    }
+
+    /// Parses `text` as `config.toml` (no directory), defaults pointing at a temp file.
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = geo_dir();
+        Config::parse_with_geoip_defaults(
+            text,
+            Path::new("config.toml"),
+            &[dir.path().join("geoip")],
+        )
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(c) => panic!("expected an error for:\n{text}\ngot {c:#?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_err(text: &str, want: &[&str]) {
+        let msg = err(text);
+        for w in want {
+            assert!(msg.contains(w), "error {msg:?} should contain {w:?}");
+        }
+    }
+
+    const HOME: &str = "[home]\nnetworks = [\"192.0.2.0/24\"]\n";
+
+    #[test]
+    fn full_example_parses() {
+        let dir = geo_dir();
+        let text = r#"
+[home]
+networks = ["192.0.2.0/24", "2001:db8:1::/48"]
+countries = ["in"]
+allow = ["SG"]
+
+[[group]]
+name = "phones"
+networks = ["198.51.100.0/26"]
+allow = ["US"]
+
+[[group]]
+name = "lab_2"
+networks = ["198.51.100.64/26", "2001:db8:2::/48"]
+
+[geoip]
+sources = [{ format = "csv", path = "geo.csv" }, { format = "tor", path = "geoip" }]
+
+[[interface]]
+name = "eth1"
+hook = "xdp"
+mode = "native"
+
+[[interface]]
+name = "veth0"
+hook = "tc-egress"
+netns = "router"
+
+[metrics]
+listen = "[::1]:9100"
+
+[flows]
+max_entries = 1024
+ring_bytes = 1048576
+update_interval_secs = 5
+update_bytes = 4096
+idle_timeout_secs = 30
+track_unknown = true
+wakeup_bytes = 8192
+
+[events]
+log = "events.jsonl"
+"#;
+        let c = parse_in(dir.path(), text).unwrap_or_else(|e| panic!("full example: {e}"));
+        assert_eq!(c.home.networks.len(), 2, "home networks");
+        assert_eq!(
+            c.home.countries,
+            vec![CountryCode::parse_config("IN").expect("IN")],
+            "normalised"
+        );
+        assert_eq!(c.groups.len(), 2, "groups");
+        assert_eq!(c.groups[0].name, "phones");
+        assert_eq!(c.groups[1].allow, vec![], "default allow");
+        assert_eq!(c.inside_networks().count(), 5, "inside = home + groups");
+        assert_eq!(
+            c.geoip.sources,
+            vec![
+                GeoSource {
+                    format: GeoFormat::Csv,
+                    path: dir.path().join("geo.csv")
+                },
+                GeoSource {
+                    format: GeoFormat::Tor,
+                    path: dir.path().join("geoip")
+                },
+            ],
+            "sources resolved against the config dir"
+        );
+        assert_eq!(c.interfaces[0].mode, XdpMode::Native);
+        assert_eq!(c.interfaces[0].line, 20, "interface line");
+        assert_eq!(c.interfaces[1].hook.to_string(), "tc-egress");
+        assert_eq!(c.interfaces[1].netns.as_deref(), Some("router"));
+        assert_eq!(c.metrics.listen, "[::1]:9100".parse().expect("addr"));
+        assert_eq!(
+            c.flows,
+            Flows {
+                max_entries: 1024,
+                ring_bytes: 1 << 20,
+                update_interval: Duration::from_secs(5),
+                update_bytes: 4096,
+                idle_timeout: Duration::from_secs(30),
+                track_unknown: true,
+                wakeup_bytes: 8192,
+            }
+        );
+        assert_eq!(c.events.log, Some(dir.path().join("events.jsonl")));
+    }
+
+    #[test]
+    fn defaults() {
+        let dir = geo_dir();
+        let c = parse_in(dir.path(), HOME).unwrap_or_else(|e| panic!("minimal config: {e}"));
+        assert!(
+            c.groups.is_empty() && c.interfaces.is_empty(),
+            "no groups or interfaces"
+        );
+        assert_eq!(
+            c.geoip.sources,
+            vec![GeoSource {
+                format: GeoFormat::Tor,
+                path: dir.path().join("geoip")
+            }]
+        );
+        assert_eq!(c.metrics.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.flows, Flows::default());
+        assert_eq!(c.events.log, None);
+        let empty = format!("{HOME}[geoip]\nsources = []\n[flows]\n[metrics]\n[events]\n");
+        let c2 = parse_in(dir.path(), &empty).unwrap_or_else(|e| panic!("empty sections: {e}"));
+        assert_eq!(c2.geoip, c.geoip, "empty sources take the default");
+        assert_eq!(c2.flows, Flows::default());
+        let small = format!("{HOME}[flows]\nring_bytes = 8192\n");
+        let c3 = parse_in(dir.path(), &small).unwrap_or_else(|e| panic!("small ring: {e}"));
+        assert_eq!(
+            c3.flows.wakeup_bytes, 4096,
+            "wakeup default is capped at half the ring"
+        );
+    }
+
+    #[test]
+    fn missing_default_geoip_is_explained() {
+        let e = Config::parse_with_geoip_defaults(
+            HOME,
+            Path::new("c.toml"),
+            &[PathBuf::from("/nonexistent/geoip")],
+        )
+        .expect_err("no default GeoIP files");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("tor-geoipdb") && msg.contains("/nonexistent/geoip"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_cidr_message_format() {
+        let text = "[home]\nnetworks = [\n  \"192.0.2.0/24\",\n  \"192.0.2.300/24\",\n]\n";
+        assert_eq!(
+            err(text),
+            "config.toml:4: home.networks[1]: \"192.0.2.300/24\" is not a CIDR network (invalid IP address syntax)"
+        );
+        assert_err(
+            "[home]\nnetworks = [\"192.0.2.1/24\"]\n",
+            &[
+                "config.toml:2: home.networks[0]:",
+                "host bits",
+                "192.0.2.0/24",
+            ],
+        );
+        assert_err(
+            "[home]\nnetworks = [\"10.0.0.1\"]\n",
+            &["not a CIDR network"],
+        );
+        assert_err(
+            "[home]\nnetworks = []\n",
+            &["config.toml:2: home.networks: must list at least one network"],
+        );
+        assert_err(
+            "[home]\ncountries = [\"IN\"]\n",
+            &["missing field `networks`"],
+        );
+        assert_err("[metrics]\n", &["config.toml:1: missing field `home`"]);
+    }
+
+    #[test]
+    fn unknown_keys_have_line_and_path() {
+        assert_err(
+            &format!("{HOME}colour = 1\n"),
+            &["config.toml:3: home.colour: unknown field `colour`"],
+        );
+        assert_err(
+            &format!("{HOME}[flows]\nmax_entries = 5\nmax_entry = 5\n"),
+            &["config.toml:5: flows.max_entry: unknown field"],
+        );
+        assert_err(
+            &format!(
+                "{HOME}[[group]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\n[[group]]\nname = \"b\"\nnetworks = [\"11.0.0.0/8\"]\nnets = 1\n"
+            ),
+            &["config.toml:9: group[1].nets: unknown field `nets`"],
+        );
+        assert_err(
+            &format!("{HOME}[geo]\n"),
+            &["config.toml:3: geo: unknown field `geo`"],
+        );
+        assert_err(
+            &format!("{HOME}[flows]\nmax_entries = \"x\"\n"),
+            &["config.toml:4: flows.max_entries: invalid type"],
+        );
+        assert_err("[home\n", &["config.toml:1:"]);
+    }
+
+    #[test]
+    fn countries_are_checked() {
+        assert_eq!(
+            err("[home]\nnetworks = [\"10.0.0.0/8\"]\ncountries = [\"IN\", \"XZ\"]\n"),
+            "config.toml:3: home.countries[1]: XZ is not an ISO 3166-1 alpha-2 code"
+        );
+        assert_err(
+            &format!(
+                "{HOME}[[group]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\nallow = [\"USA\"]\n"
+            ),
+            &["config.toml:6: group[0].allow[0]:", "two-letter"],
+        );
+    }
+
+    #[test]
+    fn groups_are_checked() {
+        let group = |name: &str, net: &str| {
+            format!("[[group]]\nname = \"{name}\"\nnetworks = [\"{net}\"]\n")
+        };
+        let overlap = format!(
+            "{HOME}{}{}",
+            group("phones", "10.0.0.0/8"),
+            group("lab", "10.1.0.0/16")
+        );
+        assert_err(
+            &overlap,
+            &[
+                "config.toml:8: group[1].networks[0]:",
+                "10.1.0.0/16",
+                "\"lab\"",
+                "10.0.0.0/8",
+                "\"phones\"",
+                "group[0].networks[0], line 5",
+            ],
+        );
+        let dup = format!(
+            "{HOME}{}{}",
+            group("a", "10.0.0.0/8"),
+            group("a", "11.0.0.0/8")
+        );
+        assert_err(
+            &dup,
+            &[
+                "config.toml:7: group[1].name:",
+                "already used by group[0] on line 4",
+            ],
+        );
+        assert_err(
+            &format!("{HOME}{}", group("ungrouped", "10.0.0.0/8")),
+            &["reserved"],
+        );
+        assert_err(
+            &format!("{HOME}{}", group("Phones", "10.0.0.0/8")),
+            &["group[0].name", "not a valid group name"],
+        );
+        assert_err(
+            &format!("{HOME}{}", group(&"x".repeat(33), "10.0.0.0/8")),
+            &["not a valid group name"],
+        );
+        assert_err(
+            &format!("{HOME}[[group]]\nname = \"a\"\nnetworks = []\n"),
+            &["group[0].networks: must list"],
+        );
+
+        let many = |n: usize| {
+            let mut t = HOME.to_owned();
+            for i in 0..n {
+                t.push_str(&group(&format!("g{i}"), &format!("10.{i}.0.0/16")));
+            }
+            t
+        };
+        let c = parse(&many(MAX_GROUPS)).unwrap_or_else(|e| panic!("31 groups are fine: {e}"));
+        assert_eq!(c.groups.len(), MAX_GROUPS);
+        assert_err(
+            &many(MAX_GROUPS + 1),
+            &["group[31]", "32 groups defined; at most 31"],
+        );
+        // The same network twice inside one group is not an overlap between groups.
+        let same = format!(
+            "{HOME}[[group]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\", \"10.0.0.0/16\"]\n"
+        );
+        assert!(parse(&same).is_ok(), "overlap within one group is allowed");
+    }
+
+    #[test]
+    fn geoip_sources_are_checked() {
+        let dir = geo_dir();
+        let text = format!(
+            "{HOME}[geoip]\nsources = [\n  {{ format = \"tor\", path = \"geoip\" }},\n  {{ format = \"csv\", path = \"missing.csv\" }},\n]\n"
+        );
+        let msg = parse_in(dir.path(), &text)
+            .expect_err("missing file")
+            .to_string();
+        assert!(
+            msg.contains("config.toml:6: geoip.sources[1].path: GeoIP file"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("missing.csv") && msg.contains("No such file"),
+            "{msg}"
+        );
+        let text =
+            format!("{HOME}[geoip]\nsources = [{{ format = \"mmdb\", path = \"geoip\" }}]\n");
+        let msg = parse_in(dir.path(), &text)
+            .expect_err("bad format")
+            .to_string();
+        assert!(
+            msg.contains("config.toml:4: geoip.sources[0].format: \"mmdb\" is not one of"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn interfaces_metrics_flows_events_are_checked() {
+        let iface = |body: &str| format!("{HOME}[[interface]]\n{body}\n");
+        assert_err(
+            &iface("name = \"eth0\"\nhook = \"tc\""),
+            &["config.toml:5: interface[0].hook: \"tc\" is not one of"],
+        );
+        assert_err(
+            &iface("name = \"eth0\"\nhook = \"tc-ingress\"\nmode = \"skb\""),
+            &["config.toml:6: interface[0].mode: mode skb applies to xdp"],
+        );
+        assert!(
+            parse(&iface(
+                "name = \"eth0\"\nhook = \"tc-ingress\"\nmode = \"auto\""
+            ))
+            .is_ok(),
+            "auto on tc is fine"
+        );
+        assert_err(
+            &iface("name = \"eth0\"\nhook = \"xdp\"\nmode = \"fast\""),
+            &["interface[0].mode", "\"fast\""],
+        );
+        assert_err(
+            &iface("name = \"a-very-long-interface\"\nhook = \"xdp\""),
+            &["interface[0].name", "not a valid interface name"],
+        );
+        assert_err(
+            &iface("name = \"eth0\"\nhook = \"xdp\"\nnetns = \"../x\""),
+            &["interface[0].netns", "namespace"],
+        );
+        assert_err(
+            &format!(
+                "{HOME}[[interface]]\nname = \"eth0\"\nhook = \"xdp\"\n[[interface]]\nname = \"eth0\"\nhook = \"xdp\"\n"
+            ),
+            &[
+                "config.toml:7: interface[1].name:",
+                "already listed on line 4",
+            ],
+        );
+        assert_err(
+            &format!("{HOME}[metrics]\nlisten = \"localhost\"\n"),
+            &["config.toml:4: metrics.listen: \"localhost\" is not an address:port"],
+        );
+        let flows = |body: &str| format!("{HOME}[flows]\n{body}\n");
+        assert_err(
+            &flows("ring_bytes = 12288"),
+            &["config.toml:4: flows.ring_bytes: 12288 is not a power of two"],
+        );
+        assert_err(
+            &flows("ring_bytes = 2048"),
+            &["flows.ring_bytes: 2048 is out of range"],
+        );
+        assert_err(
+            &flows("ring_bytes = 8192\nwakeup_bytes = 8192"),
+            &["config.toml:5: flows.wakeup_bytes: 8192 must be less than ring_bytes (8192)"],
+        );
+        assert_err(
+            &flows("max_entries = 0"),
+            &["flows.max_entries: 0 is out of range (must be 1..=16777216)"],
+        );
+        assert_err(&flows("max_entries = 16777217"), &["out of range"]);
+        assert_err(
+            &flows("update_interval_secs = 0"),
+            &["flows.update_interval_secs"],
+        );
+        assert_err(&flows("update_bytes = -1"), &["flows.update_bytes"]);
+        assert_err(
+            &flows("idle_timeout_secs = 0"),
+            &["flows.idle_timeout_secs"],
+        );
+        assert_err(&flows("wakeup_bytes = 0"), &["flows.wakeup_bytes"]);
+        assert_err(
+            &flows("track_unknown = 1"),
+            &["flows.track_unknown: invalid type"],
+        );
+        assert_err(
+            &format!("{HOME}[events]\nlog = \"\"\n"),
+            &["config.toml:4: events.log: must not be empty"],
+        );
+    }
+
+    #[test]
+    fn check_interfaces_uses_sys_and_netns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = dir.path().join("sys");
+        let netns = dir.path().join("netns");
+        std::fs::create_dir_all(sys.join("eth0")).expect("mkdir");
+        std::fs::create_dir_all(&netns).expect("mkdir");
+        std::fs::write(netns.join("router"), "").expect("touch");
+        let text = format!(
+            "{HOME}[[interface]]\nname = \"eth0\"\nhook = \"xdp\"\n[[interface]]\nname = \"veth9\"\nhook = \"xdp\"\nnetns = \"router\"\n"
+        );
+        let mut c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        c.check_interfaces_under(&sys, &netns)
+            .unwrap_or_else(|e| panic!("all present: {e}"));
+        c.interfaces[0].name = "eth7".into();
+        let msg = c
+            .check_interfaces_under(&sys, &netns)
+            .expect_err("eth7 missing")
+            .to_string();
+        assert!(
+            msg.starts_with("config.toml:4: interface[0].name: interface \"eth7\" not found"),
+            "{msg}"
+        );
+        c.interfaces[0].name = "eth0".into();
+        c.interfaces[1].netns = Some("other".into());
+        let msg = c
+            .check_interfaces_under(&sys, &netns)
+            .expect_err("netns missing")
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "config.toml:7: interface[1].netns: network namespace \"other\" not found"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn load_reports_missing_file() {
+        let msg = Config::load(Path::new("/nonexistent/exfilmon.toml"))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            msg.starts_with("/nonexistent/exfilmon.toml: cannot read config:"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,439 @@
+//! Loading the kernel programs, filling their tables, attaching them, and reading their maps.
+
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp,
+        tc::{self, TcError},
+    },
+    util::nr_cpus,
+};
+use ipnet::IpNet;
+use monitor_common::{
+    class::{CLASS_ENTRIES, ClassCounter, GeoValue, InsideValue},
+    config::KernelConfig,
+    flow::{FlowKey, FlowState},
+    maps, programs,
+    reason::REASON_ENTRIES,
+};
+
+/// The kernel object, built by build.rs with aya-build.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("loading the eBPF object failed (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel refused program {program}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {map} is missing from the eBPF object")]
+    MissingMap { map: &'static str },
+    #[error("map {map}: {what}")]
+    Map {
+        map: &'static str,
+        what: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("attaching {program} to interface {interface} failed")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("interface name {interface:?} contains a NUL byte")]
+    InterfaceName { interface: String },
+    #[error("adding the clsact qdisc to {interface} failed")]
+    Clsact {
+        interface: String,
+        #[source]
+        source: TcError,
+    },
+    #[error("reading map {map} in batches failed")]
+    Batch {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("test run of {program} failed")]
+    TestRun {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// Sizes of the maps that depend on the config and the GeoIP data.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub flows: u32,
+    pub ring_bytes: u32,
+    pub geo4: u32,
+    pub geo6: u32,
+}
+
+/// Everything the classifier looks up, computed in userspace (see `tables.rs`).
+#[derive(Debug, Default)]
+pub struct Tables {
+    /// Inside networks and their group slots.
+    pub inside: Vec<(IpNet, u32)>,
+    pub geo4: Vec<([u8; 4], u8, GeoValue)>,
+    pub geo6: Vec<([u8; 16], u8, GeoValue)>,
+    /// Verdict of every (group, country) pair, by `policy_index`.
+    pub policy: Vec<(u32, u8)>,
+    /// ISO code of every used country slot.
+    pub country_codes: Vec<(u32, [u8; 2])>,
+}
+
+/// Which hook a program is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Xdp(aya::programs::XdpMode),
+    TcEgress,
+    TcIngress,
+}
+
+/// The loaded kernel programs and their maps.
+pub struct Monitor {
+    ebpf: Ebpf,
+}
+
+/// What one test run returned.
+#[derive(Debug)]
+pub struct TestRunOutcome {
+    /// `XDP_*` or `TC_ACT_*`.
+    pub action: u32,
+    pub frame: Vec<u8>,
+}
+
+/// Counters summed over CPUs.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Non-zero class counters: (class index, packets, bytes).
+    pub classes: Vec<(u32, ClassCounter)>,
+    /// Every reason counter by id.
+    pub reasons: Vec<u64>,
+}
+
+impl Monitor {
+    /// Loads the object and every program (the verifier runs here).
+    pub fn load(sizes: Sizes) -> Result<Self, EbpfError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::FLOWS, sizes.flows.max(1))
+            .map_max_entries(maps::EVENTS, sizes.ring_bytes)
+            .map_max_entries(maps::GEO4, sizes.geo4.max(1))
+            .map_max_entries(maps::GEO6, sizes.geo6.max(1))
+            .load(OBJECT)
+            .map_err(EbpfError::Load)?;
+        for name in [programs::XDP, programs::TC_EGRESS, programs::TC_INGRESS] {
+            let program = ebpf.program_mut(name).ok_or(EbpfError::Program {
+                program: name,
+                source: ProgramError::AlreadyLoaded,
+            })?;
+            let loaded = match program {
+                aya::programs::Program::Xdp(p) => p.load(),
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                _ => unreachable!("exfilmon's object only has XDP and TC programs"),
+            };
+            loaded.map_err(|source| EbpfError::Program { program: name, source })?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, EbpfError> {
+        self.ebpf.map_mut(name).ok_or(EbpfError::MissingMap { map: name })
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, EbpfError> {
+        self.ebpf.map(name).ok_or(EbpfError::MissingMap { map: name })
+    }
+
+    /// Writes the run-time settings.
+    pub fn write_config(&mut self, config: KernelConfig) -> Result<(), EbpfError> {
+        let name = maps::CONFIG;
+        let mut array: Array<_, KernelConfig> = Array::try_from(self.map_mut(name)?)
+            .map_err(|source| map_err(name, "wrong type", source))?;
+        array.set(0, &config, 0).map_err(|source| map_err(name, "write", source))
+    }
+
+    /// Writes every classification table.
+    pub fn write_tables(&mut self, tables: &Tables) -> Result<(), EbpfError> {
+        {
+            let name = maps::INSIDE4;
+            let mut v4: LpmTrie<_, [u8; 4], InsideValue> =
+                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (net, group) in &tables.inside {
+                if let IpNet::V4(n) = net {
+                    let key = Key::new(u32::from(n.prefix_len()), n.network().octets());
+                    v4.insert(&key, &InsideValue { group: *group }, 0)
+                        .map_err(|s| map_err(name, format!("insert {net}"), s))?;
+                }
+            }
+        }
+        {
+            let name = maps::INSIDE6;
+            let mut v6: LpmTrie<_, [u8; 16], InsideValue> =
+                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (net, group) in &tables.inside {
+                if let IpNet::V6(n) = net {
+                    let key = Key::new(u32::from(n.prefix_len()), n.network().octets());
+                    v6.insert(&key, &InsideValue { group: *group }, 0)
+                        .map_err(|s| map_err(name, format!("insert {net}"), s))?;
+                }
+            }
+        }
+        {
+            let name = maps::GEO4;
+            let mut geo: LpmTrie<_, [u8; 4], GeoValue> =
+                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (addr, len, value) in &tables.geo4 {
+                geo.insert(&Key::new(u32::from(*len), *addr), value, 0)
+                    .map_err(|s| map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s))?;
+            }
+        }
+        {
+            let name = maps::GEO6;
+            let mut geo: LpmTrie<_, [u8; 16], GeoValue> =
+                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (addr, len, value) in &tables.geo6 {
+                geo.insert(&Key::new(u32::from(*len), *addr), value, 0)
+                    .map_err(|s| map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s))?;
+            }
+        }
+        {
+            let name = maps::POLICY;
+            let mut policy: Array<_, u8> =
+                Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (index, verdict) in &tables.policy {
+                policy.set(*index, verdict, 0).map_err(|s| map_err(name, format!("set {index}"), s))?;
+            }
+        }
+        {
+            let name = maps::COUNTRY_CODES;
+            let mut codes: Array<_, [u8; 2]> =
+                Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (slot, code) in &tables.country_codes {
+                codes.set(*slot, code, 0).map_err(|s| map_err(name, format!("set {slot}"), s))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the program for `hook` to `interface` in the current network namespace.
+    pub fn attach(&mut self, interface: &str, hook: Hook) -> Result<(), EbpfError> {
+        let ifname = std::ffi::CString::new(interface)
+            .map_err(|_| EbpfError::InterfaceName { interface: interface.to_owned() })?;
+        let ifname = ifname.as_c_str();
+        match hook {
+            Hook::Xdp(mode) => {
+                let program: &mut Xdp = self
+                    .ebpf
+                    .program_mut(programs::XDP)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or(EbpfError::MissingMap { map: programs::XDP })?;
+                program.attach(ifname, mode).map_err(|source| EbpfError::Attach {
+                    program: programs::XDP,
+                    interface: interface.to_owned(),
+                    source,
+                })?;
+            }
+            Hook::TcEgress | Hook::TcIngress => {
+                let (name, attach) = if hook == Hook::TcEgress {
+                    (programs::TC_EGRESS, TcAttachType::Egress)
+                } else {
+                    (programs::TC_INGRESS, TcAttachType::Ingress)
+                };
+                // tcx needs no qdisc; on older kernels aya falls back to netlink, which does.
+                if let Err(source) = tc::qdisc_add_clsact(ifname)
+                    && !matches!(&source, TcError::AlreadyAttached)
+                    && !source.to_string().contains("exists")
+                {
+                    return Err(EbpfError::Clsact { interface: interface.to_owned(), source });
+                }
+                let program: &mut SchedClassifier = self
+                    .ebpf
+                    .program_mut(name)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or(EbpfError::MissingMap { map: name })?;
+                program.attach(ifname, attach).map_err(|source| EbpfError::Attach {
+                    program: name,
+                    interface: interface.to_owned(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `program` (one of `monitor_common::programs`) once over `frame` with
+    /// `BPF_PROG_TEST_RUN`; returns its action and the frame as the program left it.
+    pub fn test_run(&self, program: &'static str, frame: &[u8]) -> Result<TestRunOutcome, EbpfError> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
+        let err = |source| EbpfError::TestRun { program, source };
+        let result = match self.ebpf.program(program) {
+            Some(aya::programs::Program::Xdp(p)) => p.test_run(opts).map_err(err)?,
+            Some(aya::programs::Program::SchedClassifier(p)) => p.test_run(opts).map_err(err)?,
+            _ => return Err(EbpfError::MissingMap { map: program }),
+        };
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRunOutcome { action: result.return_value, frame: out })
+    }
+
+    /// Takes the ring buffer for the event reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EbpfError> {
+        let name = maps::EVENTS;
+        let map = self.ebpf.take_map(name).ok_or(EbpfError::MissingMap { map: name })?;
+        RingBuf::try_from(map).map_err(|s| map_err(name, "wrong type", s))
+    }
+
+    /// Takes the flow table for the sweeper.
+    pub fn take_flows(&mut self) -> Result<HashMap<MapData, FlowKey, FlowState>, EbpfError> {
+        let name = maps::FLOWS;
+        let map = self.ebpf.take_map(name).ok_or(EbpfError::MissingMap { map: name })?;
+        HashMap::try_from(map).map_err(|s| map_err(name, "wrong type", s))
+    }
+
+    /// Takes the counter maps for the metrics collector.
+    pub fn take_counters(&mut self) -> Result<CounterMaps, EbpfError> {
+        let classes = self.ebpf.take_map(maps::CLASS_COUNTERS).ok_or(EbpfError::MissingMap { map: maps::CLASS_COUNTERS })?;
+        let reasons = self.ebpf.take_map(maps::REASONS).ok_or(EbpfError::MissingMap { map: maps::REASONS })?;
+        let Map::PerCpuArray(classes) = classes else {
+            return Err(EbpfError::MissingMap { map: maps::CLASS_COUNTERS });
+        };
+        let reasons = PerCpuArray::try_from(reasons).map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
+        Ok(CounterMaps { classes, reasons })
+    }
+
+    /// Reads the counters without taking the maps (replay, tests).
+    pub fn read_counters(&self) -> Result<Counters, EbpfError> {
+        let classes = match self.map(maps::CLASS_COUNTERS)? {
+            Map::PerCpuArray(data) => data,
+            _ => return Err(EbpfError::MissingMap { map: maps::CLASS_COUNTERS }),
+        };
+        let reasons: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.map(maps::REASONS)?).map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
+        Ok(Counters { classes: read_class_counters(classes)?, reasons: read_reasons(&reasons)? })
+    }
+
+    /// A copy of the flow table (replay, tests).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
+        let flows: HashMap<_, FlowKey, FlowState> =
+            HashMap::try_from(self.map(maps::FLOWS)?).map_err(|s| map_err(maps::FLOWS, "wrong type", s))?;
+        flows.iter().collect::<Result<_, _>>().map_err(|s| map_err(maps::FLOWS, "iterate", s))
+    }
+}
+
+/// The counter maps, owned by the metrics collector.
+pub struct CounterMaps {
+    classes: MapData,
+    reasons: PerCpuArray<MapData, u64>,
+}
+
+impl CounterMaps {
+    pub fn read(&self) -> Result<Counters, EbpfError> {
+        Ok(Counters {
+            classes: read_class_counters(&self.classes)?,
+            reasons: read_reasons(&self.reasons)?,
+        })
+    }
+}
+
+fn read_reasons<T: std::borrow::Borrow<MapData>>(reasons: &PerCpuArray<T, u64>) -> Result<Vec<u64>, EbpfError> {
+    (0..REASON_ENTRIES)
+        .map(|i| {
+            reasons
+                .get(&i, 0)
+                .map(|per_cpu| per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+                .map_err(|s| map_err(maps::REASONS, format!("read {i}"), s))
+        })
+        .collect()
+}
+
+/// Reads the whole per-CPU class counter array with `BPF_MAP_LOOKUP_BATCH` (a few
+/// syscalls instead of one per class) and sums each class over the CPUs.
+fn read_class_counters(map: &MapData) -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
+    const CHUNK: u32 = 4096;
+    let cpus = nr_cpus()
+        .map_err(|(_, source)| EbpfError::Batch { map: maps::CLASS_COUNTERS, source })?
+        .get() as usize;
+    let fd = map.fd().as_fd().as_raw_fd();
+    let mut keys = vec![0u32; CHUNK as usize];
+    let mut values = vec![ClassCounter::default(); CHUNK as usize * cpus];
+    let mut out = Vec::new();
+    let mut cursor = 0u32;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { std::ptr::addr_of!(cursor) as u64 },
+            out_batch: std::ptr::addr_of_mut!(cursor) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK,
+            map_fd: fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        first = false;
+        // SAFETY: `attr` points at buffers sized for `count` keys and `count × cpus` values
+        // (ClassCounter is 16 bytes, already 8-byte aligned as the kernel lays them out).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                std::ptr::addr_of_mut!(attr),
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let done = ret != 0;
+        if done {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                return Err(EbpfError::Batch { map: maps::CLASS_COUNTERS, source: err });
+            }
+        }
+        for (i, key) in keys.iter().take(attr.count as usize).enumerate() {
+            let mut sum = ClassCounter::default();
+            for c in &values[i * cpus..(i + 1) * cpus] {
+                sum.packets = sum.packets.wrapping_add(c.packets);
+                sum.bytes = sum.bytes.wrapping_add(c.bytes);
+            }
+            if sum.packets != 0 {
+                out.push((*key, sum));
+            }
+        }
+        if done || cursor + 1 >= CLASS_ENTRIES {
+            return Ok(out);
+        }
+    }
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn map_err(map: &'static str, what: impl Into<String>, source: MapError) -> EbpfError {
+    EbpfError::Map { map, what: what.into(), source }
+}

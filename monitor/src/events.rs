@@ -1,0 +1,344 @@
+//! Flow events from the kernel: decoding ring buffer records, the daemon's flow records,
+//! and the JSON-lines event log.
+
+use std::{
+    collections::HashMap,
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use monitor_common::flow::{
+    EVENT_FLOW_END, EVENT_FLOW_START, EVENT_FLOW_UPDATE, FAMILY_V4, FlowEvent, FlowKey, FlowState,
+};
+use serde::Serialize;
+
+use crate::tables::{Labels, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("ring buffer record of {len} bytes, expected {expected}")]
+    Size { len: usize, expected: usize },
+    #[error("ring buffer record with unknown kind {kind}")]
+    Kind { kind: u32 },
+    #[error("cannot open event log {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write event log {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What happened to a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    FlowStart,
+    FlowUpdate,
+    /// TCP FIN/RST seen by the kernel.
+    FlowEnd,
+    /// Idle past the timeout, ended by the daemon's sweep.
+    FlowIdle,
+}
+
+impl EventKind {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FlowStart => "flow_start",
+            Self::FlowUpdate => "flow_update",
+            Self::FlowEnd => "flow_end",
+            Self::FlowIdle => "flow_idle",
+        }
+    }
+}
+
+/// Decodes one ring buffer record.
+pub fn decode(bytes: &[u8]) -> Result<(EventKind, FlowKey, FlowState), EventError> {
+    if bytes.len() != size_of::<FlowEvent>() {
+        return Err(EventError::Size { len: bytes.len(), expected: size_of::<FlowEvent>() });
+    }
+    // SAFETY: the length matches and FlowEvent is plain old data; the read is unaligned.
+    let event: FlowEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let kind = match event.kind {
+        EVENT_FLOW_START => EventKind::FlowStart,
+        EVENT_FLOW_UPDATE => EventKind::FlowUpdate,
+        EVENT_FLOW_END => EventKind::FlowEnd,
+        kind => return Err(EventError::Kind { kind }),
+    };
+    Ok((kind, event.key, event.state))
+}
+
+/// The addresses of a flow key.
+#[must_use]
+pub fn addresses(key: &FlowKey) -> (IpAddr, IpAddr) {
+    let ip = |b: &[u8; 16]| -> IpAddr {
+        if key.family == FAMILY_V4 {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(*b))
+        }
+    };
+    (ip(&key.inside), ip(&key.remote))
+}
+
+/// A flow as the operator sees it: `src` is the inside address, `dst` the remote one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub group: String,
+    pub country: String,
+    pub asn: u32,
+    pub verdict: Verdict,
+    /// Watchlists hit (none until watchlists exist).
+    pub watch: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// Monotonic nanoseconds of the first and last packet (see `Clock` for wall time).
+    #[serde(skip)]
+    pub first_ns: u64,
+    #[serde(skip)]
+    pub last_ns: u64,
+}
+
+impl FlowRecord {
+    #[must_use]
+    pub fn new(key: &FlowKey, st: &FlowState, labels: &Labels) -> Self {
+        let (src, dst) = addresses(key);
+        Self {
+            src,
+            dst,
+            proto: key.proto,
+            sport: key.inside_port,
+            dport: key.remote_port,
+            group: labels.group(u32::from(st.group)).to_owned(),
+            country: labels.country(u32::from(st.country)),
+            asn: st.asn,
+            verdict: Verdict::try_from(u32::from(st.verdict)).unwrap_or(Verdict::Unknown),
+            watch: Vec::new(),
+            packets: st.packets_out + st.packets_in,
+            bytes: st.bytes_out + st.bytes_in,
+            packets_out: st.packets_out,
+            bytes_out: st.bytes_out,
+            packets_in: st.packets_in,
+            bytes_in: st.bytes_in,
+            first_ns: st.first_ns,
+            last_ns: st.last_ns,
+        }
+    }
+}
+
+/// Converts the kernel's CLOCK_MONOTONIC nanoseconds to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    offset: Duration,
+}
+
+impl Clock {
+    #[must_use]
+    pub fn now() -> Self {
+        let mono = monotonic_ns();
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self { offset: wall.saturating_sub(Duration::from_nanos(mono)) }
+    }
+
+    #[must_use]
+    pub fn wall(&self, mono_ns: u64) -> SystemTime {
+        UNIX_EPOCH + self.offset + Duration::from_nanos(mono_ns)
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// The daemon's view of the tracked flows, fed by events and the idle sweep.
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    flows: HashMap<FlowKey, FlowRecord>,
+}
+
+impl FlowTable {
+    /// Applies an event; returns the record as it now stands. Ended flows leave the table.
+    pub fn apply(&mut self, kind: EventKind, key: FlowKey, st: &FlowState, labels: &Labels) -> FlowRecord {
+        let record = FlowRecord::new(&key, st, labels);
+        match kind {
+            EventKind::FlowEnd | EventKind::FlowIdle => {
+                self.flows.remove(&key);
+            }
+            EventKind::FlowStart | EventKind::FlowUpdate => {
+                self.flows.insert(key, record.clone());
+            }
+        }
+        record
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+}
+
+/// One line of the event log.
+#[derive(Serialize)]
+struct LogLine<'a> {
+    /// Schema version of these lines.
+    v: u32,
+    time: String,
+    event: &'static str,
+    first_seen: String,
+    last_seen: String,
+    #[serde(flatten)]
+    flow: &'a FlowRecord,
+}
+
+/// The JSON-lines event log of violation flows.
+pub struct EventLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    clock: Clock,
+}
+
+impl EventLog {
+    pub fn open(path: &Path, clock: Clock) -> Result<Self, EventError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| EventError::Open { path: path.to_owned(), source })?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| EventError::Open { path: path.to_owned(), source })?;
+        Ok(Self { path: path.to_owned(), out: BufWriter::new(file), clock })
+    }
+
+    pub fn write(&mut self, kind: EventKind, flow: &FlowRecord) -> Result<(), EventError> {
+        let stamp = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        let line = LogLine {
+            v: 1,
+            time: stamp(SystemTime::now()),
+            event: kind.as_str(),
+            first_seen: stamp(self.clock.wall(flow.first_ns)),
+            last_seen: stamp(self.clock.wall(flow.last_ns)),
+            flow,
+        };
+        let err = |source| EventError::Write { path: self.path.clone(), source };
+        serde_json::to_writer(&mut self.out, &line).map_err(|e| err(io::Error::other(e)))?;
+        self.out.write_all(b"\n").map_err(err)
+    }
+
+    pub fn flush(&mut self) -> Result<(), EventError> {
+        self.out.flush().map_err(|source| EventError::Write { path: self.path.clone(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::flow::FAMILY_V6;
+
+    use super::*;
+
+    fn event(kind: u32) -> FlowEvent {
+        let mut key = FlowKey { family: FAMILY_V4, proto: 17, inside_port: 40000, remote_port: 443, ..FlowKey::default() };
+        key.inside[..4].copy_from_slice(&[192, 0, 2, 10]);
+        key.remote[..4].copy_from_slice(&[203, 0, 113, 10]);
+        let state = FlowState { packets_out: 3, bytes_out: 300, packets_in: 1, bytes_in: 60, group: 1, country: 2, verdict: 3, ..FlowState::default() };
+        FlowEvent { kind, _pad: 0, key, state }
+    }
+
+    fn bytes(e: &FlowEvent) -> Vec<u8> {
+        // SAFETY: FlowEvent is plain old data.
+        unsafe { std::slice::from_raw_parts((e as *const FlowEvent).cast::<u8>(), size_of::<FlowEvent>()) }.to_vec()
+    }
+
+    fn labels() -> Labels {
+        Labels {
+            groups: vec!["ungrouped".into(), "phones".into()],
+            countries: vec![None, Some("AU".parse().expect("AU")), Some("CN".parse().expect("CN"))],
+        }
+    }
+
+    #[test]
+    fn decodes_a_flow_event_into_a_record() {
+        let (kind, key, st) = decode(&bytes(&event(EVENT_FLOW_START))).expect("decode");
+        assert_eq!(kind, EventKind::FlowStart);
+        let r = FlowRecord::new(&key, &st, &labels());
+        assert_eq!(r.src, "192.0.2.10".parse::<IpAddr>().expect("ip"));
+        assert_eq!(r.dst, "203.0.113.10".parse::<IpAddr>().expect("ip"));
+        assert_eq!((r.sport, r.dport, r.proto), (40000, 443, 17));
+        assert_eq!((r.group.as_str(), r.country.as_str(), r.verdict), ("phones", "CN", Verdict::Violation));
+        assert_eq!((r.packets, r.bytes), (4, 360));
+    }
+
+    #[test]
+    fn rejects_short_records_and_unknown_kinds() {
+        let b = bytes(&event(EVENT_FLOW_END));
+        assert!(matches!(decode(&b[..100]), Err(EventError::Size { len: 100, .. })));
+        assert!(matches!(decode(&bytes(&event(99))), Err(EventError::Kind { kind: 99 })));
+    }
+
+    #[test]
+    fn ipv6_keys_decode_as_ipv6() {
+        let mut e = event(EVENT_FLOW_UPDATE);
+        e.key.family = FAMILY_V6;
+        e.key.remote = "2001:db8::1".parse::<Ipv6Addr>().expect("v6").octets();
+        let (_, key, _) = decode(&bytes(&e)).expect("decode");
+        assert_eq!(addresses(&key).1, "2001:db8::1".parse::<IpAddr>().expect("ip"));
+    }
+
+    #[test]
+    fn flow_table_forgets_ended_flows() {
+        let mut t = FlowTable::default();
+        let e = event(EVENT_FLOW_START);
+        t.apply(EventKind::FlowStart, e.key, &e.state, &labels());
+        assert_eq!(t.len(), 1);
+        t.apply(EventKind::FlowEnd, e.key, &e.state, &labels());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn event_log_writes_one_json_object_per_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/events.jsonl");
+        let mut log = EventLog::open(&path, Clock::now()).expect("open");
+        let e = event(EVENT_FLOW_START);
+        let r = FlowRecord::new(&e.key, &e.state, &labels());
+        log.write(EventKind::FlowStart, &r).expect("write");
+        log.write(EventKind::FlowEnd, &r).expect("write");
+        log.flush().expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["event"], "flow_start");
+        assert_eq!(lines[1]["event"], "flow_end");
+        assert_eq!(lines[0]["country"], "CN");
+        assert_eq!(lines[0]["bytes"], 360);
+        assert_eq!(lines[0]["v"], 1);
+    }
+}

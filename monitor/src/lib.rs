@@ -1,0 +1,59 @@
+//! exfilmon's daemon and tools, as a library so that the integration tests drive the same
+//! code paths as the binary.
+
+pub mod config;
+pub mod country;
+pub mod daemon;
+pub mod ebpf;
+pub mod events;
+pub mod geoip;
+pub mod metrics;
+pub mod replay;
+pub mod tables;
+
+use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};
+
+use crate::{
+    config::Config,
+    ebpf::{EbpfError, Monitor, Sizes},
+    tables::Plan,
+};
+
+/// Loads the kernel programs sized for `plan` and writes the settings and tables of
+/// `config` into them. Nothing is attached yet.
+pub fn load_monitor(config: &Config, plan: &Plan) -> Result<Monitor, EbpfError> {
+    let mut monitor = Monitor::load(Sizes {
+        flows: config.flows.max_entries,
+        ring_bytes: config.flows.ring_bytes,
+        geo4: u32::try_from(plan.tables.geo4.len()).unwrap_or(u32::MAX),
+        geo6: u32::try_from(plan.tables.geo6.len()).unwrap_or(u32::MAX),
+    })?;
+    monitor.write_config(kernel_config(config))?;
+    monitor.write_tables(&plan.tables)?;
+    Ok(monitor)
+}
+
+/// The kernel's view of the `[flows]` settings.
+#[must_use]
+pub fn kernel_config(config: &Config) -> KernelConfig {
+    let f = &config.flows;
+    KernelConfig {
+        update_interval_ns: u64::try_from(f.update_interval.as_nanos()).unwrap_or(u64::MAX),
+        update_bytes: f.update_bytes,
+        wakeup_bytes: f.wakeup_bytes,
+        flags: if f.track_unknown { FLAG_TRACK_UNKNOWN } else { 0 },
+    }
+}
+
+/// An error and its sources on one line, for logs and the terminal.
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

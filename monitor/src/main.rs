@@ -1,0 +1,170 @@
+//! The `exfilmon` command.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use monitor::{
+    config::Config,
+    daemon, error_chain,
+    geoip::GeoDb,
+    load_monitor, replay,
+    tables::{self, Verdict},
+};
+use tracing_subscriber::EnvFilter;
+
+/// exfilmon: an eBPF data-exfiltration monitor.
+///
+/// Classifies every packet that leaves (or enters) the configured home networks by the
+/// remote country, the inside device group and a data-localisation policy, counts it in
+/// the kernel at line rate, tracks the flows that break the policy, and exports it all
+/// as Prometheus metrics and a JSON event log. It never drops or delays traffic.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `exfilmon=debug`.
+    #[arg(long, global = true, env = "EXFILMON_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to the configured interfaces, classify, and serve /metrics until SIGTERM or
+    /// SIGINT, then detach cleanly. Needs root (or CAP_BPF + CAP_NET_ADMIN).
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the config and its GeoIP sources and exit: 0 when valid, 1 with the file,
+    /// line and key of the first problem otherwise. Loads nothing into the kernel.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also check that the configured interfaces exist.
+        #[arg(long)]
+        interfaces: bool,
+    },
+    /// Run the same kernel program over every frame of pcap/pcapng captures, in order,
+    /// with BPF_PROG_TEST_RUN, and print what the daemon would have counted. Needs
+    /// CAP_BPF but no interface.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Capture files (pcap or pcapng; Ethernet or raw IP link types).
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
+    },
+    /// Print the classification of addresses: inside (and which group) or remote (its
+    /// country, and the verdict for traffic from each group).
+    Lookup {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(required = true)]
+        addresses: Vec<IpAddr>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Table,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("exfilmon: {}", error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            config.check_interfaces()?;
+            let geo = GeoDb::load(&config.geoip.sources)?;
+            let plan = tables::plan(&config, &geo)?;
+            tracing::info!(
+                config = %config.path.display(),
+                prefixes_v4 = plan.tables.geo4.len(),
+                prefixes_v6 = plan.tables.geo6.len(),
+                groups = config.groups.len(),
+                "loading kernel programs"
+            );
+            let monitor = load_monitor(&config, &plan)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(daemon::run(config, geo, plan, monitor))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config, interfaces } => {
+            let config = Config::load(&config)?;
+            if interfaces {
+                config.check_interfaces()?;
+            }
+            let geo = GeoDb::load(&config.geoip.sources)?;
+            let plan = tables::plan(&config, &geo)?;
+            println!(
+                "{}: ok ({} groups, {} interfaces, {} IPv4 + {} IPv6 GeoIP prefixes, {} countries)",
+                config.path.display(),
+                config.groups.len(),
+                config.interfaces.len(),
+                plan.tables.geo4.len(),
+                plan.tables.geo6.len(),
+                plan.labels.countries.len() - 1,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { config, format, captures } => {
+            let config = Config::load(&config)?;
+            let geo = GeoDb::load(&config.geoip.sources)?;
+            let plan = tables::plan(&config, &geo)?;
+            let mut monitor = load_monitor(&config, &plan)?;
+            let report = replay::run(&mut monitor, &plan.labels, &captures)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => print!("{}", replay::table(&report)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lookup { config, addresses } => {
+            let config = Config::load(&config)?;
+            let geo = GeoDb::load(&config.geoip.sources)?;
+            for addr in addresses {
+                println!("{}", describe(&config, &geo, addr));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
+    if let Some(slot) = tables::inside_group(config, addr) {
+        let group = if slot == 0 { tables::UNGROUPED } else { config.groups[slot as usize - 1].name.as_str() };
+        return format!("{addr}: inside, group {group}");
+    }
+    let country = geo.lookup(addr);
+    let name = country.map_or_else(|| tables::UNKNOWN_COUNTRY.to_owned(), |c| c.to_string());
+    let mut verdicts = vec![format!("{}={}", tables::UNGROUPED, tables::verdict(config, 0, country))];
+    for (i, g) in config.groups.iter().enumerate() {
+        let v: Verdict = tables::verdict(config, i as u32 + 1, country);
+        verdicts.push(format!("{}={v}", g.name));
+    }
+    format!("{addr}: remote, country {name}, asn unknown; verdict from {}", verdicts.join(" "))
+}

@@ -1,0 +1,259 @@
+//! Prometheus metrics: the kernel's maps are read at scrape time by a `Collector` (the map
+//! layout is the metric layout), the daemon's own counters live in a registry beside it,
+//! and /metrics is served over HTTP.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use monitor_common::{class::class_parts, reason};
+use prometheus::{
+    Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    ebpf::{CounterMaps, Counters},
+    tables::{Direction, Labels, Verdict},
+};
+
+/// The Content-Type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const CLASS_LABELS: [&str; 4] = ["group", "country", "direction", "verdict"];
+
+/// Reads the kernel's counters at scrape time.
+pub struct KernelCollector {
+    maps: Mutex<CounterMaps>,
+    labels: Arc<RwLock<Labels>>,
+    read_errors: IntCounter,
+    templates: Templates,
+}
+
+/// Metric families built afresh for every scrape; kept once to answer `desc()`.
+struct Templates {
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    frames: IntCounterVec,
+    kernel_events: IntCounterVec,
+}
+
+impl Templates {
+    fn new() -> Self {
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
+        };
+        Self {
+            packets: vec(
+                "exfilmon_packets_total",
+                "Classified packets by source group, remote country, direction and verdict.",
+                &CLASS_LABELS,
+            ),
+            bytes: vec(
+                "exfilmon_bytes_total",
+                "Layer-3 bytes (IP packets, headers included) of classified packets by source group, remote country, direction and verdict.",
+                &CLASS_LABELS,
+            ),
+            frames: vec(
+                "exfilmon_frames_total",
+                "Frames seen by the kernel program, by outcome; outcomes sum to all frames seen.",
+                &["outcome"],
+            ),
+            kernel_events: vec(
+                "exfilmon_kernel_events_total",
+                "Anomalies and events counted by the kernel program (malformed transport headers, fragments, extension header limit, ring buffer drops, flow table insert failures, ...).",
+                &["event"],
+            ),
+        }
+    }
+}
+
+impl KernelCollector {
+    #[must_use]
+    pub fn new(maps: CounterMaps, labels: Arc<RwLock<Labels>>, read_errors: IntCounter) -> Self {
+        Self { maps: Mutex::new(maps), labels, read_errors, templates: Templates::new() }
+    }
+}
+
+impl Collector for KernelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let t = &self.templates;
+        [&t.packets, &t.bytes, &t.frames, &t.kernel_events].into_iter().flat_map(Collector::desc).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let counters = match self.maps.lock().map_err(|_| ()).and_then(|m| m.read().map_err(|e| {
+            tracing::warn!(error = %crate::error_chain(&e), "reading kernel counters failed");
+        })) {
+            Ok(c) => c,
+            Err(()) => {
+                self.read_errors.inc();
+                return Vec::new();
+            }
+        };
+        let labels = self.labels.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        families(&counters, &labels)
+    }
+}
+
+/// Builds the metric families of one set of kernel counters.
+#[must_use]
+pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
+    let t = Templates::new();
+    for (index, c) in &counters.classes {
+        let (group, country, dir, verdict) = class_parts(*index);
+        let verdict = Verdict::try_from(verdict).unwrap_or(Verdict::Unknown);
+        let country = labels.country(country);
+        let values = [labels.group(group), country.as_str(), Direction::from_code(dir).as_str(), verdict.as_str()];
+        t.packets.with_label_values(&values).inc_by(c.packets);
+        t.bytes.with_label_values(&values).inc_by(c.bytes);
+    }
+    for (id, name) in reason::NAMES {
+        let value = counters.reasons.get(id as usize).copied().unwrap_or(0);
+        let family = if id < reason::OUTCOMES { &t.frames } else { &t.kernel_events };
+        // Every reason is exported, zeros included: an error counter exists from the start.
+        family.with_label_values(&[name]).inc_by(value);
+    }
+    [t.packets, t.bytes, t.frames, t.kernel_events].iter().flat_map(Collector::collect).collect()
+}
+
+/// The daemon's own metrics.
+#[derive(Clone)]
+pub struct DaemonMetrics {
+    pub flow_events: IntCounterVec,
+    pub event_errors: IntCounterVec,
+    pub flows_tracked: IntGauge,
+    pub geoip_prefixes: IntGaugeVec,
+    pub collector_errors: IntCounter,
+}
+
+impl DaemonMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            flow_events: IntCounterVec::new(
+                Opts::new("exfilmon_flow_events_total", "Flow events handled by the daemon, by kind."),
+                &["kind"],
+            )?,
+            event_errors: IntCounterVec::new(
+                Opts::new("exfilmon_event_errors_total", "Events the daemon could not decode or log, by reason."),
+                &["reason"],
+            )?,
+            flows_tracked: IntGauge::new("exfilmon_flows_tracked", "Violation flows the daemon currently tracks.")?,
+            geoip_prefixes: IntGaugeVec::new(
+                Opts::new("exfilmon_geoip_prefixes", "GeoIP prefixes loaded into the kernel, by address family."),
+                &["family"],
+            )?,
+            collector_errors: IntCounter::new(
+                "exfilmon_collector_errors_total",
+                "Scrapes in which the kernel counters could not be read.",
+            )?,
+        };
+        for kind in ["flow_start", "flow_update", "flow_end", "flow_idle"] {
+            m.flow_events.with_label_values(&[kind]);
+        }
+        for r in ["decode", "log_write"] {
+            m.event_errors.with_label_values(&[r]);
+        }
+        registry.register(Box::new(m.flow_events.clone()))?;
+        registry.register(Box::new(m.event_errors.clone()))?;
+        registry.register(Box::new(m.flows_tracked.clone()))?;
+        registry.register(Box::new(m.geoip_prefixes.clone()))?;
+        registry.register(Box::new(m.collector_errors.clone()))?;
+        let build = IntGaugeVec::new(
+            Opts::new("exfilmon_build_info", "Build information; the value is always 1."),
+            &["version", "kernel_program_abi"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION"), "1"]).set(1);
+        registry.register(Box::new(build))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(m)
+    }
+}
+
+/// Renders a registry in the text format.
+#[must_use]
+pub fn render(registry: &Registry) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+        tracing::warn!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+const LANDING: &str = "<!doctype html><html><head><title>exfilmon</title></head><body>\
+<h1>exfilmon</h1><p>eBPF data-exfiltration monitor.</p>\
+<p><a href=\"/metrics\">Metrics</a></p></body></html>";
+
+/// Serves `/metrics` and a landing page until `shutdown` resolves. Other paths answer
+/// 404, other methods than GET and HEAD 405.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/", get(|| async { Html(LANDING) }))
+        .route("/metrics", get(metrics_handler))
+        .with_state(registry);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn metrics_handler(State(registry): State<Registry>) -> Response {
+    // Reading per-CPU maps is a few syscalls; keep it off the async workers.
+    match tokio::task::spawn_blocking(move || render(&registry)).await {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Binds the metrics listener; a separate step so a busy port fails before anything is attached.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::class::{ClassCounter, DIR_OUTBOUND, class_index};
+
+    use super::*;
+
+    #[test]
+    fn class_counters_become_labelled_series() {
+        let labels = Labels {
+            groups: vec!["ungrouped".into(), "phones".into()],
+            countries: vec![None, Some("CN".parse().expect("CN"))],
+        };
+        let counters = Counters {
+            classes: vec![(
+                class_index(1, 1, DIR_OUTBOUND, Verdict::Violation.code()),
+                ClassCounter { packets: 3, bytes: 1500 },
+            )],
+            reasons: vec![7; 32],
+        };
+        let registry = Registry::new();
+        let fams = families(&counters, &labels);
+        let text = {
+            let mut out = Vec::new();
+            TextEncoder::new().encode(&fams, &mut out).expect("encode");
+            String::from_utf8(out).expect("utf8")
+        };
+        drop(registry);
+        assert!(
+            text.contains(r#"exfilmon_bytes_total{country="CN",direction="outbound",group="phones",verdict="violation"} 1500"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"exfilmon_frames_total{outcome="non_ip"} 7"#), "{text}");
+        assert!(text.contains(r#"exfilmon_kernel_events_total{event="ringbuf_dropped"} 7"#), "{text}");
+    }
+}

@@ -1,0 +1,281 @@
+//! `exfilmon replay`: the same kernel program run over every frame of pcap/pcapng captures
+//! with `BPF_PROG_TEST_RUN`, and what the daemon would have counted.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    io::{BufReader, Read as _},
+    path::{Path, PathBuf},
+};
+
+use monitor_common::{class::class_parts, flow::FlowKey, reason};
+use pcap_file::{DataLink, pcap::PcapReader, pcapng::{Block, PcapNgReader}};
+use serde::Serialize;
+
+use crate::{
+    ebpf::{EbpfError, Monitor},
+    events::{self, FlowRecord},
+    tables::{Direction, Labels, Verdict},
+};
+
+/// Frames shorter than an Ethernet header are counted, not run (the test run refuses them).
+pub const MIN_FRAME: usize = 14;
+/// The XDP test run takes at most about a page; longer frames (GRO/TSO captures) are run
+/// on their first bytes, which hold every header the program reads.
+pub const MAX_TEST_FRAME: usize = 3072;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot open capture {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a pcap or pcapng capture")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: pcap_file::PcapError,
+    },
+    #[error("{path}: frame {frame}: unreadable")]
+    Frame {
+        path: PathBuf,
+        frame: u64,
+        #[source]
+        source: pcap_file::PcapError,
+    },
+    #[error("{path}: link type {link:?} is not supported (Ethernet, raw IPv4/IPv6 are)")]
+    LinkType { path: PathBuf, link: DataLink },
+    #[error("{path}: frame {frame}")]
+    Run {
+        path: PathBuf,
+        frame: u64,
+        #[source]
+        source: EbpfError,
+    },
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+}
+
+/// One (group, country, direction, verdict) total.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Aggregate {
+    pub group: String,
+    pub country: String,
+    pub direction: Direction,
+    pub verdict: Verdict,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// What `replay` prints.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Frames read from the captures.
+    pub frames: u64,
+    /// Classified packets and their layer-3 bytes (the sums of `aggregates`).
+    pub packets: u64,
+    pub bytes: u64,
+    pub aggregates: Vec<Aggregate>,
+    /// Flows the daemon would have reported (violations), with their final totals.
+    pub flows: Vec<FlowRecord>,
+    /// Kernel counters by name, plus the replay's own (`short_frames`, `clipped_frames`).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Runs every frame of `captures`, in order, through a freshly loaded `monitor`.
+pub fn run(monitor: &mut Monitor, labels: &Labels, captures: &[PathBuf]) -> Result<Report, ReplayError> {
+    let mut events = monitor.take_events()?;
+    let mut seen: HashMap<FlowKey, FlowRecord> = HashMap::new();
+    let mut frames = 0u64;
+    let mut short = 0u64;
+    let mut clipped = 0u64;
+    for path in captures {
+        for_each_frame(path, |index, frame| {
+            frames += 1;
+            if frame.len() < MIN_FRAME {
+                short += 1;
+                return Ok(());
+            }
+            let data = if frame.len() > MAX_TEST_FRAME {
+                clipped += 1;
+                &frame[..MAX_TEST_FRAME]
+            } else {
+                frame
+            };
+            monitor
+                .test_run(monitor_common::programs::XDP, data)
+                .map_err(|source| ReplayError::Run { path: path.clone(), frame: index, source })?;
+            // Drain after every frame: events keep their order and the ring never fills.
+            while let Some(item) = events.next() {
+                if let Ok((_, key, st)) = events::decode(&item) {
+                    seen.insert(key, FlowRecord::new(&key, &st, labels));
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    // Final totals come from the flow table; flows it no longer holds keep their last event.
+    for (key, st) in monitor.flows()? {
+        seen.insert(key, FlowRecord::new(&key, &st, labels));
+    }
+    let mut flows: Vec<FlowRecord> = seen.into_values().collect();
+    flows.sort_by(|a, b| (a.src, a.dst, a.proto, a.sport, a.dport).cmp(&(b.src, b.dst, b.proto, b.sport, b.dport)));
+
+    let counters = monitor.read_counters()?;
+    let mut aggregates: Vec<Aggregate> = counters
+        .classes
+        .iter()
+        .map(|(index, c)| {
+            let (group, country, dir, verdict) = class_parts(*index);
+            Aggregate {
+                group: labels.group(group).to_owned(),
+                country: labels.country(country),
+                direction: Direction::from_code(dir),
+                verdict: Verdict::try_from(verdict).unwrap_or(Verdict::Unknown),
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect();
+    aggregates.sort();
+    let mut by_name: BTreeMap<String, u64> = reason::NAMES
+        .iter()
+        .map(|(id, name)| ((*name).to_owned(), counters.reasons.get(*id as usize).copied().unwrap_or(0)))
+        .collect();
+    *by_name.entry("malformed_l2".to_owned()).or_default() += short;
+    by_name.insert("short_frames".to_owned(), short);
+    by_name.insert("clipped_frames".to_owned(), clipped);
+
+    Ok(Report {
+        frames,
+        packets: aggregates.iter().map(|a| a.packets).sum(),
+        bytes: aggregates.iter().map(|a| a.bytes).sum(),
+        aggregates,
+        flows,
+        counters: by_name,
+    })
+}
+
+/// Calls `f` with every frame of a pcap or pcapng file as an Ethernet frame.
+fn for_each_frame(
+    path: &Path,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
+    let open = || File::open(path).map_err(|source| ReplayError::Open { path: path.to_owned(), source });
+    let mut magic = [0u8; 4];
+    open()?
+        .read_exact(&mut magic)
+        .map_err(|source| ReplayError::Open { path: path.to_owned(), source })?;
+    let reader = BufReader::new(open()?);
+    let format = |source| ReplayError::Format { path: path.to_owned(), source };
+    let frame_err = |frame, source| ReplayError::Frame { path: path.to_owned(), frame, source };
+    let mut buf = Vec::new();
+    let mut index = 0u64;
+
+    if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+        let mut reader = PcapNgReader::new(reader).map_err(format)?;
+        let mut links: Vec<DataLink> = Vec::new();
+        while let Some(block) = reader.next_block() {
+            match block.map_err(|e| frame_err(index, e))? {
+                Block::SectionHeader(_) => links.clear(),
+                Block::InterfaceDescription(idb) => links.push(idb.linktype),
+                Block::EnhancedPacket(epb) => {
+                    let link = links.get(epb.interface_id as usize).copied().unwrap_or(DataLink::ETHERNET);
+                    let frame = ethernet(path, link, &epb.data, &mut buf)?;
+                    f(index, frame)?;
+                    index += 1;
+                }
+                Block::SimplePacket(spb) => {
+                    let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
+                    let frame = ethernet(path, link, &spb.data, &mut buf)?;
+                    f(index, frame)?;
+                    index += 1;
+                }
+                _ => {}
+            }
+        }
+    } else {
+        let mut reader = PcapReader::new(reader).map_err(format)?;
+        let link = reader.header().datalink;
+        while let Some(packet) = reader.next_packet() {
+            let packet = packet.map_err(|e| frame_err(index, e))?;
+            let frame = ethernet(path, link, &packet.data, &mut buf)?;
+            f(index, frame)?;
+            index += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Ethernet frames pass as they are; raw IP gets a synthetic Ethernet header.
+fn ethernet<'a>(path: &Path, link: DataLink, data: &'a [u8], buf: &'a mut Vec<u8>) -> Result<&'a [u8], ReplayError> {
+    match link {
+        DataLink::ETHERNET => Ok(data),
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => {
+            let ethertype: [u8; 2] = match data.first().map(|b| b >> 4) {
+                Some(6) => [0x86, 0xdd],
+                _ => [0x08, 0x00],
+            };
+            buf.clear();
+            buf.extend_from_slice(&[0; 12]);
+            buf.extend_from_slice(&ethertype);
+            buf.extend_from_slice(data);
+            Ok(buf)
+        }
+        link => Err(ReplayError::LinkType { path: path.to_owned(), link }),
+    }
+}
+
+/// Renders a report as human-readable tables.
+#[must_use]
+pub fn table(report: &Report) -> String {
+    use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+    let mut out = format!(
+        "{} frames; {} classified packets, {} layer-3 bytes\n\n",
+        report.frames, report.packets, report.bytes
+    );
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["group", "country", "direction", "verdict", "packets", "bytes"]);
+    for a in &report.aggregates {
+        t.add_row([
+            a.group.clone(),
+            a.country.clone(),
+            a.direction.as_str().to_owned(),
+            a.verdict.as_str().to_owned(),
+            a.packets.to_string(),
+            a.bytes.to_string(),
+        ]);
+    }
+    out.push_str(&t.to_string());
+    if !report.flows.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_header(["src", "dst", "proto", "sport", "dport", "group", "country", "packets", "bytes"]);
+        for fl in &report.flows {
+            t.add_row([
+                fl.src.to_string(),
+                fl.dst.to_string(),
+                fl.proto.to_string(),
+                fl.sport.to_string(),
+                fl.dport.to_string(),
+                fl.group.clone(),
+                fl.country.clone(),
+                fl.packets.to_string(),
+                fl.bytes.to_string(),
+            ]);
+        }
+        out.push_str("\n\nviolation flows\n");
+        out.push_str(&t.to_string());
+    }
+    out.push_str("\n\ncounters: ");
+    let nonzero: Vec<String> =
+        report.counters.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k}={v}")).collect();
+    out.push_str(if nonzero.is_empty() { "all zero" } else { "" });
+    out.push_str(&nonzero.join(" "));
+    out.push('\n');
+    out
+}

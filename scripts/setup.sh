@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs everything exfilmon's build, demo and tests need, idempotently:
+# pinned rustup toolchains, bpf-linker built against the pinned nightly's own
+# libLLVM, and the Debian packages the tests drive (prometheus, tcpdump, ...).
+# A second run only checks and returns in a few seconds.
+set -euo pipefail
+
+STABLE=1.99.0
+NIGHTLY=nightly-2026-10-30
+BPF_LINKER=0.13.0
+LLVM_FEATURE=llvm-23
+DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+have_toolchain() { rustup toolchain list | grep -q "^$1"; }
+
+if ! command -v rustup >/dev/null; then
+  log "rustup is missing: install it first (https is not needed on this machine kind: it ships rustup)"
+  exit 1
+fi
+
+if ! have_toolchain "$STABLE"; then
+  log "installing Rust $STABLE"
+  rustup toolchain install "$STABLE" --profile minimal -c clippy -c rustfmt
+fi
+if ! have_toolchain "$NIGHTLY"; then
+  log "installing Rust $NIGHTLY with rust-src"
+  rustup toolchain install "$NIGHTLY" --profile minimal -c rust-src -c clippy -c rustfmt
+fi
+
+# bpf-linker links against the nightly's own libLLVM, so both use one LLVM.
+sysroot=$(rustc +"$NIGHTLY" --print sysroot)
+libllvm=$(ls "$sysroot"/lib/libLLVM.so.* | head -n1)
+prefix="${XDG_DATA_HOME:-$HOME/.local/share}/bpf-linker-llvm/$NIGHTLY"
+stamp="$prefix/installed-$BPF_LINKER"
+if [ ! -f "$stamp" ] || ! command -v bpf-linker >/dev/null || ! bpf-linker --version >/dev/null 2>&1; then
+  log "building bpf-linker $BPF_LINKER against $(basename "$libllvm") (about a minute)"
+  mkdir -p "$prefix/lib"
+  ln -sfn "$libllvm" "$prefix/lib/libLLVM.so"
+  ln -sfn "$libllvm" "$prefix/lib/$(basename "$libllvm")"
+  LLVM_PREFIX="$prefix" cargo +"$STABLE" install "bpf-linker@$BPF_LINKER" --locked --force \
+    --no-default-features --features "$LLVM_FEATURE"
+  touch "$stamp"
+fi
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Pinned maps live on bpffs; mount it where the machine has not.
+if ! mountpoint -q /sys/fs/bpf; then
+  log "mounting bpffs at /sys/fs/bpf"
+  mount -t bpf bpf /sys/fs/bpf
+fi
+log "ready: rust $STABLE, $NIGHTLY, bpf-linker $BPF_LINKER, ${DEB_PACKAGES[*]}"

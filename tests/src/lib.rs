@@ -1,0 +1,84 @@
+//! Network lab for exfilmon's integration tests and demo.
+//!
+//! Everything here runs inside network namespaces this crate creates, on
+//! documentation addresses only (`192.0.2.0/24`, `198.51.100.0/24`,
+//! `203.0.113.0/24`, `2001:db8::/32`). Every namespace, process and temporary file is removed on
+//! `Drop`, also while unwinding from a panic.
+//!
+//! * [`netns`]: one named network namespace ([`NetNs`]), running commands and
+//!   Rust closures inside it.
+//! * [`lab`]: the home-network topology ([`Lab`]): phone and laptop behind a
+//!   bridge, a router, and an "internet" namespace holding the servers.
+//! * [`traffic`]: bounded traffic generators (UDP bursts, TCP exchanges, ping).
+//! * [`capture`]: tcpdump captures inside a namespace.
+//! * [`prometheus`]: a throw-away Prometheus server and `promtool` linting.
+
+use std::path::PathBuf;
+
+pub mod capture;
+pub mod lab;
+pub mod netns;
+pub mod packet;
+pub mod prometheus;
+pub mod traffic;
+
+pub use capture::{Capture, CaptureStats};
+pub use lab::{Lab, Node};
+pub use netns::NetNs;
+pub use prometheus::{Prometheus, Sample, promtool_check_metrics};
+pub use traffic::{
+    ExchangeStats, PingStats, SentStats, SinkStats, UdpSink, ping, tcp_exchange, udp_burst,
+    udp_sink,
+};
+
+/// Whether this process runs with effective UID 0.
+#[must_use]
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Returns `true` when the test may run. Otherwise prints
+/// `SKIPPED (needs root): NAME` to stderr and returns `false`; the caller must
+/// then return at once without asserting anything.
+#[must_use]
+pub fn require_root(test_name: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        eprintln!("SKIPPED (needs root): {test_name}");
+        false
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+/// Path of the exfilmon binary: `$EXFILMON_BIN` if set, otherwise
+/// `<target>/release/exfilmon` if it exists, otherwise `<target>/debug/exfilmon`
+/// if it exists, where `<target>` is `$CARGO_TARGET_DIR` (when set) or
+/// `<workspace>/target`. When none exists the release path is returned, so the
+/// caller's "not found" message names the usual place.
+#[must_use]
+pub fn exfilmon_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("EXFILMON_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let mut target_dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|p| !p.is_empty()) {
+        target_dirs.push(PathBuf::from(dir));
+    }
+    target_dirs.push(workspace_root().join("target"));
+    for profile in ["release", "debug"] {
+        for dir in &target_dirs {
+            let candidate = dir.join(profile).join("exfilmon");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    workspace_root().join("target/release/exfilmon")
+}

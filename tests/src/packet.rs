@@ -1,0 +1,144 @@
+//! Crafted frames for the kernel tests: byte-exact builders, so malformed and truncated
+//! variants are easy to derive. Checksums are left zero (the classifier never reads them).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub const ICMP: u8 = 1;
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMPV6: u8 = 58;
+pub const HOPOPTS: u8 = 0;
+pub const ROUTING: u8 = 43;
+pub const FRAGMENT: u8 = 44;
+pub const DSTOPTS: u8 = 60;
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
+const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+/// An Ethernet frame with VLAN tags `(tpid, vid)`, outermost first.
+#[must_use]
+pub fn eth(vlans: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + 4 * vlans.len() + payload.len());
+    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&SRC_MAC);
+    for (tpid, vid) in vlans {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[must_use]
+pub fn eth_v4(ip: &[u8]) -> Vec<u8> {
+    eth(&[], 0x0800, ip)
+}
+
+#[must_use]
+pub fn eth_v6(ip: &[u8]) -> Vec<u8> {
+    eth(&[], 0x86dd, ip)
+}
+
+/// An ARP request (who-has 192.0.2.1).
+#[must_use]
+pub fn arp() -> Vec<u8> {
+    let mut p = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    p.extend_from_slice(&SRC_MAC);
+    p.extend_from_slice(&[192, 0, 2, 10]);
+    p.extend_from_slice(&[0; 6]);
+    p.extend_from_slice(&[192, 0, 2, 1]);
+    eth(&[], 0x0806, &p)
+}
+
+#[must_use]
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    ipv4_with(src, dst, proto, &[], 0, payload)
+}
+
+/// IPv4 with `options` (a multiple of 4 bytes) and the raw flags/fragment-offset field.
+#[must_use]
+pub fn ipv4_with(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, options: &[u8], frag: u16, payload: &[u8]) -> Vec<u8> {
+    assert!(options.len() % 4 == 0 && options.len() <= 40, "IPv4 options come in words, at most 10");
+    let hlen = 20 + options.len();
+    let total = u16::try_from(hlen + payload.len()).expect("IPv4 packet too long");
+    let mut p = Vec::with_capacity(usize::from(total));
+    p.push(0x40 | (hlen / 4) as u8);
+    p.push(0);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0x12, 0x34]);
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.extend_from_slice(&[64, proto, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(options);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// IPv6 with a chain of 8-byte extension headers (`ext` lists their types, in order).
+#[must_use]
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, _) in ext.iter().enumerate() {
+        let next = ext.get(i + 1).copied().unwrap_or(proto);
+        // next header, length 0 (8 bytes), then padding (PadN for options; routing type 0).
+        body.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    body.extend_from_slice(payload);
+    ipv6_raw(src, dst, ext.first().copied().unwrap_or(proto), &body)
+}
+
+/// IPv6 carrying a fragment header: `offset` in 8-byte units, `more` = M flag.
+#[must_use]
+pub fn ipv6_fragment(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![proto, 0];
+    body.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+    body.extend_from_slice(&[0, 0, 0, 42]);
+    body.extend_from_slice(payload);
+    ipv6_raw(src, dst, FRAGMENT, &body)
+}
+
+fn ipv6_raw(src: Ipv6Addr, dst: Ipv6Addr, next: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(40 + body.len());
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&u16::try_from(body.len()).expect("IPv6 payload too long").to_be_bytes());
+    p.extend_from_slice(&[next, 64]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(body);
+    p
+}
+
+#[must_use]
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(8 + payload.len());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(8 + payload.len()).expect("UDP too long").to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A 20-byte TCP header with `flags`, then `payload`.
+#[must_use]
+pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(20 + payload.len());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An ICMP or ICMPv6 message of `kind`/`code` with an 4-byte rest of header.
+#[must_use]
+pub fn icmp(kind: u8, code: u8) -> Vec<u8> {
+    vec![kind, code, 0, 0, 0, 1, 0, 1]
+}
