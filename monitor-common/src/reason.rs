@@ -22,6 +22,9 @@ pub const MALFORMED_IPV4: u32 = 6;
 pub const MALFORMED_IPV6: u32 = 7;
 /// Outcome: more VLAN tags than the parser follows (2).
 pub const VLAN_DEPTH: u32 = 8;
+/// Outcome: a link-scoped packet, never routed off the link: a multicast, broadcast or
+/// link-local address on either side (IPv6 ND/MLD, DHCP, mDNS, IGMP, ...).
+pub const LINK_LOCAL: u32 = 9;
 
 /// Anomaly: TCP/UDP header truncated; classified by addresses with ports 0.
 pub const MALFORMED_L4: u32 = 16;
@@ -43,10 +46,10 @@ pub const FLOW_CREATED: u32 = 22;
 pub const REASON_ENTRIES: u32 = 32;
 
 /// Number of outcome ids (they sum to the packets seen).
-pub const OUTCOMES: u32 = 9;
+pub const OUTCOMES: u32 = 10;
 
 /// Names as exported in metrics and replay output, by id.
-pub const NAMES: [(u32, &str); 16] = [
+pub const NAMES: [(u32, &str); 17] = [
     (OUTBOUND, "outbound"),
     (INBOUND, "inbound"),
     (INTERNAL, "internal"),
@@ -56,6 +59,7 @@ pub const NAMES: [(u32, &str); 16] = [
     (MALFORMED_IPV4, "malformed_ipv4"),
     (MALFORMED_IPV6, "malformed_ipv6"),
     (VLAN_DEPTH, "vlan_depth"),
+    (LINK_LOCAL, "link_local"),
     (MALFORMED_L4, "malformed_l4"),
     (IPV6_EXT_LIMIT, "ipv6_ext_limit"),
     (FRAGMENT, "fragment"),

@@ -26,6 +26,9 @@ pub fn packet(start: usize, end: usize, wire_len: u32) {
 
 #[inline(always)]
 fn classify(p: &Packet) -> u32 {
+    if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
+        return reason::LINK_LOCAL;
+    }
     match (inside_group(p.family, &p.src), inside_group(p.family, &p.dst)) {
         (Some(_), Some(_)) => reason::INTERNAL,
         (None, None) => reason::TRANSIT,
@@ -61,6 +64,19 @@ fn account(p: &Packet, group: u32, remote: &[u8; 16], dir: u32) {
         .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0);
     if verdict == VERDICT_VIOLATION || (verdict == VERDICT_UNKNOWN && track_unknown) {
         flow::track(p, group, &geo, verdict, dir);
+    }
+}
+
+/// Multicast, broadcast and link-local addresses: traffic that stays on the link.
+#[inline(always)]
+fn link_scoped(family: u8, a: &[u8; 16]) -> bool {
+    if family == FAMILY_V4 {
+        a[0] & 0xf0 == 0xe0 // 224.0.0.0/4 multicast
+            || (a[0] == 169 && a[1] == 254) // 169.254.0.0/16 link-local
+            || (a[0] == 255 && a[1] == 255 && a[2] == 255 && a[3] == 255) // broadcast
+    } else {
+        a[0] == 0xff // ff00::/8 multicast
+            || (a[0] == 0xfe && a[1] & 0xc0 == 0x80) // fe80::/10 link-local
     }
 }
 

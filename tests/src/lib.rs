@@ -16,10 +16,12 @@
 use std::path::PathBuf;
 
 pub mod capture;
+pub mod daemon;
 pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod prometheus;
+pub mod scenario;
 pub mod traffic;
 
 pub use capture::{Capture, CaptureStats};
@@ -40,12 +42,19 @@ pub fn is_root() -> bool {
 /// Returns `true` when the test may run. Otherwise prints
 /// `SKIPPED (needs root): NAME` to stderr and returns `false`; the caller must
 /// then return at once without asserting anything.
+///
+/// The line is written to the stderr handle directly, not with `eprintln!`,
+/// so libtest's output capture does not hide it: a skip is always visible.
 #[must_use]
 pub fn require_root(test_name: &str) -> bool {
     if is_root() {
         true
     } else {
-        eprintln!("SKIPPED (needs root): {test_name}");
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED (needs root): {test_name}"
+        );
         false
     }
 }

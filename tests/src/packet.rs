@@ -63,8 +63,18 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> 
 
 /// IPv4 with `options` (a multiple of 4 bytes) and the raw flags/fragment-offset field.
 #[must_use]
-pub fn ipv4_with(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, options: &[u8], frag: u16, payload: &[u8]) -> Vec<u8> {
-    assert!(options.len() % 4 == 0 && options.len() <= 40, "IPv4 options come in words, at most 10");
+pub fn ipv4_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    options: &[u8],
+    frag: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    assert!(
+        options.len() % 4 == 0 && options.len() <= 40,
+        "IPv4 options come in words, at most 10"
+    );
     let hlen = 20 + options.len();
     let total = u16::try_from(hlen + payload.len()).expect("IPv4 packet too long");
     let mut p = Vec::with_capacity(usize::from(total));
@@ -96,7 +106,14 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], proto: u8, payload: &[u8])
 
 /// IPv6 carrying a fragment header: `offset` in 8-byte units, `more` = M flag.
 #[must_use]
-pub fn ipv6_fragment(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6_fragment(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    proto: u8,
+    offset: u16,
+    more: bool,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut body = vec![proto, 0];
     body.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
     body.extend_from_slice(&[0, 0, 0, 42]);
@@ -107,7 +124,11 @@ pub fn ipv6_fragment(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, offset: u16, more:
 fn ipv6_raw(src: Ipv6Addr, dst: Ipv6Addr, next: u8, body: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(40 + body.len());
     p.extend_from_slice(&[0x60, 0, 0, 0]);
-    p.extend_from_slice(&u16::try_from(body.len()).expect("IPv6 payload too long").to_be_bytes());
+    p.extend_from_slice(
+        &u16::try_from(body.len())
+            .expect("IPv6 payload too long")
+            .to_be_bytes(),
+    );
     p.extend_from_slice(&[next, 64]);
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
@@ -120,7 +141,11 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(8 + payload.len());
     p.extend_from_slice(&sport.to_be_bytes());
     p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&u16::try_from(8 + payload.len()).expect("UDP too long").to_be_bytes());
+    p.extend_from_slice(
+        &u16::try_from(8 + payload.len())
+            .expect("UDP too long")
+            .to_be_bytes(),
+    );
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(payload);
     p

@@ -68,7 +68,8 @@ ring_bytes = 262144
     );
     let path = dir.path().join("exfilmon.toml");
     std::fs::write(&path, text).expect("write config");
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)));
+    let config =
+        Config::load(&path).unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)));
     (dir, config)
 }
 
@@ -84,14 +85,24 @@ impl Harness {
         let (dir, config) = config_text(flows);
         let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
         let plan = tables::plan(&config, &geo).expect("plan");
-        let mut monitor = load_monitor(&config, &plan).unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+        let mut monitor = load_monitor(&config, &plan)
+            .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
         let events = monitor.take_events().expect("ring");
-        Some(Self { monitor, labels: plan.labels, events, frames: 0, _dir: dir })
+        Some(Self {
+            monitor,
+            labels: plan.labels,
+            events,
+            frames: 0,
+            _dir: dir,
+        })
     }
 
     /// Runs a frame through the XDP program; asserts PASS and an unchanged frame.
     fn run(&mut self, frame: &[u8]) {
-        let out = self.monitor.test_run(programs::XDP, frame).expect("test run");
+        let out = self
+            .monitor
+            .test_run(programs::XDP, frame)
+            .expect("test run");
         assert_eq!(out.action, XDP_PASS, "XDP must pass every frame");
         assert_eq!(out.frame, frame, "the frame must leave unchanged");
         self.frames += 1;
@@ -106,7 +117,12 @@ impl Harness {
     }
 
     fn class(&self, group: &str, country: &str, dir: u32, verdict: Verdict) -> (u64, u64) {
-        let g = self.labels.groups.iter().position(|n| n == group).expect("group") as u32;
+        let g = self
+            .labels
+            .groups
+            .iter()
+            .position(|n| n == group)
+            .expect("group") as u32;
         let c = (0..self.labels.countries.len() as u32)
             .find(|s| self.labels.country(*s) == country)
             .expect("country");
@@ -131,12 +147,23 @@ impl Harness {
     fn assert_outcomes_sum(&self) {
         let c = self.counters();
         let sum: u64 = c.reasons[..reason::OUTCOMES as usize].iter().sum();
-        assert_eq!(sum, self.frames, "outcome counters {:?} must sum to frames run", &c.reasons[..9]);
+        assert_eq!(
+            sum,
+            self.frames,
+            "outcome counters {:?} must sum to frames run",
+            &c.reasons[..reason::OUTCOMES as usize]
+        );
     }
 }
 
 fn v4_key(inside: Ipv4Addr, remote: Ipv4Addr, proto: u8, iport: u16, rport: u16) -> FlowKey {
-    let mut k = FlowKey { proto, family: FAMILY_V4, inside_port: iport, remote_port: rport, ..FlowKey::default() };
+    let mut k = FlowKey {
+        proto,
+        family: FAMILY_V4,
+        inside_port: iport,
+        remote_port: rport,
+        ..FlowKey::default()
+    };
     k.inside[..4].copy_from_slice(&inside.octets());
     k.remote[..4].copy_from_slice(&remote.octets());
     k
@@ -144,21 +171,32 @@ fn v4_key(inside: Ipv4Addr, remote: Ipv4Addr, proto: u8, iport: u16, rport: u16)
 
 #[test]
 fn arp_is_counted_as_non_ip_and_passes() {
-    let Some(mut h) = Harness::new("arp_is_counted_as_non_ip_and_passes") else { return };
+    let Some(mut h) = Harness::new("arp_is_counted_as_non_ip_and_passes") else {
+        return;
+    };
     h.run(&arp());
     assert_eq!(h.reason(reason::NON_IP), 1);
-    assert!(h.counters().classes.is_empty(), "ARP must not be classified");
+    assert!(
+        h.counters().classes.is_empty(),
+        "ARP must not be classified"
+    );
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow() {
-    let Some(mut h) = Harness::new("ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow") else { return };
+    let Some(mut h) = Harness::new("ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow")
+    else {
+        return;
+    };
     let frame = eth_v4(&ipv4(PHONE, CN, UDP, &udp(40000, 443, &[7; 100])));
     h.run(&frame);
     h.run(&frame);
     let l3 = 20 + 8 + 100;
-    assert_eq!(h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation), (2, 2 * l3));
+    assert_eq!(
+        h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation),
+        (2, 2 * l3)
+    );
     assert_eq!(h.reason(reason::OUTBOUND), 2);
     assert_eq!(h.reason(reason::FLOW_CREATED), 1);
     let flows = h.monitor.flows().expect("flows");
@@ -166,7 +204,11 @@ fn ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow() {
     assert_eq!(flows[0].0, v4_key(PHONE, CN, UDP, 40000, 443));
     assert_eq!((flows[0].1.packets_out, flows[0].1.bytes_out), (2, 2 * l3));
     let ev = h.events();
-    assert_eq!(ev.len(), 1, "one start event; the second packet is below the update thresholds");
+    assert_eq!(
+        ev.len(),
+        1,
+        "one start event; the second packet is below the update thresholds"
+    );
     assert_eq!(ev[0].0, EventKind::FlowStart);
     assert_eq!(ev[0].1, v4_key(PHONE, CN, UDP, 40000, 443));
     h.assert_outcomes_sum();
@@ -174,116 +216,264 @@ fn ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow() {
 
 #[test]
 fn verdicts_follow_home_countries_group_allow_lists_and_unknown_space() {
-    let Some(mut h) = Harness::new("verdicts_follow_home_countries_group_allow_lists_and_unknown_space") else { return };
-    for (src, dst) in [(PHONE, IN), (PHONE, SG), (LAPTOP, US), (LAPTOP, SG), (OTHER_HOME, SG), (PHONE, NOWHERE)] {
+    let Some(mut h) =
+        Harness::new("verdicts_follow_home_countries_group_allow_lists_and_unknown_space")
+    else {
+        return;
+    };
+    for (src, dst) in [
+        (PHONE, IN),
+        (PHONE, SG),
+        (LAPTOP, US),
+        (LAPTOP, SG),
+        (OTHER_HOME, SG),
+        (PHONE, NOWHERE),
+    ] {
         h.run(&eth_v4(&ipv4(src, dst, UDP, &udp(1000, 53, &[0; 10]))));
     }
     let one = (1, 20 + 8 + 10);
-    assert_eq!(h.class("phones", "IN", DIR_OUTBOUND, Verdict::Domestic), one);
+    assert_eq!(
+        h.class("phones", "IN", DIR_OUTBOUND, Verdict::Domestic),
+        one
+    );
     assert_eq!(h.class("phones", "SG", DIR_OUTBOUND, Verdict::Allowed), one);
-    assert_eq!(h.class("laptops", "US", DIR_OUTBOUND, Verdict::Allowed), one);
-    assert_eq!(h.class("laptops", "SG", DIR_OUTBOUND, Verdict::Violation), one);
-    assert_eq!(h.class("ungrouped", "SG", DIR_OUTBOUND, Verdict::Violation), one);
+    assert_eq!(
+        h.class("laptops", "US", DIR_OUTBOUND, Verdict::Allowed),
+        one
+    );
+    assert_eq!(
+        h.class("laptops", "SG", DIR_OUTBOUND, Verdict::Violation),
+        one
+    );
+    assert_eq!(
+        h.class("ungrouped", "SG", DIR_OUTBOUND, Verdict::Violation),
+        one
+    );
     assert_eq!(h.class("phones", "??", DIR_OUTBOUND, Verdict::Unknown), one);
-    assert_eq!(h.monitor.flows().expect("flows").len(), 2, "only the two violation flows are tracked");
+    assert_eq!(
+        h.monitor.flows().expect("flows").len(),
+        2,
+        "only the two violation flows are tracked"
+    );
+    h.assert_outcomes_sum();
+}
+
+#[test]
+fn link_scoped_packets_are_counted_apart_from_traffic_that_leaves() {
+    let Some(mut h) = Harness::new("link_scoped_packets_are_counted_apart_from_traffic_that_leaves") else { return };
+    let phone6: Ipv6Addr = PHONE6.parse().expect("v6");
+    let link_local: Ipv6Addr = "fe80::10".parse().expect("v6");
+    let all_nodes: Ipv6Addr = "ff02::1".parse().expect("v6");
+    h.run(&eth_v6(&ipv6(phone6, all_nodes, &[], ICMPV6, &icmp(135, 0)))); // ND to multicast
+    h.run(&eth_v6(&ipv6(link_local, phone6, &[], ICMPV6, &icmp(136, 0)))); // ND from link-local
+    h.run(&eth_v4(&ipv4(PHONE, Ipv4Addr::new(224, 0, 0, 251), UDP, &udp(5353, 5353, &[0; 12])))); // mDNS
+    h.run(&eth_v4(&ipv4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, UDP, &udp(68, 67, &[0; 12])))); // DHCP
+    assert_eq!(h.reason(reason::LINK_LOCAL), 4);
+    assert!(h.counters().classes.is_empty(), "link-scoped packets are no country's traffic");
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn inbound_internal_and_transit_are_told_apart() {
-    let Some(mut h) = Harness::new("inbound_internal_and_transit_are_told_apart") else { return };
+    let Some(mut h) = Harness::new("inbound_internal_and_transit_are_told_apart") else {
+        return;
+    };
     h.run(&eth_v4(&ipv4(CN, PHONE, UDP, &udp(443, 40000, &[1; 50]))));
     h.run(&eth_v4(&ipv4(PHONE, LAPTOP, UDP, &udp(1, 2, &[1; 50]))));
     h.run(&eth_v4(&ipv4(CN, US, UDP, &udp(1, 2, &[1; 50]))));
-    assert_eq!(h.class("phones", "CN", DIR_INBOUND, Verdict::Violation), (1, 78));
+    assert_eq!(
+        h.class("phones", "CN", DIR_INBOUND, Verdict::Violation),
+        (1, 78)
+    );
     assert_eq!(h.reason(reason::INBOUND), 1);
     assert_eq!(h.reason(reason::INTERNAL), 1);
     assert_eq!(h.reason(reason::TRANSIT), 1);
     let flows = h.monitor.flows().expect("flows");
-    assert_eq!(flows[0].0, v4_key(PHONE, CN, UDP, 40000, 443), "flows are keyed from the inside");
+    assert_eq!(
+        flows[0].0,
+        v4_key(PHONE, CN, UDP, 40000, 443),
+        "flows are keyed from the inside"
+    );
     assert_eq!((flows[0].1.packets_in, flows[0].1.bytes_in), (1, 78));
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn ipv4_options_are_skipped_to_reach_the_ports() {
-    let Some(mut h) = Harness::new("ipv4_options_are_skipped_to_reach_the_ports") else { return };
+    let Some(mut h) = Harness::new("ipv4_options_are_skipped_to_reach_the_ports") else {
+        return;
+    };
     for words in [1usize, 4, 10] {
         let options = vec![1u8; words * 4]; // NOPs
-        h.run(&eth_v4(&ipv4_with(PHONE, CN, UDP, &options, 0, &udp(5000 + words as u16, 80, &[0; 8]))));
+        h.run(&eth_v4(&ipv4_with(
+            PHONE,
+            CN,
+            UDP,
+            &options,
+            0,
+            &udp(5000 + words as u16, 80, &[0; 8]),
+        )));
     }
-    let keys: Vec<FlowKey> = h.monitor.flows().expect("flows").into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<FlowKey> = h
+        .monitor
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     for words in [1u16, 4, 10] {
-        assert!(keys.contains(&v4_key(PHONE, CN, UDP, 5000 + words, 80)), "ports behind {words} option words");
+        assert!(
+            keys.contains(&v4_key(PHONE, CN, UDP, 5000 + words, 80)),
+            "ports behind {words} option words"
+        );
     }
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn ipv4_fragments_are_classified_by_their_addresses() {
-    let Some(mut h) = Harness::new("ipv4_fragments_are_classified_by_their_addresses") else { return };
+    let Some(mut h) = Harness::new("ipv4_fragments_are_classified_by_their_addresses") else {
+        return;
+    };
     // First fragment: MF set, offset 0, carries the UDP header.
-    h.run(&eth_v4(&ipv4_with(PHONE, CN, UDP, &[], 0x2000, &udp(7000, 53, &[0; 32]))));
+    h.run(&eth_v4(&ipv4_with(
+        PHONE,
+        CN,
+        UDP,
+        &[],
+        0x2000,
+        &udp(7000, 53, &[0; 32]),
+    )));
     // A later fragment: offset 5 (40 bytes), no transport header.
     h.run(&eth_v4(&ipv4_with(PHONE, CN, UDP, &[], 5, &[0xee; 40])));
-    assert_eq!(h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation), (2, 60 + 60));
+    assert_eq!(
+        h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation),
+        (2, 60 + 60)
+    );
     assert_eq!(h.reason(reason::FRAGMENT), 1);
-    let keys: Vec<FlowKey> = h.monitor.flows().expect("flows").into_iter().map(|(k, _)| k).collect();
-    assert!(keys.contains(&v4_key(PHONE, CN, UDP, 7000, 53)), "first fragment has ports");
-    assert!(keys.contains(&v4_key(PHONE, CN, UDP, 0, 0)), "later fragment has none");
+    let keys: Vec<FlowKey> = h
+        .monitor
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        keys.contains(&v4_key(PHONE, CN, UDP, 7000, 53)),
+        "first fragment has ports"
+    );
+    assert!(
+        keys.contains(&v4_key(PHONE, CN, UDP, 0, 0)),
+        "later fragment has none"
+    );
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn vlan_and_qinq_tags_are_followed_and_a_third_is_counted() {
-    let Some(mut h) = Harness::new("vlan_and_qinq_tags_are_followed_and_a_third_is_counted") else { return };
+    let Some(mut h) = Harness::new("vlan_and_qinq_tags_are_followed_and_a_third_is_counted") else {
+        return;
+    };
     let ip = ipv4(PHONE, CN, UDP, &udp(1, 2, &[0; 20]));
     h.run(&eth(&[(0x8100, 10)], 0x0800, &ip));
     h.run(&eth(&[(0x88a8, 100), (0x8100, 10)], 0x0800, &ip));
-    h.run(&eth(&[(0x88a8, 100), (0x8100, 10), (0x8100, 20)], 0x0800, &ip));
-    assert_eq!(h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation), (2, 96));
+    h.run(&eth(
+        &[(0x88a8, 100), (0x8100, 10), (0x8100, 20)],
+        0x0800,
+        &ip,
+    ));
+    assert_eq!(
+        h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation),
+        (2, 96)
+    );
     assert_eq!(h.reason(reason::VLAN_DEPTH), 1);
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn ipv6_extension_headers_are_walked_up_to_the_limit() {
-    let Some(mut h) = Harness::new("ipv6_extension_headers_are_walked_up_to_the_limit") else { return };
+    let Some(mut h) = Harness::new("ipv6_extension_headers_are_walked_up_to_the_limit") else {
+        return;
+    };
     let src: Ipv6Addr = PHONE6.parse().expect("v6");
     let dst: Ipv6Addr = CN6.parse().expect("v6");
     let payload = udp(6000, 443, &[0; 16]);
     h.run(&eth_v6(&ipv6(src, dst, &[], UDP, &payload)));
-    h.run(&eth_v6(&ipv6(src, dst, &[HOPOPTS, DSTOPTS, ROUTING], UDP, &payload)));
+    h.run(&eth_v6(&ipv6(
+        src,
+        dst,
+        &[HOPOPTS, DSTOPTS, ROUTING],
+        UDP,
+        &payload,
+    )));
     // Nine destination-option headers: one more than the parser follows.
     h.run(&eth_v6(&ipv6(src, dst, &[DSTOPTS; 9], UDP, &payload)));
     let l3 = |n: u64| 40 + 8 * n + 24;
-    assert_eq!(h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation), (3, l3(0) + l3(3) + l3(9)));
+    assert_eq!(
+        h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation),
+        (3, l3(0) + l3(3) + l3(9))
+    );
     assert_eq!(h.reason(reason::IPV6_EXT_LIMIT), 1);
-    let ports: Vec<(u16, u16)> =
-        h.monitor.flows().expect("flows").into_iter().map(|(k, _)| (k.inside_port, k.remote_port)).collect();
-    assert!(ports.contains(&(6000, 443)), "ports found behind three extension headers: {ports:?}");
-    assert!(ports.contains(&(0, 0)), "past the limit the packet is counted without ports: {ports:?}");
+    let ports: Vec<(u16, u16)> = h
+        .monitor
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .map(|(k, _)| (k.inside_port, k.remote_port))
+        .collect();
+    assert!(
+        ports.contains(&(6000, 443)),
+        "ports found behind three extension headers: {ports:?}"
+    );
+    assert!(
+        ports.contains(&(0, 0)),
+        "past the limit the packet is counted without ports: {ports:?}"
+    );
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn ipv6_later_fragments_are_counted_as_fragments() {
-    let Some(mut h) = Harness::new("ipv6_later_fragments_are_counted_as_fragments") else { return };
+    let Some(mut h) = Harness::new("ipv6_later_fragments_are_counted_as_fragments") else {
+        return;
+    };
     let src: Ipv6Addr = PHONE6.parse().expect("v6");
     let dst: Ipv6Addr = CN6.parse().expect("v6");
-    h.run(&eth_v6(&ipv6_fragment(src, dst, UDP, 0, true, &udp(1, 2, &[0; 8]))));
+    h.run(&eth_v6(&ipv6_fragment(
+        src,
+        dst,
+        UDP,
+        0,
+        true,
+        &udp(1, 2, &[0; 8]),
+    )));
     h.run(&eth_v6(&ipv6_fragment(src, dst, UDP, 2, false, &[0; 16])));
     assert_eq!(h.reason(reason::FRAGMENT), 1);
-    assert_eq!(h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation).0, 2);
+    assert_eq!(
+        h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation).0,
+        2
+    );
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn tcp_fin_ends_a_flow_and_icmp_types_become_ports() {
-    let Some(mut h) = Harness::new("tcp_fin_ends_a_flow_and_icmp_types_become_ports") else { return };
+    let Some(mut h) = Harness::new("tcp_fin_ends_a_flow_and_icmp_types_become_ports") else {
+        return;
+    };
     h.run(&eth_v4(&ipv4(PHONE, CN, TCP, &tcp(41000, 443, SYN, &[]))));
-    h.run(&eth_v4(&ipv4(PHONE, CN, TCP, &tcp(41000, 443, ACK, &[9; 200]))));
-    h.run(&eth_v4(&ipv4(PHONE, CN, TCP, &tcp(41000, 443, FIN | ACK, &[]))));
+    h.run(&eth_v4(&ipv4(
+        PHONE,
+        CN,
+        TCP,
+        &tcp(41000, 443, ACK, &[9; 200]),
+    )));
+    h.run(&eth_v4(&ipv4(
+        PHONE,
+        CN,
+        TCP,
+        &tcp(41000, 443, FIN | ACK, &[]),
+    )));
     h.run(&eth_v4(&ipv4(PHONE, CN, ICMP, &icmp(8, 0))));
     let src: Ipv6Addr = PHONE6.parse().expect("v6");
     let dst: Ipv6Addr = CN6.parse().expect("v6");
@@ -292,17 +482,35 @@ fn tcp_fin_ends_a_flow_and_icmp_types_become_ports() {
     let tcp_key = v4_key(PHONE, CN, TCP, 41000, 443);
     let kinds: Vec<EventKind> = ev.iter().filter(|e| e.1 == tcp_key).map(|e| e.0).collect();
     assert_eq!(kinds, [EventKind::FlowStart, EventKind::FlowEnd]);
-    assert_eq!(ev.iter().find(|e| e.0 == EventKind::FlowEnd).map(|e| e.2), Some(40 + 240 + 40));
-    let keys: Vec<FlowKey> = h.monitor.flows().expect("flows").into_iter().map(|(k, _)| k).collect();
-    assert!(keys.contains(&v4_key(PHONE, CN, ICMP, 0, 8 << 8)), "ICMP echo: type 8 in the port");
-    assert!(keys.iter().any(|k| k.proto == ICMPV6 && k.remote_port == 128 << 8), "ICMPv6 echo");
+    assert_eq!(
+        ev.iter().find(|e| e.0 == EventKind::FlowEnd).map(|e| e.2),
+        Some(40 + 240 + 40)
+    );
+    let keys: Vec<FlowKey> = h
+        .monitor
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        keys.contains(&v4_key(PHONE, CN, ICMP, 0, 8 << 8)),
+        "ICMP echo: type 8 in the port"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.proto == ICMPV6 && k.remote_port == 128 << 8),
+        "ICMPv6 echo"
+    );
     h.assert_outcomes_sum();
 }
 
 #[test]
 fn periodic_updates_follow_the_byte_threshold() {
-    let Some(mut h) = Harness::with_flows("periodic_updates_follow_the_byte_threshold", "update_bytes = 1000")
-    else {
+    let Some(mut h) = Harness::with_flows(
+        "periodic_updates_follow_the_byte_threshold",
+        "update_bytes = 1000",
+    ) else {
         return;
     };
     let frame = eth_v4(&ipv4(PHONE, CN, UDP, &udp(1, 2, &[0; 472]))); // 500 L3 bytes
@@ -311,12 +519,21 @@ fn periodic_updates_follow_the_byte_threshold() {
     }
     let kinds: Vec<EventKind> = h.events().iter().map(|e| e.0).collect();
     // start (500), +500 = 1000 → below, +1000 at 1500 → update, then 2000 below, 2500 → update
-    assert_eq!(kinds, [EventKind::FlowStart, EventKind::FlowUpdate, EventKind::FlowUpdate]);
+    assert_eq!(
+        kinds,
+        [
+            EventKind::FlowStart,
+            EventKind::FlowUpdate,
+            EventKind::FlowUpdate
+        ]
+    );
 }
 
 #[test]
 fn truncated_and_malformed_frames_are_counted_by_reason() {
-    let Some(mut h) = Harness::new("truncated_and_malformed_frames_are_counted_by_reason") else { return };
+    let Some(mut h) = Harness::new("truncated_and_malformed_frames_are_counted_by_reason") else {
+        return;
+    };
     let full = eth_v4(&ipv4(PHONE, CN, TCP, &tcp(1, 2, ACK, &[])));
     // Cut inside the IPv4 header: at the Ethernet end, mid-header, one byte short.
     for cut in [14, 20, 33] {
@@ -328,11 +545,21 @@ fn truncated_and_malformed_frames_are_counted_by_reason() {
     assert_eq!(h.reason(reason::MALFORMED_L4), 1);
     assert_eq!(h.reason(reason::OUTBOUND), 1);
     // A VLAN tag cut short.
-    let tagged = eth(&[(0x8100, 5)], 0x0800, &ipv4(PHONE, CN, UDP, &udp(1, 2, &[])));
+    let tagged = eth(
+        &[(0x8100, 5)],
+        0x0800,
+        &ipv4(PHONE, CN, UDP, &udp(1, 2, &[])),
+    );
     h.run(&tagged[..16]);
     assert_eq!(h.reason(reason::MALFORMED_L2), 1);
     // IPv6 header cut short.
-    let v6 = eth_v6(&ipv6(PHONE6.parse().expect("v6"), CN6.parse().expect("v6"), &[], UDP, &udp(1, 2, &[])));
+    let v6 = eth_v6(&ipv6(
+        PHONE6.parse().expect("v6"),
+        CN6.parse().expect("v6"),
+        &[],
+        UDP,
+        &udp(1, 2, &[]),
+    ));
     h.run(&v6[..40]);
     assert_eq!(h.reason(reason::MALFORMED_IPV6), 1);
     // Bad IHL and a version that does not match the EtherType.
@@ -347,7 +574,9 @@ fn truncated_and_malformed_frames_are_counted_by_reason() {
 
 #[test]
 fn tc_programs_classify_like_xdp_and_return_ok() {
-    let Some(mut h) = Harness::new("tc_programs_classify_like_xdp_and_return_ok") else { return };
+    let Some(mut h) = Harness::new("tc_programs_classify_like_xdp_and_return_ok") else {
+        return;
+    };
     let frame = eth_v4(&ipv4(PHONE, SG, UDP, &udp(1, 2, &[0; 30])));
     for program in [programs::TC_EGRESS, programs::TC_INGRESS] {
         let out = h.monitor.test_run(program, &frame).expect("test run");
@@ -356,6 +585,9 @@ fn tc_programs_classify_like_xdp_and_return_ok() {
         h.frames += 1;
     }
     h.run(&frame);
-    assert_eq!(h.class("phones", "SG", DIR_OUTBOUND, Verdict::Allowed), (3, 3 * 58));
+    assert_eq!(
+        h.class("phones", "SG", DIR_OUTBOUND, Verdict::Allowed),
+        (3, 3 * 58)
+    );
     h.assert_outcomes_sum();
 }

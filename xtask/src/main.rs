@@ -1,1 +1,45 @@
-fn main() {}
+//! Developer tasks. `cargo xtask test` runs the whole suite and closes with one tally line;
+//! `cargo xtask run` runs the lab demo, or the daemon on real interfaces with `--config`.
+
+mod demo;
+mod test;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build, then run every test: unit tests, kernel tests (BPF_PROG_TEST_RUN), end-to-end
+    /// lab tests with a real Prometheus, and the lints. Tests that need root are skipped
+    /// (and reported as skipped) when not run as root.
+    Test,
+    /// Without --config: the lab demo (network namespaces, real traffic, a table of what
+    /// exfilmon counted). With --config: `exfilmon run` on the interfaces that config names.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Demo only: keep the lab and /metrics up this many seconds after the table.
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Test => test::run(),
+        Task::Run { config: Some(config), .. } => demo::run_real(&config),
+        Task::Run { config: None, hold } => demo::run(hold),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}

@@ -1,0 +1,205 @@
+//! Running the real `exfilmon run` against a [`Lab`]: the lab config filled in, the
+//! daemon started and stopped by PID, its /metrics scraped and parsed.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{exfilmon_bin, lab::Lab, lab::Node, workspace_root};
+
+/// How long the daemon may take to load, attach and answer /metrics.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it may take to detach after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `exfilmon run`, stopped with SIGTERM (by PID) on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The metrics listener (127.0.0.1, a free port).
+    pub metrics: SocketAddr,
+    /// The config file it runs with.
+    pub config: PathBuf,
+    /// Its JSON-lines event log.
+    pub event_log: PathBuf,
+    stderr: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// The lab's config (tests/lab/exfilmon.toml) filled in for `lab`, written with the lab's
+/// GeoIP CSV into `dir`. Returns the config path.
+pub fn write_lab_config(lab: &Lab, dir: &Path, port: u16) -> Result<PathBuf> {
+    let lab_dir = workspace_root().join("tests/lab");
+    let template = fs::read_to_string(lab_dir.join("exfilmon.toml")).context("reading tests/lab/exfilmon.toml")?;
+    let text = template
+        .replace("@NETNS@", lab.ns(Node::Router).name())
+        .replace("@PORT@", &port.to_string())
+        .replace("@LOG@", &dir.join("events.jsonl").display().to_string());
+    fs::copy(lab_dir.join("geoip.csv"), dir.join("geoip.csv")).context("copying the lab GeoIP CSV")?;
+    let path = dir.join("exfilmon.toml");
+    fs::write(&path, text).context("writing the lab config")?;
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the daemon binds it right after).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Daemon {
+    /// Starts exfilmon on the lab's router and waits until /metrics answers.
+    pub fn start(lab: &Lab) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let config = write_lab_config(lab, dir.path(), port)?;
+        Self::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir)
+    }
+
+    /// Starts `exfilmon run --config CONFIG` whose metrics listen on `metrics`.
+    pub fn start_with(config: PathBuf, metrics: SocketAddr, dir: tempfile::TempDir) -> Result<Self> {
+        let stderr = dir.path().join("exfilmon.stderr");
+        let child = Command::new(exfilmon_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("EXFILMON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("starting {}", exfilmon_bin().display()))?;
+        let mut daemon = Self {
+            child: Some(child),
+            metrics,
+            config,
+            event_log: dir.path().join("events.jsonl"),
+            stderr,
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if daemon.scrape_text().is_ok() {
+                return Ok(daemon);
+            }
+            if let Some(child) = daemon.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                daemon.child = None;
+                bail!("exfilmon exited with {status} before serving /metrics:\n{}", daemon.log());
+            }
+            if Instant::now() > deadline {
+                bail!("exfilmon did not serve /metrics within {START_TIMEOUT:?}:\n{}", daemon.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The temporary directory holding its config, log and event log.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The raw text of /metrics.
+    pub fn scrape_text(&self) -> Result<String> {
+        let url = format!("http://{}/metrics", self.metrics);
+        let mut response = ureq::get(&url).call().with_context(|| format!("GET {url}"))?;
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body = response.body_mut().read_to_string()?;
+        if !content_type.starts_with("text/plain; version=0.0.4") {
+            bail!("unexpected Content-Type {content_type:?}");
+        }
+        Ok(body)
+    }
+
+    /// /metrics parsed: metric name → samples (labels, value).
+    pub fn scrape(&self) -> Result<Metrics> {
+        Metrics::parse(&self.scrape_text()?)
+    }
+
+    /// SIGTERM by PID, then waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).
+    pub fn stop(mut self) -> Result<ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else { bail!("exfilmon is not running") };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("exfilmon did not exit within {STOP_TIMEOUT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// Parsed Prometheus text: series by metric name.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub series: BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Result<Self> {
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .context("parsing /metrics")?;
+        let mut series: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for s in scrape.samples {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => continue,
+            };
+            let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            series.entry(s.metric).or_default().push((labels, value));
+        }
+        Ok(Self { series })
+    }
+
+    /// The value of the series of `name` whose labels include all of `labels`, summed.
+    #[must_use]
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Every series of `name` as (labels, value).
+    #[must_use]
+    pub fn get(&self, name: &str) -> &[(BTreeMap<String, String>, f64)] {
+        self.series.get(name).map_or(&[], Vec::as_slice)
+    }
+}

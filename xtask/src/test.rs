@@ -1,0 +1,119 @@
+//! The test runner behind `make test`.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::workspace;
+
+/// The kernel crate's toolchain (also in monitor/build.rs): its rustfmt knows the
+/// unstable import-grouping options of rustfmt.toml.
+const NIGHTLY: &str = "nightly-2026-10-30";
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let root = workspace();
+    let mut tally = Tally::default();
+    let mut problems = Vec::new();
+
+    step("format", Command::new("cargo").args([&format!("+{NIGHTLY}"), "fmt", "--all", "--check"]))
+        .unwrap_or_else(|e| problems.push(e));
+    step(
+        "lint (clippy, host crates)",
+        Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]),
+    )
+    .unwrap_or_else(|e| problems.push(e));
+    step("build (release exfilmon)", Command::new("cargo").args(["build", "--release", "--quiet", "-p", "monitor"]))?;
+
+    let root_ok = nix_is_root();
+    let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+    if !root_ok {
+        // Kernel and lab tests load programs and build namespaces: they need root. List
+        // them, report them as skipped, and run everything else.
+        let listed = Command::new("cargo")
+            .args(["test", "--quiet", "-p", "exfilmon-tests", "--", "--list", "--format", "terse"])
+            .current_dir(&root)
+            .output()
+            .context("listing root-only tests")?;
+        let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_owned)
+            .collect();
+        for n in &names {
+            println!("SKIPPED (needs root): {n}");
+        }
+        tally.skipped += names.len() as u64;
+        args.extend(["--exclude", "exfilmon-tests"]);
+    }
+    println!("==> tests: cargo {}", args.join(" "));
+    let mut child = Command::new("cargo")
+        .args(&args)
+        .env("EXFILMON_BIN", root.join("target/release/exfilmon"))
+        .current_dir(&root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            tally.add(rest);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && tally.failed == 0 {
+        problems.push(anyhow::anyhow!("cargo test exited with {status} (a build error?)"));
+    }
+
+    println!();
+    for p in &problems {
+        println!("problem: {p:#}");
+    }
+    // The closing line: the whole suite's tally.
+    println!("{} passed, {} failed, {} skipped", tally.passed, tally.failed + problems.len() as u64, tally.skipped);
+    if tally.failed > 0 || !problems.is_empty() {
+        bail!("the test suite failed");
+    }
+    Ok(())
+}
+
+impl Tally {
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add(&mut self, summary: &str) {
+        for part in summary.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.skipped += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    println!("==> {name}");
+    let status = cmd.current_dir(workspace()).status().with_context(|| format!("starting {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    exfilmon_tests::is_root()
+}
