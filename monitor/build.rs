@@ -13,13 +13,21 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .find(|cargo_metadata::Package { name, .. }| name.as_str() == "monitor-ebpf")
         .ok_or_else(|| anyhow!("monitor-ebpf package not found"))?;
-    let cargo_metadata::Package { name, manifest_path, .. } = ebpf_package;
+    let cargo_metadata::Package {
+        name,
+        manifest_path,
+        ..
+    } = ebpf_package;
     let root_dir = manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {manifest_path}"))?
         .as_str();
     aya_build::build_ebpf(
-        [Package { name: name.as_str(), root_dir, ..Default::default() }],
+        [Package {
+            name: name.as_str(),
+            root_dir,
+            ..Default::default()
+        }],
         Toolchain::Custom(EBPF_TOOLCHAIN),
     )
 }

@@ -11,7 +11,7 @@ pub const GROUP_BITS: u32 = 5;
 pub const GROUP_UNGROUPED: u32 = 0;
 
 /// Country slots: slot 0 is unknown (`??`); the daemon gives every ISO code it meets in the
-/// GeoIP data or the config a slot of its own and records it in `COUNTRY_CODES`.
+/// `GeoIP` data or the config a slot of its own and records it in `COUNTRY_CODES`.
 pub const COUNTRY_SLOTS: u32 = 512;
 pub const COUNTRY_BITS: u32 = 9;
 pub const COUNTRY_UNKNOWN: u32 = 0;

@@ -25,7 +25,7 @@ const _: () = assert!(size_of::<FlowKey>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first and the last packet.
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the first and the last packet.
     pub first_ns: u64,
     pub last_ns: u64,
     /// When the flow was last reported, and its total bytes then.

@@ -2,7 +2,10 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use monitor_common::{
-    class::{DIR_INBOUND, DIR_OUTBOUND, GeoValue, VERDICT_UNKNOWN, VERDICT_VIOLATION, class_index, policy_index},
+    class::{
+        DIR_INBOUND, DIR_OUTBOUND, GeoValue, VERDICT_UNKNOWN, VERDICT_VIOLATION, class_index,
+        policy_index,
+    },
     config::FLAG_TRACK_UNKNOWN,
     flow::FAMILY_V4,
     reason,
@@ -29,7 +32,10 @@ fn classify(p: &Packet) -> u32 {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return reason::LINK_LOCAL;
     }
-    match (inside_group(p.family, &p.src), inside_group(p.family, &p.dst)) {
+    match (
+        inside_group(p.family, &p.src),
+        inside_group(p.family, &p.dst),
+    ) {
         (Some(_), Some(_)) => reason::INTERNAL,
         (None, None) => reason::TRANSIT,
         (Some(group), None) => {

@@ -10,7 +10,10 @@ use aya_ebpf::{
 use monitor_common::{
     class::{DIR_OUTBOUND, GeoValue},
     config::KernelConfig,
-    flow::{EVENT_FLOW_END, EVENT_FLOW_START, EVENT_FLOW_UPDATE, FlowEvent, FlowKey, FlowState, TCP_FIN, TCP_RST},
+    flow::{
+        EVENT_FLOW_END, EVENT_FLOW_START, EVENT_FLOW_UPDATE, FlowEvent, FlowKey, FlowState,
+        TCP_FIN, TCP_RST,
+    },
     reason,
 };
 
@@ -66,7 +69,15 @@ pub fn track(p: &Packet, group: u32, geo: &GeoValue, verdict: u32, dir: u32) {
     match FLOWS.insert(&key, &st, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
             count(reason::FLOW_CREATED);
-            emit(if ends { EVENT_FLOW_END } else { EVENT_FLOW_START }, &key, &st);
+            emit(
+                if ends {
+                    EVENT_FLOW_END
+                } else {
+                    EVENT_FLOW_START
+                },
+                &key,
+                &st,
+            );
         }
         Err(_) => match FLOWS.get_ptr_mut(&key) {
             // Another CPU inserted it between our lookup and insert.
@@ -126,7 +137,12 @@ fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
     };
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
-            entry.write(FlowEvent { kind, _pad: 0, key: *key, state: *st });
+            entry.write(FlowEvent {
+                kind,
+                _pad: 0,
+                key: *key,
+                state: *st,
+            });
             entry.submit(u64::from(flags));
             count(reason::RINGBUF_SUBMITTED);
         }

@@ -4,7 +4,10 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "atomic_xadd: the BPF atomic add, see flow.rs")]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd: the BPF atomic add, see flow.rs"
+)]
 
 mod classify;
 mod flow;

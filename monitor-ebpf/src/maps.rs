@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    class::{COUNTRY_SLOTS, ClassCounter, CLASS_ENTRIES, GeoValue, InsideValue, POLICY_ENTRIES},
+    class::{CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, GeoValue, InsideValue, POLICY_ENTRIES},
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     reason::REASON_ENTRIES,

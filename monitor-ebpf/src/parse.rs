@@ -6,7 +6,10 @@
 
 use core::ptr::read_unaligned;
 
-use monitor_common::{flow::{FAMILY_V4, FAMILY_V6}, reason};
+use monitor_common::{
+    flow::{FAMILY_V4, FAMILY_V6},
+    reason,
+};
 
 use crate::maps::count;
 
@@ -108,7 +111,11 @@ fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
         sport: 0,
         dport: 0,
         // A zero total length is what TSO/BIG TCP super-packets carry: use the frame.
-        l3_bytes: if total == 0 { wire_l3 } else { u64::from(total) },
+        l3_bytes: if total == 0 {
+            wire_l3
+        } else {
+            u64::from(total)
+        },
     };
     p.src[..4].copy_from_slice(&hdr[12..16]);
     p.dst[..4].copy_from_slice(&hdr[16..20]);
@@ -139,7 +146,11 @@ fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
         sport: 0,
         dport: 0,
         // Payload length 0 is a jumbogram or a GSO super-packet: use the frame.
-        l3_bytes: if payload == 0 { wire_l3 } else { 40 + u64::from(payload) },
+        l3_bytes: if payload == 0 {
+            wire_l3
+        } else {
+            40 + u64::from(payload)
+        },
     };
     p.src.copy_from_slice(&hdr[8..24]);
     p.dst.copy_from_slice(&hdr[24..40]);

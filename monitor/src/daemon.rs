@@ -95,10 +95,22 @@ pub fn attach_all(monitor: &mut Monitor, config: &Config) -> Result<(), DaemonEr
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config, geo: GeoDb, plan: Plan, mut monitor: Monitor) -> Result<(), DaemonError> {
+#[expect(
+    clippy::too_many_lines,
+    reason = "one event loop, easier to follow in one piece"
+)]
+pub async fn run(
+    config: Config,
+    geo: GeoDb,
+    plan: Plan,
+    mut monitor: Monitor,
+) -> Result<(), DaemonError> {
     let listener = metrics::bind(config.metrics.listen)
         .await
-        .map_err(|source| DaemonError::Listen { addr: config.metrics.listen, source })?;
+        .map_err(|source| DaemonError::Listen {
+            addr: config.metrics.listen,
+            source,
+        })?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -108,8 +120,12 @@ pub async fn run(config: Config, geo: GeoDb, plan: Plan, mut monitor: Monitor) -
     let labels = Arc::new(RwLock::new(plan.labels));
     let registry = Registry::new();
     let dm = DaemonMetrics::register(&registry)?;
-    dm.geoip_prefixes.with_label_values(&["ipv4"]).set(plan.tables.geo4.len() as i64);
-    dm.geoip_prefixes.with_label_values(&["ipv6"]).set(plan.tables.geo6.len() as i64);
+    dm.geoip_prefixes
+        .with_label_values(&["ipv4"])
+        .set(i64::try_from(plan.tables.geo4.len()).unwrap_or(i64::MAX));
+    dm.geoip_prefixes
+        .with_label_values(&["ipv6"])
+        .set(i64::try_from(plan.tables.geo6.len()).unwrap_or(i64::MAX));
     registry.register(Box::new(KernelCollector::new(
         monitor.take_counters()?,
         labels.clone(),
@@ -127,14 +143,22 @@ pub async fn run(config: Config, geo: GeoDb, plan: Plan, mut monitor: Monitor) -
     tracing::info!(listen = %config.metrics.listen, "serving /metrics");
 
     let clock = Clock::now();
-    let mut log = config.events.log.as_deref().map(|p| EventLog::open(p, clock)).transpose()?;
+    let mut log = config
+        .events
+        .log
+        .as_deref()
+        .map(|p| EventLog::open(p, clock))
+        .transpose()?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as
     // the AsyncFd owns the ring buffer.
-    let mut ring = unsafe { AsyncFd::register_with_interest(monitor.take_events()?, Interest::READABLE) }.map_err(std::io::Error::from)?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(monitor.take_events()?, Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
     let mut flows_map: HashMap<MapData, FlowKey, FlowState> = monitor.take_flows()?;
     let mut table = FlowTable::default();
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-    let sweep_every = (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let sweep_every =
+        (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
     let mut sweep_tick = tokio::time::interval(sweep_every);
 
     let mut handle = |kind: EventKind, record: FlowRecord, log: &mut Option<EventLog>| {
@@ -165,7 +189,7 @@ pub async fn run(config: Config, geo: GeoDb, plan: Plan, mut monitor: Monitor) -
             }
             _ = sweep_tick.tick() => {
                 sweep(&mut flows_map, &mut table, &labels, config.flows.idle_timeout, &mut handle, &mut log);
-                dm.flows_tracked.set(table.len() as i64);
+                dm.flows_tracked.set(i64::try_from(table.len()).unwrap_or(i64::MAX));
             }
             _ = sighup.recv() => {
                 tracing::warn!("SIGHUP: hot reload is not implemented yet; restart exfilmon to apply a new config");
@@ -175,7 +199,15 @@ pub async fn run(config: Config, geo: GeoDb, plan: Plan, mut monitor: Monitor) -
         }
     }
 
-    drain(ring.get_mut(), &mut table, &labels, &dm, &mut handle, &mut log);
+    drain(
+        ring.get_mut(),
+        &mut table,
+        &labels,
+        &dm,
+        &mut handle,
+        &mut log,
+    );
+    report_unreported(&flows_map, &mut table, &labels, &mut handle, &mut log);
     if let Some(log) = log.as_mut() {
         log.flush()?;
     }
@@ -195,7 +227,9 @@ fn drain(
     handle: &mut impl FnMut(EventKind, FlowRecord, &mut Option<EventLog>),
     log: &mut Option<EventLog>,
 ) {
-    let labels = labels.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let labels = labels
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     while let Some(item) = ring.next() {
         match events::decode(&item) {
             Ok((kind, key, st)) => {
@@ -206,6 +240,26 @@ fn drain(
                 dm.event_errors.with_label_values(&["decode"]).inc();
                 tracing::warn!(error = %e, "undecodable ring buffer record");
             }
+        }
+    }
+}
+
+/// At shutdown: reports every tracked flow whose totals moved since its last event, so
+/// the event log ends with the final counts. The flows stay in the kernel's table.
+fn report_unreported(
+    flows: &HashMap<MapData, FlowKey, FlowState>,
+    table: &mut FlowTable,
+    labels: &RwLock<Labels>,
+    handle: &mut impl FnMut(EventKind, FlowRecord, &mut Option<EventLog>),
+    log: &mut Option<EventLog>,
+) {
+    let labels = labels
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (key, st) in flows.iter().filter_map(Result::ok) {
+        if st.reported_bytes != st.bytes_out + st.bytes_in {
+            let record = table.apply(EventKind::FlowUpdate, key, &st, &labels);
+            handle(EventKind::FlowUpdate, record, log);
         }
     }
 }
@@ -227,7 +281,9 @@ fn sweep(
         .filter_map(Result::ok)
         .filter(|(_, st)| now.saturating_sub(st.last_ns) >= idle_ns)
         .collect();
-    let labels = labels.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let labels = labels
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (key, st) in expired {
         if flows.remove(&key).is_err() {
             continue; // evicted or removed meanwhile

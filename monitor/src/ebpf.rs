@@ -28,7 +28,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mo
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("loading the eBPF object failed (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)")]
+    #[error(
+        "loading the eBPF object failed (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)"
+    )]
     Load(#[source] aya::EbpfError),
     #[error("the kernel refused program {program}")]
     Program {
@@ -146,17 +148,24 @@ impl Monitor {
                 aya::programs::Program::SchedClassifier(p) => p.load(),
                 _ => unreachable!("exfilmon's object only has XDP and TC programs"),
             };
-            loaded.map_err(|source| EbpfError::Program { program: name, source })?;
+            loaded.map_err(|source| EbpfError::Program {
+                program: name,
+                source,
+            })?;
         }
         Ok(Self { ebpf })
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, EbpfError> {
-        self.ebpf.map_mut(name).ok_or(EbpfError::MissingMap { map: name })
+        self.ebpf
+            .map_mut(name)
+            .ok_or(EbpfError::MissingMap { map: name })
     }
 
     fn map(&self, name: &'static str) -> Result<&Map, EbpfError> {
-        self.ebpf.map(name).ok_or(EbpfError::MissingMap { map: name })
+        self.ebpf
+            .map(name)
+            .ok_or(EbpfError::MissingMap { map: name })
     }
 
     /// Writes the run-time settings.
@@ -164,7 +173,9 @@ impl Monitor {
         let name = maps::CONFIG;
         let mut array: Array<_, KernelConfig> = Array::try_from(self.map_mut(name)?)
             .map_err(|source| map_err(name, "wrong type", source))?;
-        array.set(0, &config, 0).map_err(|source| map_err(name, "write", source))
+        array
+            .set(0, &config, 0)
+            .map_err(|source| map_err(name, "write", source))
     }
 
     /// Writes every classification table.
@@ -172,7 +183,8 @@ impl Monitor {
         {
             let name = maps::INSIDE4;
             let mut v4: LpmTrie<_, [u8; 4], InsideValue> =
-                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+                LpmTrie::try_from(self.map_mut(name)?)
+                    .map_err(|s| map_err(name, "wrong type", s))?;
             for (net, group) in &tables.inside {
                 if let IpNet::V4(n) = net {
                     let key = Key::new(u32::from(n.prefix_len()), n.network().octets());
@@ -183,8 +195,8 @@ impl Monitor {
         }
         {
             let name = maps::INSIDE6;
-            let mut v6: LpmTrie<_, [u8; 16], InsideValue> =
-                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            let mut v6: LpmTrie<_, [u8; 16], InsideValue> = LpmTrie::try_from(self.map_mut(name)?)
+                .map_err(|s| map_err(name, "wrong type", s))?;
             for (net, group) in &tables.inside {
                 if let IpNet::V6(n) = net {
                     let key = Key::new(u32::from(n.prefix_len()), n.network().octets());
@@ -195,20 +207,24 @@ impl Monitor {
         }
         {
             let name = maps::GEO4;
-            let mut geo: LpmTrie<_, [u8; 4], GeoValue> =
-                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            let mut geo: LpmTrie<_, [u8; 4], GeoValue> = LpmTrie::try_from(self.map_mut(name)?)
+                .map_err(|s| map_err(name, "wrong type", s))?;
             for (addr, len, value) in &tables.geo4 {
                 geo.insert(&Key::new(u32::from(*len), *addr), value, 0)
-                    .map_err(|s| map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s))?;
+                    .map_err(|s| {
+                        map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s)
+                    })?;
             }
         }
         {
             let name = maps::GEO6;
-            let mut geo: LpmTrie<_, [u8; 16], GeoValue> =
-                LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            let mut geo: LpmTrie<_, [u8; 16], GeoValue> = LpmTrie::try_from(self.map_mut(name)?)
+                .map_err(|s| map_err(name, "wrong type", s))?;
             for (addr, len, value) in &tables.geo6 {
                 geo.insert(&Key::new(u32::from(*len), *addr), value, 0)
-                    .map_err(|s| map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s))?;
+                    .map_err(|s| {
+                        map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s)
+                    })?;
             }
         }
         {
@@ -216,7 +232,9 @@ impl Monitor {
             let mut policy: Array<_, u8> =
                 Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
             for (index, verdict) in &tables.policy {
-                policy.set(*index, verdict, 0).map_err(|s| map_err(name, format!("set {index}"), s))?;
+                policy
+                    .set(*index, verdict, 0)
+                    .map_err(|s| map_err(name, format!("set {index}"), s))?;
             }
         }
         {
@@ -224,7 +242,9 @@ impl Monitor {
             let mut codes: Array<_, [u8; 2]> =
                 Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
             for (slot, code) in &tables.country_codes {
-                codes.set(*slot, code, 0).map_err(|s| map_err(name, format!("set {slot}"), s))?;
+                codes
+                    .set(*slot, code, 0)
+                    .map_err(|s| map_err(name, format!("set {slot}"), s))?;
             }
         }
         Ok(())
@@ -232,8 +252,9 @@ impl Monitor {
 
     /// Attaches the program for `hook` to `interface` in the current network namespace.
     pub fn attach(&mut self, interface: &str, hook: Hook) -> Result<(), EbpfError> {
-        let ifname = std::ffi::CString::new(interface)
-            .map_err(|_| EbpfError::InterfaceName { interface: interface.to_owned() })?;
+        let ifname = std::ffi::CString::new(interface).map_err(|_| EbpfError::InterfaceName {
+            interface: interface.to_owned(),
+        })?;
         let ifname = ifname.as_c_str();
         match hook {
             Hook::Xdp(mode) => {
@@ -242,11 +263,13 @@ impl Monitor {
                     .program_mut(programs::XDP)
                     .and_then(|p| p.try_into().ok())
                     .ok_or(EbpfError::MissingMap { map: programs::XDP })?;
-                program.attach(ifname, mode).map_err(|source| EbpfError::Attach {
-                    program: programs::XDP,
-                    interface: interface.to_owned(),
-                    source,
-                })?;
+                program
+                    .attach(ifname, mode)
+                    .map_err(|source| EbpfError::Attach {
+                        program: programs::XDP,
+                        interface: interface.to_owned(),
+                        source,
+                    })?;
             }
             Hook::TcEgress | Hook::TcIngress => {
                 let (name, attach) = if hook == Hook::TcEgress {
@@ -259,18 +282,23 @@ impl Monitor {
                     && !matches!(&source, TcError::AlreadyAttached)
                     && !source.to_string().contains("exists")
                 {
-                    return Err(EbpfError::Clsact { interface: interface.to_owned(), source });
+                    return Err(EbpfError::Clsact {
+                        interface: interface.to_owned(),
+                        source,
+                    });
                 }
                 let program: &mut SchedClassifier = self
                     .ebpf
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
                     .ok_or(EbpfError::MissingMap { map: name })?;
-                program.attach(ifname, attach).map_err(|source| EbpfError::Attach {
-                    program: name,
-                    interface: interface.to_owned(),
-                    source,
-                })?;
+                program
+                    .attach(ifname, attach)
+                    .map_err(|source| EbpfError::Attach {
+                        program: name,
+                        interface: interface.to_owned(),
+                        source,
+                    })?;
             }
         }
         Ok(())
@@ -278,9 +306,17 @@ impl Monitor {
 
     /// Runs `program` (one of `monitor_common::programs`) once over `frame` with
     /// `BPF_PROG_TEST_RUN`; returns its action and the frame as the program left it.
-    pub fn test_run(&self, program: &'static str, frame: &[u8]) -> Result<TestRunOutcome, EbpfError> {
+    pub fn test_run(
+        &self,
+        program: &'static str,
+        frame: &[u8],
+    ) -> Result<TestRunOutcome, EbpfError> {
         let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
         let err = |source| EbpfError::TestRun { program, source };
         let result = match self.ebpf.program(program) {
             Some(aya::programs::Program::Xdp(p)) => p.test_run(opts).map_err(err)?,
@@ -288,50 +324,77 @@ impl Monitor {
             _ => return Err(EbpfError::MissingMap { map: program }),
         };
         out.truncate(result.data_size_out as usize);
-        Ok(TestRunOutcome { action: result.return_value, frame: out })
+        Ok(TestRunOutcome {
+            action: result.return_value,
+            frame: out,
+        })
     }
 
     /// Takes the ring buffer for the event reader.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EbpfError> {
         let name = maps::EVENTS;
-        let map = self.ebpf.take_map(name).ok_or(EbpfError::MissingMap { map: name })?;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(EbpfError::MissingMap { map: name })?;
         RingBuf::try_from(map).map_err(|s| map_err(name, "wrong type", s))
     }
 
     /// Takes the flow table for the sweeper.
     pub fn take_flows(&mut self) -> Result<HashMap<MapData, FlowKey, FlowState>, EbpfError> {
         let name = maps::FLOWS;
-        let map = self.ebpf.take_map(name).ok_or(EbpfError::MissingMap { map: name })?;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(EbpfError::MissingMap { map: name })?;
         HashMap::try_from(map).map_err(|s| map_err(name, "wrong type", s))
     }
 
     /// Takes the counter maps for the metrics collector.
     pub fn take_counters(&mut self) -> Result<CounterMaps, EbpfError> {
-        let classes = self.ebpf.take_map(maps::CLASS_COUNTERS).ok_or(EbpfError::MissingMap { map: maps::CLASS_COUNTERS })?;
-        let reasons = self.ebpf.take_map(maps::REASONS).ok_or(EbpfError::MissingMap { map: maps::REASONS })?;
+        let classes = self
+            .ebpf
+            .take_map(maps::CLASS_COUNTERS)
+            .ok_or(EbpfError::MissingMap {
+                map: maps::CLASS_COUNTERS,
+            })?;
+        let reasons = self
+            .ebpf
+            .take_map(maps::REASONS)
+            .ok_or(EbpfError::MissingMap { map: maps::REASONS })?;
         let Map::PerCpuArray(classes) = classes else {
-            return Err(EbpfError::MissingMap { map: maps::CLASS_COUNTERS });
+            return Err(EbpfError::MissingMap {
+                map: maps::CLASS_COUNTERS,
+            });
         };
-        let reasons = PerCpuArray::try_from(reasons).map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
+        let reasons =
+            PerCpuArray::try_from(reasons).map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
         Ok(CounterMaps { classes, reasons })
     }
 
     /// Reads the counters without taking the maps (replay, tests).
     pub fn read_counters(&self) -> Result<Counters, EbpfError> {
-        let classes = match self.map(maps::CLASS_COUNTERS)? {
-            Map::PerCpuArray(data) => data,
-            _ => return Err(EbpfError::MissingMap { map: maps::CLASS_COUNTERS }),
+        let Map::PerCpuArray(classes) = self.map(maps::CLASS_COUNTERS)? else {
+            return Err(EbpfError::MissingMap {
+                map: maps::CLASS_COUNTERS,
+            });
         };
-        let reasons: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.map(maps::REASONS)?).map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
-        Ok(Counters { classes: read_class_counters(classes)?, reasons: read_reasons(&reasons)? })
+        let reasons: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(maps::REASONS)?)
+            .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
+        Ok(Counters {
+            classes: read_class_counters(classes)?,
+            reasons: read_reasons(&reasons)?,
+        })
     }
 
     /// A copy of the flow table (replay, tests).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
-        let flows: HashMap<_, FlowKey, FlowState> =
-            HashMap::try_from(self.map(maps::FLOWS)?).map_err(|s| map_err(maps::FLOWS, "wrong type", s))?;
-        flows.iter().collect::<Result<_, _>>().map_err(|s| map_err(maps::FLOWS, "iterate", s))
+        let flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(self.map(maps::FLOWS)?)
+            .map_err(|s| map_err(maps::FLOWS, "wrong type", s))?;
+        flows
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|s| map_err(maps::FLOWS, "iterate", s))
     }
 }
 
@@ -350,7 +413,9 @@ impl CounterMaps {
     }
 }
 
-fn read_reasons<T: std::borrow::Borrow<MapData>>(reasons: &PerCpuArray<T, u64>) -> Result<Vec<u64>, EbpfError> {
+fn read_reasons<T: std::borrow::Borrow<MapData>>(
+    reasons: &PerCpuArray<T, u64>,
+) -> Result<Vec<u64>, EbpfError> {
     (0..REASON_ENTRIES)
         .map(|i| {
             reasons
@@ -366,7 +431,10 @@ fn read_reasons<T: std::borrow::Borrow<MapData>>(reasons: &PerCpuArray<T, u64>) 
 fn read_class_counters(map: &MapData) -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
     const CHUNK: u32 = 4096;
     let cpus = nr_cpus()
-        .map_err(|(_, source)| EbpfError::Batch { map: maps::CLASS_COUNTERS, source })?
+        .map_err(|(_, source)| EbpfError::Batch {
+            map: maps::CLASS_COUNTERS,
+            source,
+        })?
         .get() as usize;
     let fd = map.fd().as_fd().as_raw_fd();
     let mut keys = vec![0u32; CHUNK as usize];
@@ -376,12 +444,16 @@ fn read_class_counters(map: &MapData) -> Result<Vec<(u32, ClassCounter)>, EbpfEr
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { std::ptr::addr_of!(cursor) as u64 },
+            in_batch: if first {
+                0
+            } else {
+                std::ptr::addr_of!(cursor) as u64
+            },
             out_batch: std::ptr::addr_of_mut!(cursor) as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
             count: CHUNK,
-            map_fd: fd as u32,
+            map_fd: u32::try_from(fd).unwrap_or(u32::MAX),
             elem_flags: 0,
             flags: 0,
         };
@@ -400,7 +472,10 @@ fn read_class_counters(map: &MapData) -> Result<Vec<(u32, ClassCounter)>, EbpfEr
         if done {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::ENOENT) {
-                return Err(EbpfError::Batch { map: maps::CLASS_COUNTERS, source: err });
+                return Err(EbpfError::Batch {
+                    map: maps::CLASS_COUNTERS,
+                    source: err,
+                });
             }
         }
         for (i, key) in keys.iter().take(attr.count as usize).enumerate() {
@@ -435,5 +510,9 @@ struct BatchAttr {
 }
 
 fn map_err(map: &'static str, what: impl Into<String>, source: MapError) -> EbpfError {
-    EbpfError::Map { map, what: what.into(), source }
+    EbpfError::Map {
+        map,
+        what: what.into(),
+        source,
+    }
 }

@@ -64,7 +64,10 @@ impl EventKind {
 /// Decodes one ring buffer record.
 pub fn decode(bytes: &[u8]) -> Result<(EventKind, FlowKey, FlowState), EventError> {
     if bytes.len() != size_of::<FlowEvent>() {
-        return Err(EventError::Size { len: bytes.len(), expected: size_of::<FlowEvent>() });
+        return Err(EventError::Size {
+            len: bytes.len(),
+            expected: size_of::<FlowEvent>(),
+        });
     }
     // SAFETY: the length matches and FlowEvent is plain old data; the read is unaligned.
     let event: FlowEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -154,8 +157,12 @@ impl Clock {
     #[must_use]
     pub fn now() -> Self {
         let mono = monotonic_ns();
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Self { offset: wall.saturating_sub(Duration::from_nanos(mono)) }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            offset: wall.saturating_sub(Duration::from_nanos(mono)),
+        }
     }
 
     #[must_use]
@@ -167,10 +174,16 @@ impl Clock {
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid out pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 /// The daemon's view of the tracked flows, fed by events and the idle sweep.
@@ -181,7 +194,13 @@ pub struct FlowTable {
 
 impl FlowTable {
     /// Applies an event; returns the record as it now stands. Ended flows leave the table.
-    pub fn apply(&mut self, kind: EventKind, key: FlowKey, st: &FlowState, labels: &Labels) -> FlowRecord {
+    pub fn apply(
+        &mut self,
+        kind: EventKind,
+        key: FlowKey,
+        st: &FlowState,
+        labels: &Labels,
+    ) -> FlowRecord {
         let record = FlowRecord::new(&key, st, labels);
         match kind {
             EventKind::FlowEnd | EventKind::FlowIdle => {
@@ -228,14 +247,24 @@ pub struct EventLog {
 impl EventLog {
     pub fn open(path: &Path, clock: Clock) -> Result<Self, EventError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| EventError::Open { path: path.to_owned(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| EventError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| EventError::Open { path: path.to_owned(), source })?;
-        Ok(Self { path: path.to_owned(), out: BufWriter::new(file), clock })
+            .map_err(|source| EventError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            out: BufWriter::new(file),
+            clock,
+        })
     }
 
     pub fn write(&mut self, kind: EventKind, flow: &FlowRecord) -> Result<(), EventError> {
@@ -248,13 +277,19 @@ impl EventLog {
             last_seen: stamp(self.clock.wall(flow.last_ns)),
             flow,
         };
-        let err = |source| EventError::Write { path: self.path.clone(), source };
+        let err = |source| EventError::Write {
+            path: self.path.clone(),
+            source,
+        };
         serde_json::to_writer(&mut self.out, &line).map_err(|e| err(io::Error::other(e)))?;
         self.out.write_all(b"\n").map_err(err)
     }
 
     pub fn flush(&mut self) -> Result<(), EventError> {
-        self.out.flush().map_err(|source| EventError::Write { path: self.path.clone(), source })
+        self.out.flush().map_err(|source| EventError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -265,22 +300,49 @@ mod tests {
     use super::*;
 
     fn event(kind: u32) -> FlowEvent {
-        let mut key = FlowKey { family: FAMILY_V4, proto: 17, inside_port: 40000, remote_port: 443, ..FlowKey::default() };
+        let mut key = FlowKey {
+            family: FAMILY_V4,
+            proto: 17,
+            inside_port: 40000,
+            remote_port: 443,
+            ..FlowKey::default()
+        };
         key.inside[..4].copy_from_slice(&[192, 0, 2, 10]);
         key.remote[..4].copy_from_slice(&[203, 0, 113, 10]);
-        let state = FlowState { packets_out: 3, bytes_out: 300, packets_in: 1, bytes_in: 60, group: 1, country: 2, verdict: 3, ..FlowState::default() };
-        FlowEvent { kind, _pad: 0, key, state }
+        let state = FlowState {
+            packets_out: 3,
+            bytes_out: 300,
+            packets_in: 1,
+            bytes_in: 60,
+            group: 1,
+            country: 2,
+            verdict: 3,
+            ..FlowState::default()
+        };
+        FlowEvent {
+            kind,
+            _pad: 0,
+            key,
+            state,
+        }
     }
 
     fn bytes(e: &FlowEvent) -> Vec<u8> {
         // SAFETY: FlowEvent is plain old data.
-        unsafe { std::slice::from_raw_parts((e as *const FlowEvent).cast::<u8>(), size_of::<FlowEvent>()) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(e).cast::<u8>(), size_of::<FlowEvent>())
+        }
+        .to_vec()
     }
 
     fn labels() -> Labels {
         Labels {
             groups: vec!["ungrouped".into(), "phones".into()],
-            countries: vec![None, Some("AU".parse().expect("AU")), Some("CN".parse().expect("CN"))],
+            countries: vec![
+                None,
+                Some("AU".parse().expect("AU")),
+                Some("CN".parse().expect("CN")),
+            ],
         }
     }
 
@@ -292,15 +354,24 @@ mod tests {
         assert_eq!(r.src, "192.0.2.10".parse::<IpAddr>().expect("ip"));
         assert_eq!(r.dst, "203.0.113.10".parse::<IpAddr>().expect("ip"));
         assert_eq!((r.sport, r.dport, r.proto), (40000, 443, 17));
-        assert_eq!((r.group.as_str(), r.country.as_str(), r.verdict), ("phones", "CN", Verdict::Violation));
+        assert_eq!(
+            (r.group.as_str(), r.country.as_str(), r.verdict),
+            ("phones", "CN", Verdict::Violation)
+        );
         assert_eq!((r.packets, r.bytes), (4, 360));
     }
 
     #[test]
     fn rejects_short_records_and_unknown_kinds() {
         let b = bytes(&event(EVENT_FLOW_END));
-        assert!(matches!(decode(&b[..100]), Err(EventError::Size { len: 100, .. })));
-        assert!(matches!(decode(&bytes(&event(99))), Err(EventError::Kind { kind: 99 })));
+        assert!(matches!(
+            decode(&b[..100]),
+            Err(EventError::Size { len: 100, .. })
+        ));
+        assert!(matches!(
+            decode(&bytes(&event(99))),
+            Err(EventError::Kind { kind: 99 })
+        ));
     }
 
     #[test]
@@ -309,7 +380,10 @@ mod tests {
         e.key.family = FAMILY_V6;
         e.key.remote = "2001:db8::1".parse::<Ipv6Addr>().expect("v6").octets();
         let (_, key, _) = decode(&bytes(&e)).expect("decode");
-        assert_eq!(addresses(&key).1, "2001:db8::1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            addresses(&key).1,
+            "2001:db8::1".parse::<IpAddr>().expect("ip")
+        );
     }
 
     #[test]
@@ -333,7 +407,10 @@ mod tests {
         log.write(EventKind::FlowEnd, &r).expect("write");
         log.flush().expect("flush");
         let text = std::fs::read_to_string(&path).expect("read");
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "flow_start");
         assert_eq!(lines[1]["event"], "flow_end");

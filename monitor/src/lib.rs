@@ -41,7 +41,11 @@ pub fn kernel_config(config: &Config) -> KernelConfig {
         update_interval_ns: u64::try_from(f.update_interval.as_nanos()).unwrap_or(u64::MAX),
         update_bytes: f.update_bytes,
         wakeup_bytes: f.wakeup_bytes,
-        flags: if f.track_unknown { FLAG_TRACK_UNKNOWN } else { 0 },
+        flags: if f.track_unknown {
+            FLAG_TRACK_UNKNOWN
+        } else {
+            0
+        },
     }
 }
 

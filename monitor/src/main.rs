@@ -131,7 +131,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { config, format, captures } => {
+        Command::Replay {
+            config,
+            format,
+            captures,
+        } => {
             let config = Config::load(&config)?;
             let geo = GeoDb::load(&config.geoip.sources)?;
             let plan = tables::plan(&config, &geo)?;
@@ -156,15 +160,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
     if let Some(slot) = tables::inside_group(config, addr) {
-        let group = if slot == 0 { tables::UNGROUPED } else { config.groups[slot as usize - 1].name.as_str() };
+        let group = if slot == 0 {
+            tables::UNGROUPED
+        } else {
+            config.groups[slot as usize - 1].name.as_str()
+        };
         return format!("{addr}: inside, group {group}");
     }
     let country = geo.lookup(addr);
     let name = country.map_or_else(|| tables::UNKNOWN_COUNTRY.to_owned(), |c| c.to_string());
-    let mut verdicts = vec![format!("{}={}", tables::UNGROUPED, tables::verdict(config, 0, country))];
+    let mut verdicts = vec![format!(
+        "{}={}",
+        tables::UNGROUPED,
+        tables::verdict(config, 0, country)
+    )];
     for (i, g) in config.groups.iter().enumerate() {
         let v: Verdict = tables::verdict(config, i as u32 + 1, country);
         verdicts.push(format!("{}={v}", g.name));
     }
-    format!("{addr}: remote, country {name}, asn unknown; verdict from {}", verdicts.join(" "))
+    format!(
+        "{addr}: remote, country {name}, asn unknown; verdict from {}",
+        verdicts.join(" ")
+    )
 }

@@ -81,27 +81,41 @@ impl Templates {
 impl KernelCollector {
     #[must_use]
     pub fn new(maps: CounterMaps, labels: Arc<RwLock<Labels>>, read_errors: IntCounter) -> Self {
-        Self { maps: Mutex::new(maps), labels, read_errors, templates: Templates::new() }
+        Self {
+            maps: Mutex::new(maps),
+            labels,
+            read_errors,
+            templates: Templates::new(),
+        }
     }
 }
 
 impl Collector for KernelCollector {
     fn desc(&self) -> Vec<&Desc> {
         let t = &self.templates;
-        [&t.packets, &t.bytes, &t.frames, &t.kernel_events].into_iter().flat_map(Collector::desc).collect()
+        [&t.packets, &t.bytes, &t.frames, &t.kernel_events]
+            .into_iter()
+            .flat_map(Collector::desc)
+            .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let counters = match self.maps.lock().map_err(|_| ()).and_then(|m| m.read().map_err(|e| {
-            tracing::warn!(error = %crate::error_chain(&e), "reading kernel counters failed");
-        })) {
+        let read = match self.maps.lock() {
+            Ok(maps) => maps.read(),
+            Err(poisoned) => poisoned.into_inner().read(),
+        };
+        let counters = match read {
             Ok(c) => c,
-            Err(()) => {
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "reading kernel counters failed");
                 self.read_errors.inc();
                 return Vec::new();
             }
         };
-        let labels = self.labels.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let labels = self
+            .labels
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         families(&counters, &labels)
     }
 }
@@ -114,17 +128,29 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
         let (group, country, dir, verdict) = class_parts(*index);
         let verdict = Verdict::try_from(verdict).unwrap_or(Verdict::Unknown);
         let country = labels.country(country);
-        let values = [labels.group(group), country.as_str(), Direction::from_code(dir).as_str(), verdict.as_str()];
+        let values = [
+            labels.group(group),
+            country.as_str(),
+            Direction::from_code(dir).as_str(),
+            verdict.as_str(),
+        ];
         t.packets.with_label_values(&values).inc_by(c.packets);
         t.bytes.with_label_values(&values).inc_by(c.bytes);
     }
     for (id, name) in reason::NAMES {
         let value = counters.reasons.get(id as usize).copied().unwrap_or(0);
-        let family = if id < reason::OUTCOMES { &t.frames } else { &t.kernel_events };
+        let family = if id < reason::OUTCOMES {
+            &t.frames
+        } else {
+            &t.kernel_events
+        };
         // Every reason is exported, zeros included: an error counter exists from the start.
         family.with_label_values(&[name]).inc_by(value);
     }
-    [t.packets, t.bytes, t.frames, t.kernel_events].iter().flat_map(Collector::collect).collect()
+    [t.packets, t.bytes, t.frames, t.kernel_events]
+        .iter()
+        .flat_map(Collector::collect)
+        .collect()
 }
 
 /// The daemon's own metrics.
@@ -141,16 +167,28 @@ impl DaemonMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             flow_events: IntCounterVec::new(
-                Opts::new("exfilmon_flow_events_total", "Flow events handled by the daemon, by kind."),
+                Opts::new(
+                    "exfilmon_flow_events_total",
+                    "Flow events handled by the daemon, by kind.",
+                ),
                 &["kind"],
             )?,
             event_errors: IntCounterVec::new(
-                Opts::new("exfilmon_event_errors_total", "Events the daemon could not decode or log, by reason."),
+                Opts::new(
+                    "exfilmon_event_errors_total",
+                    "Events the daemon could not decode or log, by reason.",
+                ),
                 &["reason"],
             )?,
-            flows_tracked: IntGauge::new("exfilmon_flows_tracked", "Violation flows the daemon currently tracks.")?,
+            flows_tracked: IntGauge::new(
+                "exfilmon_flows_tracked",
+                "Violation flows the daemon currently tracks.",
+            )?,
             geoip_prefixes: IntGaugeVec::new(
-                Opts::new("exfilmon_geoip_prefixes", "GeoIP prefixes loaded into the kernel, by address family."),
+                Opts::new(
+                    "exfilmon_geoip_prefixes",
+                    "GeoIP prefixes loaded into the kernel, by address family.",
+                ),
                 &["family"],
             )?,
             collector_errors: IntCounter::new(
@@ -170,13 +208,20 @@ impl DaemonMetrics {
         registry.register(Box::new(m.geoip_prefixes.clone()))?;
         registry.register(Box::new(m.collector_errors.clone()))?;
         let build = IntGaugeVec::new(
-            Opts::new("exfilmon_build_info", "Build information; the value is always 1."),
+            Opts::new(
+                "exfilmon_build_info",
+                "Build information; the value is always 1.",
+            ),
             &["version", "kernel_program_abi"],
         )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION"), "1"]).set(1);
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), "1"])
+            .set(1);
         registry.register(Box::new(build))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 }
@@ -206,7 +251,9 @@ pub async fn serve(
         .route("/", get(|| async { Html(LANDING) }))
         .route("/metrics", get(metrics_handler))
         .with_state(registry);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn metrics_handler(State(registry): State<Registry>) -> Response {
@@ -237,7 +284,10 @@ mod tests {
         let counters = Counters {
             classes: vec![(
                 class_index(1, 1, DIR_OUTBOUND, Verdict::Violation.code()),
-                ClassCounter { packets: 3, bytes: 1500 },
+                ClassCounter {
+                    packets: 3,
+                    bytes: 1500,
+                },
             )],
             reasons: vec![7; 32],
         };
@@ -253,7 +303,13 @@ mod tests {
             text.contains(r#"exfilmon_bytes_total{country="CN",direction="outbound",group="phones",verdict="violation"} 1500"#),
             "{text}"
         );
-        assert!(text.contains(r#"exfilmon_frames_total{outcome="non_ip"} 7"#), "{text}");
-        assert!(text.contains(r#"exfilmon_kernel_events_total{event="ringbuf_dropped"} 7"#), "{text}");
+        assert!(
+            text.contains(r#"exfilmon_frames_total{outcome="non_ip"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"exfilmon_kernel_events_total{event="ringbuf_dropped"} 7"#),
+            "{text}"
+        );
     }
 }

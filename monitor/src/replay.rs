@@ -9,7 +9,11 @@ use std::{
 };
 
 use monitor_common::{class::class_parts, flow::FlowKey, reason};
-use pcap_file::{DataLink, pcap::PcapReader, pcapng::{Block, PcapNgReader}};
+use pcap_file::{
+    DataLink,
+    pcap::PcapReader,
+    pcapng::{Block, PcapNgReader},
+};
 use serde::Serialize;
 
 use crate::{
@@ -85,7 +89,11 @@ pub struct Report {
 }
 
 /// Runs every frame of `captures`, in order, through a freshly loaded `monitor`.
-pub fn run(monitor: &mut Monitor, labels: &Labels, captures: &[PathBuf]) -> Result<Report, ReplayError> {
+pub fn run(
+    monitor: &mut Monitor,
+    labels: &Labels,
+    captures: &[PathBuf],
+) -> Result<Report, ReplayError> {
     let mut events = monitor.take_events()?;
     let mut seen: HashMap<FlowKey, FlowRecord> = HashMap::new();
     let mut frames = 0u64;
@@ -106,7 +114,11 @@ pub fn run(monitor: &mut Monitor, labels: &Labels, captures: &[PathBuf]) -> Resu
             };
             monitor
                 .test_run(monitor_common::programs::XDP, data)
-                .map_err(|source| ReplayError::Run { path: path.clone(), frame: index, source })?;
+                .map_err(|source| ReplayError::Run {
+                    path: path.clone(),
+                    frame: index,
+                    source,
+                })?;
             // Drain after every frame: events keep their order and the ring never fills.
             while let Some(item) = events.next() {
                 if let Ok((_, key, st)) = events::decode(&item) {
@@ -122,7 +134,9 @@ pub fn run(monitor: &mut Monitor, labels: &Labels, captures: &[PathBuf]) -> Resu
         seen.insert(key, FlowRecord::new(&key, &st, labels));
     }
     let mut flows: Vec<FlowRecord> = seen.into_values().collect();
-    flows.sort_by(|a, b| (a.src, a.dst, a.proto, a.sport, a.dport).cmp(&(b.src, b.dst, b.proto, b.sport, b.dport)));
+    flows.sort_by(|a, b| {
+        (a.src, a.dst, a.proto, a.sport, a.dport).cmp(&(b.src, b.dst, b.proto, b.sport, b.dport))
+    });
 
     let counters = monitor.read_counters()?;
     let mut aggregates: Vec<Aggregate> = counters
@@ -143,7 +157,12 @@ pub fn run(monitor: &mut Monitor, labels: &Labels, captures: &[PathBuf]) -> Resu
     aggregates.sort();
     let mut by_name: BTreeMap<String, u64> = reason::NAMES
         .iter()
-        .map(|(id, name)| ((*name).to_owned(), counters.reasons.get(*id as usize).copied().unwrap_or(0)))
+        .map(|(id, name)| {
+            (
+                (*name).to_owned(),
+                counters.reasons.get(*id as usize).copied().unwrap_or(0),
+            )
+        })
         .collect();
     *by_name.entry("malformed_l2".to_owned()).or_default() += short;
     by_name.insert("short_frames".to_owned(), short);
@@ -164,14 +183,29 @@ fn for_each_frame(
     path: &Path,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
-    let open = || File::open(path).map_err(|source| ReplayError::Open { path: path.to_owned(), source });
+    let open = || {
+        File::open(path).map_err(|source| ReplayError::Open {
+            path: path.to_owned(),
+            source,
+        })
+    };
     let mut magic = [0u8; 4];
     open()?
         .read_exact(&mut magic)
-        .map_err(|source| ReplayError::Open { path: path.to_owned(), source })?;
+        .map_err(|source| ReplayError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
     let reader = BufReader::new(open()?);
-    let format = |source| ReplayError::Format { path: path.to_owned(), source };
-    let frame_err = |frame, source| ReplayError::Frame { path: path.to_owned(), frame, source };
+    let format = |source| ReplayError::Format {
+        path: path.to_owned(),
+        source,
+    };
+    let frame_err = |frame, source| ReplayError::Frame {
+        path: path.to_owned(),
+        frame,
+        source,
+    };
     let mut buf = Vec::new();
     let mut index = 0u64;
 
@@ -183,7 +217,10 @@ fn for_each_frame(
                 Block::SectionHeader(_) => links.clear(),
                 Block::InterfaceDescription(idb) => links.push(idb.linktype),
                 Block::EnhancedPacket(epb) => {
-                    let link = links.get(epb.interface_id as usize).copied().unwrap_or(DataLink::ETHERNET);
+                    let link = links
+                        .get(epb.interface_id as usize)
+                        .copied()
+                        .unwrap_or(DataLink::ETHERNET);
                     let frame = ethernet(path, link, &epb.data, &mut buf)?;
                     f(index, frame)?;
                     index += 1;
@@ -211,7 +248,12 @@ fn for_each_frame(
 }
 
 /// Ethernet frames pass as they are; raw IP gets a synthetic Ethernet header.
-fn ethernet<'a>(path: &Path, link: DataLink, data: &'a [u8], buf: &'a mut Vec<u8>) -> Result<&'a [u8], ReplayError> {
+fn ethernet<'a>(
+    path: &Path,
+    link: DataLink,
+    data: &'a [u8],
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a [u8], ReplayError> {
     match link {
         DataLink::ETHERNET => Ok(data),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => {
@@ -225,7 +267,10 @@ fn ethernet<'a>(path: &Path, link: DataLink, data: &'a [u8], buf: &'a mut Vec<u8
             buf.extend_from_slice(data);
             Ok(buf)
         }
-        link => Err(ReplayError::LinkType { path: path.to_owned(), link }),
+        link => Err(ReplayError::LinkType {
+            path: path.to_owned(),
+            link,
+        }),
     }
 }
 
@@ -238,8 +283,14 @@ pub fn table(report: &Report) -> String {
         report.frames, report.packets, report.bytes
     );
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["group", "country", "direction", "verdict", "packets", "bytes"]);
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "group",
+        "country",
+        "direction",
+        "verdict",
+        "packets",
+        "bytes",
+    ]);
     for a in &report.aggregates {
         t.add_row([
             a.group.clone(),
@@ -253,8 +304,9 @@ pub fn table(report: &Report) -> String {
     out.push_str(&t.to_string());
     if !report.flows.is_empty() {
         let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED)
-            .set_header(["src", "dst", "proto", "sport", "dport", "group", "country", "packets", "bytes"]);
+        t.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "src", "dst", "proto", "sport", "dport", "group", "country", "packets", "bytes",
+        ]);
         for fl in &report.flows {
             t.add_row([
                 fl.src.to_string(),
@@ -272,8 +324,12 @@ pub fn table(report: &Report) -> String {
         out.push_str(&t.to_string());
     }
     out.push_str("\n\ncounters: ");
-    let nonzero: Vec<String> =
-        report.counters.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k}={v}")).collect();
+    let nonzero: Vec<String> = report
+        .counters
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     out.push_str(if nonzero.is_empty() { "all zero" } else { "" });
     out.push_str(&nonzero.join(" "));
     out.push('\n');

@@ -36,7 +36,12 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 4] = [Self::Domestic, Self::Allowed, Self::Violation, Self::Unknown];
+    pub const ALL: [Verdict; 4] = [
+        Self::Domestic,
+        Self::Allowed,
+        Self::Violation,
+        Self::Unknown,
+    ];
 
     #[must_use]
     pub const fn code(self) -> u32 {
@@ -89,7 +94,11 @@ pub enum Direction {
 impl Direction {
     #[must_use]
     pub const fn from_code(dir: u32) -> Self {
-        if dir == monitor_common::class::DIR_OUTBOUND { Self::Outbound } else { Self::Inbound }
+        if dir == monitor_common::class::DIR_OUTBOUND {
+            Self::Outbound
+        } else {
+            Self::Inbound
+        }
     }
 
     #[must_use]
@@ -113,7 +122,9 @@ pub struct Labels {
 impl Labels {
     #[must_use]
     pub fn group(&self, slot: u32) -> &str {
-        self.groups.get(slot as usize).map_or(UNGROUPED, String::as_str)
+        self.groups
+            .get(slot as usize)
+            .map_or(UNGROUPED, String::as_str)
     }
 
     #[must_use]
@@ -136,15 +147,24 @@ pub struct Plan {
 /// remote address in `country`.
 #[must_use]
 pub fn verdict(config: &Config, group: u32, country: Option<CountryCode>) -> Verdict {
-    let Some(country) = country else { return Verdict::Unknown };
+    let Some(country) = country else {
+        return Verdict::Unknown;
+    };
     if config.home.countries.contains(&country) {
         return Verdict::Domestic;
     }
     let allow = match group {
         GROUP_UNGROUPED => &config.home.allow,
-        slot => config.groups.get(slot as usize - 1).map_or(&config.home.allow, |g| &g.allow),
+        slot => config
+            .groups
+            .get(slot as usize - 1)
+            .map_or(&config.home.allow, |g| &g.allow),
     };
-    if allow.contains(&country) { Verdict::Allowed } else { Verdict::Violation }
+    if allow.contains(&country) {
+        Verdict::Allowed
+    } else {
+        Verdict::Violation
+    }
 }
 
 /// The group slot and name of an inside address, or `None` for a remote one. The most
@@ -176,13 +196,25 @@ pub fn plan(config: &Config, geo: &GeoDb) -> Result<Plan, TablesError> {
         codes.extend(g.allow.iter().copied());
     }
     if codes.len() >= COUNTRY_SLOTS as usize {
-        return Err(TablesError::TooManyCountries { count: codes.len(), max: COUNTRY_SLOTS - 1 });
+        return Err(TablesError::TooManyCountries {
+            count: codes.len(),
+            max: COUNTRY_SLOTS - 1,
+        });
     }
-    let countries: Vec<Option<CountryCode>> = std::iter::once(None).chain(codes.iter().copied().map(Some)).collect();
+    let countries: Vec<Option<CountryCode>> = std::iter::once(None)
+        .chain(codes.iter().copied().map(Some))
+        .collect();
     // Slot 0 is unknown; the sorted codes take slots 1...
-    let slots: std::collections::HashMap<CountryCode, u16> =
-        codes.iter().enumerate().map(|(i, c)| (*c, i as u16 + 1)).collect();
-    let value = |code: CountryCode| GeoValue { country: slots.get(&code).copied().unwrap_or(0), _pad: 0, asn: 0 };
+    let slots: std::collections::HashMap<CountryCode, u16> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (*c, i as u16 + 1))
+        .collect();
+    let value = |code: CountryCode| GeoValue {
+        country: slots.get(&code).copied().unwrap_or(0),
+        _pad: 0,
+        asn: 0,
+    };
 
     let geo4 = geo
         .prefixes_v4()
@@ -205,11 +237,17 @@ pub fn plan(config: &Config, geo: &GeoDb) -> Result<Plan, TablesError> {
     let country_codes = countries
         .iter()
         .enumerate()
-        .map(|(slot, code)| (slot as u32, code.map_or(*b"??", |c| c.as_bytes())))
+        .map(|(slot, code)| (slot as u32, code.map_or(*b"??", CountryCode::as_bytes)))
         .collect();
 
     Ok(Plan {
-        tables: Tables { inside: inside_networks(config).collect(), geo4, geo6, policy, country_codes },
+        tables: Tables {
+            inside: inside_networks(config).collect(),
+            geo4,
+            geo6,
+            policy,
+            country_codes,
+        },
         labels: Labels { groups, countries },
     })
 }

@@ -12,7 +12,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{exfilmon_bin, lab::Lab, lab::Node, workspace_root};
+use crate::{
+    exfilmon_bin,
+    lab::{Lab, Node},
+    workspace_root,
+};
 
 /// How long the daemon may take to load, attach and answer /metrics.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,12 +40,14 @@ pub struct Daemon {
 /// GeoIP CSV into `dir`. Returns the config path.
 pub fn write_lab_config(lab: &Lab, dir: &Path, port: u16) -> Result<PathBuf> {
     let lab_dir = workspace_root().join("tests/lab");
-    let template = fs::read_to_string(lab_dir.join("exfilmon.toml")).context("reading tests/lab/exfilmon.toml")?;
+    let template = fs::read_to_string(lab_dir.join("exfilmon.toml"))
+        .context("reading tests/lab/exfilmon.toml")?;
     let text = template
         .replace("@NETNS@", lab.ns(Node::Router).name())
         .replace("@PORT@", &port.to_string())
         .replace("@LOG@", &dir.join("events.jsonl").display().to_string());
-    fs::copy(lab_dir.join("geoip.csv"), dir.join("geoip.csv")).context("copying the lab GeoIP CSV")?;
+    fs::copy(lab_dir.join("geoip.csv"), dir.join("geoip.csv"))
+        .context("copying the lab GeoIP CSV")?;
     let path = dir.join("exfilmon.toml");
     fs::write(&path, text).context("writing the lab config")?;
     Ok(path)
@@ -55,14 +61,22 @@ pub fn free_port() -> Result<u16> {
 impl Daemon {
     /// Starts exfilmon on the lab's router and waits until /metrics answers.
     pub fn start(lab: &Lab) -> Result<Self> {
+        Self::start_on(lab, free_port()?)
+    }
+
+    /// The same, with metrics on 127.0.0.1:`port`.
+    pub fn start_on(lab: &Lab, port: u16) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
         let config = write_lab_config(lab, dir.path(), port)?;
         Self::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir)
     }
 
     /// Starts `exfilmon run --config CONFIG` whose metrics listen on `metrics`.
-    pub fn start_with(config: PathBuf, metrics: SocketAddr, dir: tempfile::TempDir) -> Result<Self> {
+    pub fn start_with(
+        config: PathBuf,
+        metrics: SocketAddr,
+        dir: tempfile::TempDir,
+    ) -> Result<Self> {
         let stderr = dir.path().join("exfilmon.stderr");
         let child = Command::new(exfilmon_bin())
             .arg("run")
@@ -91,10 +105,16 @@ impl Daemon {
                 && let Some(status) = child.try_wait()?
             {
                 daemon.child = None;
-                bail!("exfilmon exited with {status} before serving /metrics:\n{}", daemon.log());
+                bail!(
+                    "exfilmon exited with {status} before serving /metrics:\n{}",
+                    daemon.log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("exfilmon did not serve /metrics within {START_TIMEOUT:?}:\n{}", daemon.log());
+                bail!(
+                    "exfilmon did not serve /metrics within {START_TIMEOUT:?}:\n{}",
+                    daemon.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -115,8 +135,15 @@ impl Daemon {
     /// The raw text of /metrics.
     pub fn scrape_text(&self) -> Result<String> {
         let url = format!("http://{}/metrics", self.metrics);
-        let mut response = ureq::get(&url).call().with_context(|| format!("GET {url}"))?;
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let mut response = ureq::get(&url)
+            .call()
+            .with_context(|| format!("GET {url}"))?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let body = response.body_mut().read_to_string()?;
         if !content_type.starts_with("text/plain; version=0.0.4") {
             bail!("unexpected Content-Type {content_type:?}");
@@ -135,7 +162,9 @@ impl Daemon {
     }
 
     fn terminate(&mut self) -> Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else { bail!("exfilmon is not running") };
+        let Some(mut child) = self.child.take() else {
+            bail!("exfilmon is not running")
+        };
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
@@ -164,8 +193,11 @@ impl Drop for Daemon {
 /// Parsed Prometheus text: series by metric name.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub series: BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>,
+    pub series: BTreeMap<String, Vec<Series>>,
 }
+
+/// One series: its labels and value.
+pub type Series = (BTreeMap<String, String>, f64);
 
 impl Metrics {
     pub fn parse(text: &str) -> Result<Self> {
@@ -173,13 +205,17 @@ impl Metrics {
             .context("parsing /metrics")?;
         let mut series: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for s in scrape.samples {
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => continue,
+            let (prometheus_parse::Value::Counter(value)
+            | prometheus_parse::Value::Gauge(value)
+            | prometheus_parse::Value::Untyped(value)) = s.value
+            else {
+                continue;
             };
-            let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             series.entry(s.metric).or_default().push((labels, value));
         }
         Ok(Self { series })
@@ -192,14 +228,18 @@ impl Metrics {
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|(l, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|(_, v)| v)
             .sum()
     }
 
     /// Every series of `name` as (labels, value).
     #[must_use]
-    pub fn get(&self, name: &str) -> &[(BTreeMap<String, String>, f64)] {
+    pub fn get(&self, name: &str) -> &[Series] {
         self.series.get(name).map_or(&[], Vec::as_slice)
     }
 }

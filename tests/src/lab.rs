@@ -21,8 +21,10 @@
 //! namespace has no IPv6 at all; the MLD/IGMP reports that interfaces send when
 //! they come up are all sent before [`Lab::new`] returns.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use anyhow::{Context as _, Result, bail};
 

@@ -1,15 +1,19 @@
 //! A named network namespace (`ip netns`), deleted on drop.
 
-use std::ffi::OsStr;
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    ffi::OsStr,
+    fs::File,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
-use nix::sched::{CloneFlags, setns};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 
 /// A network namespace created with `ip netns add NAME` and removed with
 /// `ip netns del NAME` on drop.

@@ -1,5 +1,12 @@
 //! Crafted frames for the kernel tests: byte-exact builders, so malformed and truncated
 //! variants are easy to derive. Checksums are left zero (the classifier never reads them).
+//!
+//! # Panics
+//! The builders panic on impossible packets (over 64 KiB, options not in words).
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "documented once for the module above"
+)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -72,7 +79,7 @@ pub fn ipv4_with(
     payload: &[u8],
 ) -> Vec<u8> {
     assert!(
-        options.len() % 4 == 0 && options.len() <= 40,
+        options.len().is_multiple_of(4) && options.len() <= 40,
         "IPv4 options come in words, at most 10"
     );
     let hlen = 20 + options.len();

@@ -4,16 +4,20 @@
 //! HTTP goes through `ureq` built without TLS or compression: a small blocking
 //! client with no async runtime, enough for Prometheus' JSON API on loopback.
 
-use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use serde_json::Value;
 
 /// The Prometheus binary.

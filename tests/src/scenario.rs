@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Result, ensure};
 
 use crate::{
-    lab::{LAPTOP_V4, LAPTOP_V6, Lab, Node, PHONE_V4, SERVER_CN_V4, SERVER_CN_V6, SERVER_IN_V4, SERVER_SG_V4, SERVER_UNKNOWN_V4, SERVER_US_V4},
+    lab::{
+        LAPTOP_V4, LAPTOP_V6, Lab, Node, PHONE_V4, SERVER_CN_V4, SERVER_CN_V6, SERVER_IN_V4,
+        SERVER_SG_V4, SERVER_UNKNOWN_V4, SERVER_US_V4,
+    },
     traffic::{ExchangeStats, tcp_exchange, udp_burst, udp_sink},
 };
 
@@ -101,7 +104,13 @@ pub fn run(lab: &Lab) -> Result<Sent> {
         let sink = udp_sink(inet, b.dst)?;
         let sent = udp_burst(lab.ns(b.from), Some(b.src), b.dst, b.count, b.payload)?;
         let got = sink.wait_for(sent.packets, Duration::from_secs(10));
-        ensure!(got.packets == sent.packets, "{}: sent {} datagrams, {} arrived", b.what, sent.packets, got.packets);
+        ensure!(
+            got.packets == sent.packets,
+            "{}: sent {} datagrams, {} arrived",
+            b.what,
+            sent.packets,
+            got.packets
+        );
         exact.push(Expected {
             group: b.series.0,
             country: b.series.1,
@@ -127,5 +136,9 @@ pub fn run(lab: &Lab) -> Result<Sent> {
         b"GET /update.bin HTTP/1.1\r\n\r\n",
         20_000,
     )?;
-    Ok(Sent { exact, phone_home, download })
+    Ok(Sent {
+        exact,
+        phone_home,
+        download,
+    })
 }

@@ -3,11 +3,17 @@
 //! must give the same aggregates; a real Prometheus must scrape it; promtool must find
 //! nothing to say; SIGTERM must detach cleanly.
 
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::float_cmp,
+    reason = "Prometheus values are f64; the test's counts are exact integers far below 2^53"
+)]
+
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use exfilmon_tests::{
-    Capture, Lab, Node, Prometheus, daemon::Daemon, exfilmon_bin, lab::INSIDE_IF, promtool_check_metrics,
-    require_root, scenario,
+    Capture, Lab, Node, Prometheus, daemon::Daemon, exfilmon_bin, lab::INSIDE_IF,
+    promtool_check_metrics, require_root, scenario,
 };
 
 type Key = (String, String, String, String);
@@ -18,35 +24,71 @@ fn key(labels: &BTreeMap<String, String>) -> Key {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one lab, one story, checked step by step"
+)]
 fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
     if !require_root("lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree") {
         return;
     }
     let lab = Lab::new().expect("lab");
     let daemon = Daemon::start(&lab).expect("daemon");
-    let prometheus = Prometheus::start(&[daemon.metrics], Duration::from_secs(1)).expect("prometheus");
+    let prometheus =
+        Prometheus::start(&[daemon.metrics], Duration::from_secs(1)).expect("prometheus");
     let pcap = daemon.dir().join("inside.pcap");
     let capture = Capture::start(lab.ns(Node::Router), INSIDE_IF, &pcap).expect("tcpdump");
 
     let sent = scenario::run(&lab).expect("scenario");
     std::thread::sleep(Duration::from_millis(500));
     let cap = capture.stop().expect("stop tcpdump");
-    assert_eq!(cap.dropped, 0, "tcpdump dropped packets: the comparison would be meaningless");
+    assert_eq!(
+        cap.dropped, 0,
+        "tcpdump dropped packets: the comparison would be meaningless"
+    );
 
     // 1. /metrics equals the layer-3 bytes that were sent, series by series.
     let metrics = daemon.scrape().expect("scrape");
     for e in &sent.exact {
-        let labels = [("group", e.group), ("country", e.country), ("direction", e.direction), ("verdict", e.verdict)];
-        assert_eq!(metrics.sum("exfilmon_bytes_total", &labels), e.l3_bytes as f64, "bytes: {}", e.what);
-        assert_eq!(metrics.sum("exfilmon_packets_total", &labels), e.packets as f64, "packets: {}", e.what);
-        println!("{}: {} packets, {} bytes — metrics agree", e.what, e.packets, e.l3_bytes);
+        let labels = [
+            ("group", e.group),
+            ("country", e.country),
+            ("direction", e.direction),
+            ("verdict", e.verdict),
+        ];
+        assert_eq!(
+            metrics.sum("exfilmon_bytes_total", &labels),
+            e.l3_bytes as f64,
+            "bytes: {}",
+            e.what
+        );
+        assert_eq!(
+            metrics.sum("exfilmon_packets_total", &labels),
+            e.packets as f64,
+            "packets: {}",
+            e.what
+        );
+        println!(
+            "{}: {} packets, {} bytes — metrics agree",
+            e.what, e.packets, e.l3_bytes
+        );
     }
-    let home = [("group", "phones"), ("country", "CN"), ("direction", "outbound"), ("verdict", "violation")];
+    let home = [
+        ("group", "phones"),
+        ("country", "CN"),
+        ("direction", "outbound"),
+        ("verdict", "violation"),
+    ];
     assert!(
         metrics.sum("exfilmon_bytes_total", &home) > scenario::PHONE_HOME.len() as f64,
         "the phone's call home to CN is counted as a violation"
     );
-    let download = [("group", "laptops"), ("country", "US"), ("direction", "inbound"), ("verdict", "allowed")];
+    let download = [
+        ("group", "laptops"),
+        ("country", "US"),
+        ("direction", "inbound"),
+        ("verdict", "allowed"),
+    ];
     assert!(metrics.sum("exfilmon_bytes_total", &download) > sent.download.response_bytes as f64);
 
     // 2. The capture, replayed through the same kernel program, gives the same aggregates.
@@ -56,7 +98,11 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
         .arg(&pcap)
         .output()
         .expect("exfilmon replay");
-    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("replay JSON");
     let mut replayed: BTreeMap<Key, (f64, f64)> = BTreeMap::new();
     for a in report["aggregates"].as_array().expect("aggregates") {
@@ -64,7 +110,13 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
             .iter()
             .map(|k| ((*k).to_owned(), a[k].as_str().expect("label").to_owned()))
             .collect();
-        replayed.insert(key(&labels), (a["packets"].as_f64().expect("packets"), a["bytes"].as_f64().expect("bytes")));
+        replayed.insert(
+            key(&labels),
+            (
+                a["packets"].as_f64().expect("packets"),
+                a["bytes"].as_f64().expect("bytes"),
+            ),
+        );
     }
     let mut live: BTreeMap<Key, (f64, f64)> = BTreeMap::new();
     for (labels, v) in metrics.get("exfilmon_packets_total") {
@@ -73,17 +125,30 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
     for (labels, v) in metrics.get("exfilmon_bytes_total") {
         live.entry(key(labels)).or_default().1 = *v;
     }
-    assert_eq!(replayed, live, "replay aggregates must equal the live counters");
-    println!("replay of {} captured frames: {} aggregates equal the live counters", cap.captured, live.len());
+    assert_eq!(
+        replayed, live,
+        "replay aggregates must equal the live counters"
+    );
+    println!(
+        "replay of {} captured frames: {} aggregates equal the live counters",
+        cap.captured,
+        live.len()
+    );
     let flows = report["flows"].as_array().expect("flows");
     assert!(
-        flows.iter().any(|f| f["dst"] == "203.0.113.10" && f["dport"] == 443 && f["country"] == "CN"),
+        flows
+            .iter()
+            .any(|f| f["dst"] == "203.0.113.10" && f["dport"] == 443 && f["country"] == "CN"),
         "the call home is a reported flow: {flows:?}"
     );
 
     // 3. A real Prometheus scrapes it and PromQL returns the bytes sent.
     prometheus
-        .wait_for("up", |s| s.len() == 1 && (s[0].1 - 1.0).abs() < f64::EPSILON, Duration::from_secs(20))
+        .wait_for(
+            "up",
+            |s| s.len() == 1 && (s[0].1 - 1.0).abs() < f64::EPSILON,
+            Duration::from_secs(20),
+        )
         .expect("up == 1");
     let e = &sent.exact[0];
     let q = format!(
@@ -91,7 +156,11 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
         e.group, e.country
     );
     prometheus
-        .wait_for(&q, |s| s.len() == 1 && s[0].1 == e.l3_bytes as f64, Duration::from_secs(20))
+        .wait_for(
+            &q,
+            |s| s.len() == 1 && s[0].1 == e.l3_bytes as f64,
+            Duration::from_secs(20),
+        )
         .unwrap_or_else(|err| panic!("PromQL {q}: {err:#}"));
 
     // 4. promtool has nothing to say about the exposition.
@@ -103,7 +172,9 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
     std::thread::sleep(Duration::from_millis(400));
     let log = std::fs::read_to_string(&daemon.event_log).expect("event log");
     assert!(
-        log.lines().any(|l| l.contains("\"event\":\"flow_start\"") && l.contains("\"dst\":\"203.0.113.10\"")),
+        log.lines()
+            .any(|l| l.contains("\"event\":\"flow_start\"")
+                && l.contains("\"dst\":\"203.0.113.10\"")),
         "event log lacks the call home:\n{log}"
     );
 
@@ -111,9 +182,23 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
     let router = lab.ns(Node::Router).name().to_owned();
     let status = daemon.stop().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
-    let link = Command::new("ip").args(["-n", &router, "-d", "link", "show", INSIDE_IF]).output().expect("ip");
-    let link = String::from_utf8_lossy(&link.stdout);
-    assert!(!link.contains("prog/xdp"), "XDP program left attached: {link}");
-    let tc = Command::new("ip").args(["netns", "exec", &router, "tc", "filter", "show", "dev", INSIDE_IF, "egress"]).output().expect("tc");
-    assert!(String::from_utf8_lossy(&tc.stdout).trim().is_empty(), "TC program left attached");
+    let shown = Command::new("ip")
+        .args(["-n", &router, "-d", "link", "show", INSIDE_IF])
+        .output()
+        .expect("ip");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        !shown.contains("prog/xdp"),
+        "XDP program left attached: {shown}"
+    );
+    let tc = Command::new("ip")
+        .args([
+            "netns", "exec", &router, "tc", "filter", "show", "dev", INSIDE_IF, "egress",
+        ])
+        .output()
+        .expect("tc");
+    assert!(
+        String::from_utf8_lossy(&tc.stdout).trim().is_empty(),
+        "TC program left attached"
+    );
 }

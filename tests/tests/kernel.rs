@@ -260,16 +260,45 @@ fn verdicts_follow_home_countries_group_allow_lists_and_unknown_space() {
 
 #[test]
 fn link_scoped_packets_are_counted_apart_from_traffic_that_leaves() {
-    let Some(mut h) = Harness::new("link_scoped_packets_are_counted_apart_from_traffic_that_leaves") else { return };
+    let Some(mut h) =
+        Harness::new("link_scoped_packets_are_counted_apart_from_traffic_that_leaves")
+    else {
+        return;
+    };
     let phone6: Ipv6Addr = PHONE6.parse().expect("v6");
     let link_local: Ipv6Addr = "fe80::10".parse().expect("v6");
     let all_nodes: Ipv6Addr = "ff02::1".parse().expect("v6");
-    h.run(&eth_v6(&ipv6(phone6, all_nodes, &[], ICMPV6, &icmp(135, 0)))); // ND to multicast
-    h.run(&eth_v6(&ipv6(link_local, phone6, &[], ICMPV6, &icmp(136, 0)))); // ND from link-local
-    h.run(&eth_v4(&ipv4(PHONE, Ipv4Addr::new(224, 0, 0, 251), UDP, &udp(5353, 5353, &[0; 12])))); // mDNS
-    h.run(&eth_v4(&ipv4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, UDP, &udp(68, 67, &[0; 12])))); // DHCP
+    h.run(&eth_v6(&ipv6(
+        phone6,
+        all_nodes,
+        &[],
+        ICMPV6,
+        &icmp(135, 0),
+    ))); // ND to multicast
+    h.run(&eth_v6(&ipv6(
+        link_local,
+        phone6,
+        &[],
+        ICMPV6,
+        &icmp(136, 0),
+    ))); // ND from link-local
+    h.run(&eth_v4(&ipv4(
+        PHONE,
+        Ipv4Addr::new(224, 0, 0, 251),
+        UDP,
+        &udp(5353, 5353, &[0; 12]),
+    ))); // mDNS
+    h.run(&eth_v4(&ipv4(
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        UDP,
+        &udp(68, 67, &[0; 12]),
+    ))); // DHCP
     assert_eq!(h.reason(reason::LINK_LOCAL), 4);
-    assert!(h.counters().classes.is_empty(), "link-scoped packets are no country's traffic");
+    assert!(
+        h.counters().classes.is_empty(),
+        "link-scoped packets are no country's traffic"
+    );
     h.assert_outcomes_sum();
 }
 

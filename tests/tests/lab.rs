@@ -1,16 +1,20 @@
 //! Self-tests of the network lab. Root only: each test prints
 //! `SKIPPED (needs root): NAME` and returns when not root.
 
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpListener},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use exfilmon_tests::lab::{self, Lab, Node};
 use exfilmon_tests::{
-    Capture, Prometheus, ping, promtool_check_metrics, require_root, tcp_exchange, udp_burst,
-    udp_sink,
+    Capture, Prometheus,
+    lab::{self, Lab, Node},
+    ping, promtool_check_metrics, require_root, tcp_exchange, udp_burst, udp_sink,
 };
 
 fn lab_namespaces(prefix: &str) -> Vec<String> {

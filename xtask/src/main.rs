@@ -4,7 +4,7 @@
 mod demo;
 mod test;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -31,15 +31,28 @@ enum Task {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
         Task::Test => test::run(),
-        Task::Run { config: Some(config), .. } => demo::run_real(&config),
+        Task::Run {
+            config: Some(config),
+            ..
+        } => demo::run_real(&config),
         Task::Run { config: None, hold } => demo::run(hold),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 /// The workspace root (xtask lives one level below it).
 fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
 }
