@@ -49,15 +49,40 @@ pub fn kernel_config(config: &Config) -> KernelConfig {
     }
 }
 
-/// An error and its sources on one line, for logs and the terminal.
+/// An error and its sources on one line, for logs and the terminal. A source whose text
+/// the message already shows is not repeated.
 #[must_use]
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {0}")]
+    struct Outer(&'static str, #[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading x: {0}")]
+    struct Embeds(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_shows_each_cause_once() {
+        let io = || std::io::Error::other("disk on fire");
+        assert_eq!(
+            super::error_chain(&Outer("x", io())),
+            "reading x: disk on fire"
+        );
+        assert_eq!(super::error_chain(&Embeds(io())), "reading x: disk on fire");
+    }
 }

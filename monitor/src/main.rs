@@ -22,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `exfilmon=debug`.
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `monitor=debug`.
     #[arg(long, global = true, env = "EXFILMON_LOG", default_value = "info")]
     log: String,
     #[command(subcommand)]
