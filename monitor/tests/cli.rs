@@ -1,0 +1,88 @@
+//! The `exfilmon` binary's contract for bad input: exit status 1 and a message naming the
+//! file, line and key. No root needed: nothing is loaded into the kernel.
+
+use std::process::Command;
+
+fn check_config(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run exfilmon");
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    (out.status.code().expect("exit code"), stderr)
+}
+
+#[test]
+fn bad_configs_exit_1_naming_file_line_and_key() {
+    let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/lab/geoip.csv");
+    let head = format!("[geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}]\n");
+    // (config body, line within the body, the rest of the expected message)
+    let cases = [
+        (
+            "[home]\nnetworks = [\"192.0.2.0/24\"]\ncolour = 1\n",
+            3,
+            " home.colour: unknown field `colour`",
+        ),
+        (
+            "[home]\nnetworks = [\"192.0.2.300/24\"]\n",
+            2,
+            " home.networks[0]:",
+        ),
+        (
+            "[home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"XZ\"]\n",
+            3,
+            " home.countries[0]: XZ is not an ISO 3166-1 alpha-2 code",
+        ),
+        (
+            "[home]\nnetworks = [\"192.0.2.0/24\"]\n[[group]]\nname = \"a\"\nnetworks = [\"192.0.2.0/25\"]\n[[group]]\nname = \"b\"\nnetworks = [\"192.0.2.64/26\"]\n",
+            8,
+            " group[1].networks[0]:",
+        ),
+    ];
+    for (body, line, msg) in cases {
+        let (code, stderr) = check_config(&format!("{head}{body}"));
+        assert_eq!(code, 1, "exit status for {body:?}: {stderr}");
+        // Lines count from the top of the file: the two [geoip] lines come first.
+        let want = format!("exfilmon: FILE:{}:{msg}", line + 2);
+        assert!(
+            stderr.starts_with(&want),
+            "for {body:?}\nwant: {want}\ngot:  {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_interface_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/lab/geoip.csv");
+    std::fs::write(
+        &path,
+        format!("[home]\nnetworks = [\"192.0.2.0/24\"]\n[geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}]\n[[interface]]\nname = \"exfnosuchif0\"\nhook = \"xdp\"\n"),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
+        .args(["check-config", "--interfaces", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("exfnosuchif0") && stderr.contains(":6:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_geoip_file_is_an_error_naming_it() {
+    let (code, stderr) = check_config(
+        "[home]\nnetworks = [\"192.0.2.0/24\"]\n[geoip]\nsources = [{ format = \"csv\", path = \"/nonexistent/geo.csv\" }]\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent/geo.csv"), "{stderr}");
+}

@@ -1,0 +1,133 @@
+//! `exfilmon replay` on pcap and pcapng captures written here: the same frames must give
+//! the same report in both formats, frames under 14 bytes are counted without being run,
+//! raw-IP captures get an Ethernet header, and the flows carry their final totals.
+
+use std::{borrow::Cow, fs::File, net::Ipv4Addr, path::Path, time::Duration};
+
+use exfilmon_tests::{packet::*, require_root};
+use monitor::{config::Config, geoip::GeoDb, load_monitor, replay, tables};
+use pcap_file::{
+    DataLink,
+    pcap::{PcapHeader, PcapPacket, PcapWriter},
+    pcapng::{
+        PcapNgWriter,
+        blocks::{
+            enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock,
+        },
+    },
+};
+
+const PHONE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const CN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const SG: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 70);
+
+fn frames() -> Vec<Vec<u8>> {
+    vec![
+        eth_v4(&ipv4(PHONE, CN, UDP, &udp(40000, 443, &[1; 100]))),
+        vec![0xff; 10], // shorter than an Ethernet header
+        arp(),
+        eth_v4(&ipv4(PHONE, SG, UDP, &udp(40001, 443, &[1; 50]))),
+        eth_v4(&ipv4(PHONE, CN, UDP, &udp(40000, 443, &[1; 100]))),
+    ]
+}
+
+fn write_pcap(path: &Path, link: DataLink, frames: &[Vec<u8>]) {
+    let header = PcapHeader {
+        datalink: link,
+        ..PcapHeader::default()
+    };
+    let mut w =
+        PcapWriter::with_header(File::create(path).expect("create"), header).expect("pcap header");
+    for (i, f) in frames.iter().enumerate() {
+        let p = PcapPacket::new(Duration::from_millis(i as u64), f.len() as u32, f);
+        w.write_packet(&p).expect("write packet");
+    }
+}
+
+fn write_pcapng(path: &Path, frames: &[Vec<u8>]) {
+    let mut w = PcapNgWriter::new(File::create(path).expect("create")).expect("pcapng header");
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![],
+    })
+    .expect("idb");
+    for (i, f) in frames.iter().enumerate() {
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_millis(i as u64),
+            original_len: f.len() as u32,
+            data: Cow::Borrowed(f),
+            options: vec![],
+        })
+        .expect("epb");
+    }
+}
+
+fn report(dir: &Path, capture: &Path) -> replay::Report {
+    let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/geoip.csv");
+    let text = format!(
+        "[home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n[[group]]\nname = \"phones\"\nnetworks = [\"192.0.2.0/26\"]\nallow = [\"SG\"]\n[geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}]\n"
+    );
+    let path = dir.join("exfilmon.toml");
+    std::fs::write(&path, text).expect("config");
+    let config = Config::load(&path).expect("config");
+    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
+    let plan = tables::plan(&config, &geo).expect("plan");
+    let mut monitor = load_monitor(&config, &plan).expect("load");
+    replay::run(&mut monitor, &plan.labels, &[capture.to_owned()]).expect("replay")
+}
+
+#[test]
+fn pcap_and_pcapng_replay_alike_and_short_frames_are_counted() {
+    if !require_root("pcap_and_pcapng_replay_alike_and_short_frames_are_counted") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pcap, pcapng) = (dir.path().join("a.pcap"), dir.path().join("a.pcapng"));
+    write_pcap(&pcap, DataLink::ETHERNET, &frames());
+    write_pcapng(&pcapng, &frames());
+    let a = report(dir.path(), &pcap);
+    let b = report(dir.path(), &pcapng);
+    for r in [&a, &b] {
+        assert_eq!(r.frames, 5);
+        assert_eq!(r.counters["short_frames"], 1);
+        assert_eq!(
+            r.counters["malformed_l2"], 1,
+            "short frames count as malformed L2"
+        );
+        assert_eq!(r.counters["non_ip"], 1);
+        assert_eq!((r.packets, r.bytes), (3, 128 + 78 + 128));
+        let cn = r
+            .aggregates
+            .iter()
+            .find(|x| x.country == "CN")
+            .expect("CN aggregate");
+        assert_eq!(
+            (cn.group.as_str(), cn.verdict.as_str(), cn.packets, cn.bytes),
+            ("phones", "violation", 2, 256)
+        );
+        assert_eq!(r.flows.len(), 1, "only the violation flow is reported");
+        assert_eq!(
+            (r.flows[0].packets, r.flows[0].bytes, r.flows[0].dport),
+            (2, 256, 443)
+        );
+    }
+    assert_eq!(
+        serde_json::to_value(&a.aggregates).expect("json"),
+        serde_json::to_value(&b.aggregates).expect("json")
+    );
+}
+
+#[test]
+fn raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header() {
+    if !require_root("raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raw.pcap");
+    let raw: Vec<Vec<u8>> = vec![ipv4(PHONE, CN, UDP, &udp(1, 2, &[0; 20]))];
+    write_pcap(&path, DataLink::RAW, &raw);
+    let r = report(dir.path(), &path);
+    assert_eq!((r.packets, r.bytes), (1, 48));
+}
