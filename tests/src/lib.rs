@@ -39,24 +39,19 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Returns `true` when the test may run. Otherwise prints
-/// `SKIPPED (needs root): NAME` to stderr and returns `false`; the caller must
-/// then return at once without asserting anything.
+/// Root-only tests carry `#[ignore = "needs root ..."]`, so a plain `cargo test` reports
+/// them as ignored; `make test` runs them with `--include-ignored` when it is root. Forced
+/// to run without root, they fail here with a clear message rather than pass unrun.
 ///
-/// The line is written to the stderr handle directly, not with `eprintln!`,
-/// so libtest's output capture does not hide it: a skip is always visible.
+/// # Panics
+/// When not running as root.
 #[must_use]
 pub fn require_root(test_name: &str) -> bool {
-    if is_root() {
-        true
-    } else {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "SKIPPED (needs root): {test_name}"
-        );
-        false
-    }
+    assert!(
+        is_root(),
+        "{test_name} needs root (CAP_BPF, CAP_NET_ADMIN, network namespaces)"
+    );
+    true
 }
 
 /// The workspace root (the parent of this crate's directory).

@@ -24,6 +24,7 @@ fn key(labels: &BTreeMap<String, String>) -> Key {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 #[expect(
     clippy::too_many_lines,
     reason = "one lab, one story, checked step by step"

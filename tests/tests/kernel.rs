@@ -170,6 +170,7 @@ fn v4_key(inside: Ipv4Addr, remote: Ipv4Addr, proto: u8, iport: u16, rport: u16)
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn arp_is_counted_as_non_ip_and_passes() {
     let Some(mut h) = Harness::new("arp_is_counted_as_non_ip_and_passes") else {
         return;
@@ -184,6 +185,7 @@ fn arp_is_counted_as_non_ip_and_passes() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow() {
     let Some(mut h) = Harness::new("ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow")
     else {
@@ -215,6 +217,7 @@ fn ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn verdicts_follow_home_countries_group_allow_lists_and_unknown_space() {
     let Some(mut h) =
         Harness::new("verdicts_follow_home_countries_group_allow_lists_and_unknown_space")
@@ -259,6 +262,7 @@ fn verdicts_follow_home_countries_group_allow_lists_and_unknown_space() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn link_scoped_packets_are_counted_apart_from_traffic_that_leaves() {
     let Some(mut h) =
         Harness::new("link_scoped_packets_are_counted_apart_from_traffic_that_leaves")
@@ -303,6 +307,7 @@ fn link_scoped_packets_are_counted_apart_from_traffic_that_leaves() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn inbound_internal_and_transit_are_told_apart() {
     let Some(mut h) = Harness::new("inbound_internal_and_transit_are_told_apart") else {
         return;
@@ -328,6 +333,7 @@ fn inbound_internal_and_transit_are_told_apart() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv4_options_are_skipped_to_reach_the_ports() {
     let Some(mut h) = Harness::new("ipv4_options_are_skipped_to_reach_the_ports") else {
         return;
@@ -360,6 +366,7 @@ fn ipv4_options_are_skipped_to_reach_the_ports() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv4_fragments_are_classified_by_their_addresses() {
     let Some(mut h) = Harness::new("ipv4_fragments_are_classified_by_their_addresses") else {
         return;
@@ -399,6 +406,7 @@ fn ipv4_fragments_are_classified_by_their_addresses() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn vlan_and_qinq_tags_are_followed_and_a_third_is_counted() {
     let Some(mut h) = Harness::new("vlan_and_qinq_tags_are_followed_and_a_third_is_counted") else {
         return;
@@ -420,6 +428,7 @@ fn vlan_and_qinq_tags_are_followed_and_a_third_is_counted() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv6_extension_headers_are_walked_up_to_the_limit() {
     let Some(mut h) = Harness::new("ipv6_extension_headers_are_walked_up_to_the_limit") else {
         return;
@@ -462,6 +471,7 @@ fn ipv6_extension_headers_are_walked_up_to_the_limit() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv6_later_fragments_are_counted_as_fragments() {
     let Some(mut h) = Harness::new("ipv6_later_fragments_are_counted_as_fragments") else {
         return;
@@ -486,6 +496,7 @@ fn ipv6_later_fragments_are_counted_as_fragments() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn tcp_fin_ends_a_flow_and_icmp_types_become_ports() {
     let Some(mut h) = Harness::new("tcp_fin_ends_a_flow_and_icmp_types_become_ports") else {
         return;
@@ -535,6 +546,7 @@ fn tcp_fin_ends_a_flow_and_icmp_types_become_ports() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn periodic_updates_follow_the_byte_threshold() {
     let Some(mut h) = Harness::with_flows(
         "periodic_updates_follow_the_byte_threshold",
@@ -559,6 +571,7 @@ fn periodic_updates_follow_the_byte_threshold() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn truncated_and_malformed_frames_are_counted_by_reason() {
     let Some(mut h) = Harness::new("truncated_and_malformed_frames_are_counted_by_reason") else {
         return;
@@ -602,6 +615,7 @@ fn truncated_and_malformed_frames_are_counted_by_reason() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn tc_programs_classify_like_xdp_and_return_ok() {
     let Some(mut h) = Harness::new("tc_programs_classify_like_xdp_and_return_ok") else {
         return;

@@ -31,6 +31,7 @@ fn lab_namespaces(prefix: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_ping_v4_and_v6() {
     if !require_root("lab_ping_v4_and_v6") {
         return;
@@ -45,6 +46,7 @@ fn lab_ping_v4_and_v6() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_udp_burst_fully_received() {
     if !require_root("lab_udp_burst_fully_received") {
         return;
@@ -76,6 +78,7 @@ fn lab_udp_burst_fully_received() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_tcp_exchange() {
     if !require_root("lab_tcp_exchange") {
         return;
@@ -104,6 +107,7 @@ fn lab_tcp_exchange() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_capture_on_inside_sees_the_burst() {
     if !require_root("lab_capture_on_inside_sees_the_burst") {
         return;
@@ -127,6 +131,7 @@ fn lab_capture_on_inside_sees_the_burst() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_is_quiet_when_idle() {
     if !require_root("lab_is_quiet_when_idle") {
         return;
@@ -175,6 +180,7 @@ fn lab_is_quiet_when_idle() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_prometheus_scrapes_dummy_target() {
     if !require_root("lab_prometheus_scrapes_dummy_target") {
         return;
@@ -242,6 +248,7 @@ fn serve_metrics(listener: &TcpListener, stop: &AtomicBool, body: &str) {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_drop_removes_namespaces_and_processes() {
     if !require_root("lab_drop_removes_namespaces_and_processes") {
         return;
@@ -264,6 +271,7 @@ fn lab_drop_removes_namespaces_and_processes() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_drop_on_panic_cleans_up() {
     if !require_root("lab_drop_on_panic_cleans_up") {
         return;
@@ -279,6 +287,7 @@ fn lab_drop_on_panic_cleans_up() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_two_labs_coexist_and_leave_nothing() {
     if !require_root("lab_two_labs_coexist_and_leave_nothing") {
         return;

@@ -79,6 +79,7 @@ fn report(dir: &Path, capture: &Path) -> replay::Report {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn pcap_and_pcapng_replay_alike_and_short_frames_are_counted() {
     if !require_root("pcap_and_pcapng_replay_alike_and_short_frames_are_counted") {
         return;
@@ -120,6 +121,7 @@ fn pcap_and_pcapng_replay_alike_and_short_frames_are_counted() {
 }
 
 #[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header() {
     if !require_root("raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header") {
         return;
