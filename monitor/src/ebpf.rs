@@ -178,55 +178,52 @@ impl Monitor {
             .map_err(|source| map_err(name, "write", source))
     }
 
+    /// Inserts `(address, prefix length, value)` entries into the LPM trie `name`.
+    fn fill_trie<K, V>(
+        &mut self,
+        name: &'static str,
+        entries: impl Iterator<Item = (K, u8, V)>,
+    ) -> Result<(), EbpfError>
+    where
+        K: aya::Pod + Into<IpAddr>,
+        V: aya::Pod,
+    {
+        let mut trie: LpmTrie<_, K, V> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+        for (addr, len, value) in entries {
+            trie.insert(&Key::new(u32::from(len), addr), &value, 0)
+                .map_err(|s| map_err(name, format!("insert {}/{len}", addr.into()), s))?;
+        }
+        Ok(())
+    }
+
     /// Writes every classification table.
     pub fn write_tables(&mut self, tables: &Tables) -> Result<(), EbpfError> {
-        {
-            let name = maps::INSIDE4;
-            let mut v4: LpmTrie<_, [u8; 4], InsideValue> =
-                LpmTrie::try_from(self.map_mut(name)?)
-                    .map_err(|s| map_err(name, "wrong type", s))?;
-            for (net, group) in &tables.inside {
-                if let IpNet::V4(n) = net {
-                    let key = Key::new(u32::from(n.prefix_len()), n.network().octets());
-                    v4.insert(&key, &InsideValue { group: *group }, 0)
-                        .map_err(|s| map_err(name, format!("insert {net}"), s))?;
-                }
-            }
-        }
-        {
-            let name = maps::INSIDE6;
-            let mut v6: LpmTrie<_, [u8; 16], InsideValue> = LpmTrie::try_from(self.map_mut(name)?)
-                .map_err(|s| map_err(name, "wrong type", s))?;
-            for (net, group) in &tables.inside {
-                if let IpNet::V6(n) = net {
-                    let key = Key::new(u32::from(n.prefix_len()), n.network().octets());
-                    v6.insert(&key, &InsideValue { group: *group }, 0)
-                        .map_err(|s| map_err(name, format!("insert {net}"), s))?;
-                }
-            }
-        }
-        {
-            let name = maps::GEO4;
-            let mut geo: LpmTrie<_, [u8; 4], GeoValue> = LpmTrie::try_from(self.map_mut(name)?)
-                .map_err(|s| map_err(name, "wrong type", s))?;
-            for (addr, len, value) in &tables.geo4 {
-                geo.insert(&Key::new(u32::from(*len), *addr), value, 0)
-                    .map_err(|s| {
-                        map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s)
-                    })?;
-            }
-        }
-        {
-            let name = maps::GEO6;
-            let mut geo: LpmTrie<_, [u8; 16], GeoValue> = LpmTrie::try_from(self.map_mut(name)?)
-                .map_err(|s| map_err(name, "wrong type", s))?;
-            for (addr, len, value) in &tables.geo6 {
-                geo.insert(&Key::new(u32::from(*len), *addr), value, 0)
-                    .map_err(|s| {
-                        map_err(name, format!("insert {}/{len}", IpAddr::from(*addr)), s)
-                    })?;
-            }
-        }
+        let inside = |(net, group): &(IpNet, u32)| (*net, InsideValue { group: *group });
+        self.fill_trie(
+            maps::INSIDE4,
+            tables
+                .inside
+                .iter()
+                .map(inside)
+                .filter_map(|(net, v)| match net {
+                    IpNet::V4(n) => Some((n.network().octets(), n.prefix_len(), v)),
+                    IpNet::V6(_) => None,
+                }),
+        )?;
+        self.fill_trie(
+            maps::INSIDE6,
+            tables
+                .inside
+                .iter()
+                .map(inside)
+                .filter_map(|(net, v)| match net {
+                    IpNet::V6(n) => Some((n.network().octets(), n.prefix_len(), v)),
+                    IpNet::V4(_) => None,
+                }),
+        )?;
+        self.fill_trie(maps::GEO4, tables.geo4.iter().copied())?;
+        self.fill_trie(maps::GEO6, tables.geo6.iter().copied())?;
         {
             let name = maps::POLICY;
             let mut policy: Array<_, u8> =
