@@ -161,6 +161,16 @@ impl Daemon {
         self.terminate()
     }
 
+    /// Stops the daemon and returns its exit status and its final event log (the daemon
+    /// reports every flow's last totals as it stops).
+    pub fn stop_with_event_log(mut self) -> Result<(ExitStatus, String)> {
+        let status = self.terminate()?;
+        Ok((
+            status,
+            fs::read_to_string(&self.event_log).unwrap_or_default(),
+        ))
+    }
+
     fn terminate(&mut self) -> Result<ExitStatus> {
         let Some(mut child) = self.child.take() else {
             bail!("exfilmon is not running")

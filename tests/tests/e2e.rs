@@ -181,8 +181,27 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
 
     // 6. SIGTERM detaches cleanly: exit 0 and no program left on the interface.
     let router = lab.ns(Node::Router).name().to_owned();
-    let status = daemon.stop().expect("stop");
+    let (status, log) = daemon.stop_with_event_log().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
+
+    // 7. At shutdown the event log gets every flow's final totals: the last record of the
+    //    laptop's IPv6 upload to CN carries exactly the bytes sent.
+    let upload = sent
+        .exact
+        .iter()
+        .find(|e| e.group == "laptops" && e.country == "CN")
+        .expect("upload");
+    let last = log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["dst"] == "2001:db8:ff:86::10")
+        .expect("the IPv6 upload is in the event log");
+    assert_eq!(
+        last["bytes_out"].as_u64(),
+        Some(upload.l3_bytes),
+        "final totals: {last}"
+    );
     let shown = Command::new("ip")
         .args(["-n", &router, "-d", "link", "show", INSIDE_IF])
         .output()

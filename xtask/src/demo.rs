@@ -97,10 +97,10 @@ pub fn run(hold: u64) -> anyhow::Result<()> {
         let metrics = daemon.scrape()?;
         print_tables(&metrics);
         println!(
-            "\nThe phone's call home ({} bytes of IMEI, number, carrier and contact count) went to CN: see the violation flows below.",
+            "\nThe phone's call home ({} bytes of IMEI, number, carrier and contact count) went to CN: \
+             it is among the violation flows listed when exfilmon stops.",
             sent.phone_home.request_bytes
         );
-        print_flows(&daemon.event_log);
         println!(
             "\nTry: curl -s http://{}/metrics | grep exfilmon_bytes_total",
             daemon.metrics
@@ -115,12 +115,15 @@ pub fn run(hold: u64) -> anyhow::Result<()> {
         Ok(())
     })();
 
-    let status = daemon.stop();
+    let stopped = daemon.stop_with_event_log();
     drop(lab);
-    println!(
-        "\nexfilmon detached ({}); lab namespaces removed.",
-        status.map_or_else(|e| e.to_string(), |s| s.to_string())
-    );
+    match stopped {
+        Ok((status, log)) => {
+            print_flows(&log);
+            println!("\nexfilmon detached ({status}); lab namespaces removed.");
+        }
+        Err(e) => println!("\nstopping exfilmon: {e:#}; lab namespaces removed."),
+    }
     outcome
 }
 
@@ -172,8 +175,7 @@ fn print_tables(metrics: &exfilmon_tests::daemon::Metrics) {
     }
 }
 
-fn print_flows(event_log: &Path) {
-    let text = std::fs::read_to_string(event_log).unwrap_or_default();
+fn print_flows(text: &str) {
     let mut last = std::collections::BTreeMap::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -214,8 +216,5 @@ fn print_flows(event_log: &Path) {
             s("event"),
         ]);
     }
-    println!(
-        "\nviolation flows (event log {}):\n{t}",
-        event_log.display()
-    );
+    println!("\nviolation flows, final totals from the event log:\n{t}");
 }
