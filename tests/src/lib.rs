@@ -45,13 +45,11 @@ pub fn is_root() -> bool {
 ///
 /// # Panics
 /// When not running as root.
-#[must_use]
-pub fn require_root(test_name: &str) -> bool {
+pub fn require_root(test_name: &str) {
     assert!(
         is_root(),
         "{test_name} needs root (CAP_BPF, CAP_NET_ADMIN, network namespaces)"
     );
-    true
 }
 
 /// The workspace root (the parent of this crate's directory).

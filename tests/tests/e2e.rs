@@ -30,9 +30,7 @@ fn key(labels: &BTreeMap<String, String>) -> Key {
     reason = "one lab, one story, checked step by step"
 )]
 fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
-    if !require_root("lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree") {
-        return;
-    }
+    require_root("lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree");
     let lab = Lab::new().expect("lab");
     let daemon = Daemon::start(&lab).expect("daemon");
     let prometheus =

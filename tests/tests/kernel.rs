@@ -74,27 +74,25 @@ ring_bytes = 262144
 }
 
 impl Harness {
-    fn new(name: &str) -> Option<Self> {
+    fn new(name: &str) -> Self {
         Self::with_flows(name, "")
     }
 
-    fn with_flows(name: &str, flows: &str) -> Option<Self> {
-        if !require_root(name) {
-            return None;
-        }
+    fn with_flows(name: &str, flows: &str) -> Self {
+        require_root(name);
         let (dir, config) = config_text(flows);
         let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
         let plan = tables::plan(&config, &geo).expect("plan");
         let mut monitor = load_monitor(&config, &plan)
             .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
         let events = monitor.take_events().expect("ring");
-        Some(Self {
+        Self {
             monitor,
             labels: plan.labels,
             events,
             frames: 0,
             _dir: dir,
-        })
+        }
     }
 
     /// Runs a frame through the XDP program; asserts PASS and an unchanged frame.
@@ -172,9 +170,7 @@ fn v4_key(inside: Ipv4Addr, remote: Ipv4Addr, proto: u8, iport: u16, rport: u16)
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn arp_is_counted_as_non_ip_and_passes() {
-    let Some(mut h) = Harness::new("arp_is_counted_as_non_ip_and_passes") else {
-        return;
-    };
+    let mut h = Harness::new("arp_is_counted_as_non_ip_and_passes");
     h.run(&arp());
     assert_eq!(h.reason(reason::NON_IP), 1);
     assert!(
@@ -187,10 +183,7 @@ fn arp_is_counted_as_non_ip_and_passes() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow() {
-    let Some(mut h) = Harness::new("ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow")
-    else {
-        return;
-    };
+    let mut h = Harness::new("ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow");
     let frame = eth_v4(&ipv4(PHONE, CN, UDP, &udp(40000, 443, &[7; 100])));
     h.run(&frame);
     h.run(&frame);
@@ -219,11 +212,7 @@ fn ipv4_udp_to_a_foreign_country_is_a_counted_violation_flow() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn verdicts_follow_home_countries_group_allow_lists_and_unknown_space() {
-    let Some(mut h) =
-        Harness::new("verdicts_follow_home_countries_group_allow_lists_and_unknown_space")
-    else {
-        return;
-    };
+    let mut h = Harness::new("verdicts_follow_home_countries_group_allow_lists_and_unknown_space");
     for (src, dst) in [
         (PHONE, IN),
         (PHONE, SG),
@@ -264,11 +253,7 @@ fn verdicts_follow_home_countries_group_allow_lists_and_unknown_space() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn link_scoped_packets_are_counted_apart_from_traffic_that_leaves() {
-    let Some(mut h) =
-        Harness::new("link_scoped_packets_are_counted_apart_from_traffic_that_leaves")
-    else {
-        return;
-    };
+    let mut h = Harness::new("link_scoped_packets_are_counted_apart_from_traffic_that_leaves");
     let phone6: Ipv6Addr = PHONE6.parse().expect("v6");
     let link_local: Ipv6Addr = "fe80::10".parse().expect("v6");
     let all_nodes: Ipv6Addr = "ff02::1".parse().expect("v6");
@@ -309,9 +294,7 @@ fn link_scoped_packets_are_counted_apart_from_traffic_that_leaves() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn inbound_internal_and_transit_are_told_apart() {
-    let Some(mut h) = Harness::new("inbound_internal_and_transit_are_told_apart") else {
-        return;
-    };
+    let mut h = Harness::new("inbound_internal_and_transit_are_told_apart");
     h.run(&eth_v4(&ipv4(CN, PHONE, UDP, &udp(443, 40000, &[1; 50]))));
     h.run(&eth_v4(&ipv4(PHONE, LAPTOP, UDP, &udp(1, 2, &[1; 50]))));
     h.run(&eth_v4(&ipv4(CN, US, UDP, &udp(1, 2, &[1; 50]))));
@@ -335,9 +318,7 @@ fn inbound_internal_and_transit_are_told_apart() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv4_options_are_skipped_to_reach_the_ports() {
-    let Some(mut h) = Harness::new("ipv4_options_are_skipped_to_reach_the_ports") else {
-        return;
-    };
+    let mut h = Harness::new("ipv4_options_are_skipped_to_reach_the_ports");
     for words in [1usize, 4, 10] {
         let options = vec![1u8; words * 4]; // NOPs
         h.run(&eth_v4(&ipv4_with(
@@ -368,9 +349,7 @@ fn ipv4_options_are_skipped_to_reach_the_ports() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv4_fragments_are_classified_by_their_addresses() {
-    let Some(mut h) = Harness::new("ipv4_fragments_are_classified_by_their_addresses") else {
-        return;
-    };
+    let mut h = Harness::new("ipv4_fragments_are_classified_by_their_addresses");
     // First fragment: MF set, offset 0, carries the UDP header.
     h.run(&eth_v4(&ipv4_with(
         PHONE,
@@ -408,9 +387,7 @@ fn ipv4_fragments_are_classified_by_their_addresses() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn vlan_and_qinq_tags_are_followed_and_a_third_is_counted() {
-    let Some(mut h) = Harness::new("vlan_and_qinq_tags_are_followed_and_a_third_is_counted") else {
-        return;
-    };
+    let mut h = Harness::new("vlan_and_qinq_tags_are_followed_and_a_third_is_counted");
     let ip = ipv4(PHONE, CN, UDP, &udp(1, 2, &[0; 20]));
     h.run(&eth(&[(0x8100, 10)], 0x0800, &ip));
     h.run(&eth(&[(0x88a8, 100), (0x8100, 10)], 0x0800, &ip));
@@ -430,9 +407,7 @@ fn vlan_and_qinq_tags_are_followed_and_a_third_is_counted() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv6_extension_headers_are_walked_up_to_the_limit() {
-    let Some(mut h) = Harness::new("ipv6_extension_headers_are_walked_up_to_the_limit") else {
-        return;
-    };
+    let mut h = Harness::new("ipv6_extension_headers_are_walked_up_to_the_limit");
     let src: Ipv6Addr = PHONE6.parse().expect("v6");
     let dst: Ipv6Addr = CN6.parse().expect("v6");
     let payload = udp(6000, 443, &[0; 16]);
@@ -473,9 +448,7 @@ fn ipv6_extension_headers_are_walked_up_to_the_limit() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn ipv6_later_fragments_are_counted_as_fragments() {
-    let Some(mut h) = Harness::new("ipv6_later_fragments_are_counted_as_fragments") else {
-        return;
-    };
+    let mut h = Harness::new("ipv6_later_fragments_are_counted_as_fragments");
     let src: Ipv6Addr = PHONE6.parse().expect("v6");
     let dst: Ipv6Addr = CN6.parse().expect("v6");
     h.run(&eth_v6(&ipv6_fragment(
@@ -498,9 +471,7 @@ fn ipv6_later_fragments_are_counted_as_fragments() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn tcp_fin_ends_a_flow_and_icmp_types_become_ports() {
-    let Some(mut h) = Harness::new("tcp_fin_ends_a_flow_and_icmp_types_become_ports") else {
-        return;
-    };
+    let mut h = Harness::new("tcp_fin_ends_a_flow_and_icmp_types_become_ports");
     h.run(&eth_v4(&ipv4(PHONE, CN, TCP, &tcp(41000, 443, SYN, &[]))));
     h.run(&eth_v4(&ipv4(
         PHONE,
@@ -548,12 +519,10 @@ fn tcp_fin_ends_a_flow_and_icmp_types_become_ports() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn periodic_updates_follow_the_byte_threshold() {
-    let Some(mut h) = Harness::with_flows(
+    let mut h = Harness::with_flows(
         "periodic_updates_follow_the_byte_threshold",
         "update_bytes = 1000",
-    ) else {
-        return;
-    };
+    );
     let frame = eth_v4(&ipv4(PHONE, CN, UDP, &udp(1, 2, &[0; 472]))); // 500 L3 bytes
     for _ in 0..5 {
         h.run(&frame);
@@ -573,9 +542,7 @@ fn periodic_updates_follow_the_byte_threshold() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn truncated_and_malformed_frames_are_counted_by_reason() {
-    let Some(mut h) = Harness::new("truncated_and_malformed_frames_are_counted_by_reason") else {
-        return;
-    };
+    let mut h = Harness::new("truncated_and_malformed_frames_are_counted_by_reason");
     let full = eth_v4(&ipv4(PHONE, CN, TCP, &tcp(1, 2, ACK, &[])));
     // Cut inside the IPv4 header: at the Ethernet end, mid-header, one byte short.
     for cut in [14, 20, 33] {
@@ -617,9 +584,7 @@ fn truncated_and_malformed_frames_are_counted_by_reason() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn tc_programs_classify_like_xdp_and_return_ok() {
-    let Some(mut h) = Harness::new("tc_programs_classify_like_xdp_and_return_ok") else {
-        return;
-    };
+    let mut h = Harness::new("tc_programs_classify_like_xdp_and_return_ok");
     let frame = eth_v4(&ipv4(PHONE, SG, UDP, &udp(1, 2, &[0; 30])));
     for program in [programs::TC_EGRESS, programs::TC_INGRESS] {
         let out = h.monitor.test_run(program, &frame).expect("test run");

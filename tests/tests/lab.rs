@@ -33,9 +33,7 @@ fn lab_namespaces(prefix: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_ping_v4_and_v6() {
-    if !require_root("lab_ping_v4_and_v6") {
-        return;
-    }
+    require_root("lab_ping_v4_and_v6");
     let lab = Lab::new().unwrap();
     let s = ping(lab.ns(Node::Phone), IpAddr::V4(lab::SERVER_CN_V4), 3).unwrap();
     assert_eq!((s.transmitted, s.received), (3, 3), "{s:?}");
@@ -48,9 +46,7 @@ fn lab_ping_v4_and_v6() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_udp_burst_fully_received() {
-    if !require_root("lab_udp_burst_fully_received") {
-        return;
-    }
+    require_root("lab_udp_burst_fully_received");
     let lab = Lab::new().unwrap();
     let dst = SocketAddr::new(IpAddr::V4(lab::SERVER_CN_V4), 9000);
     let sink = udp_sink(lab.ns(Node::Inet), dst).unwrap();
@@ -80,9 +76,7 @@ fn lab_udp_burst_fully_received() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_tcp_exchange() {
-    if !require_root("lab_tcp_exchange") {
-        return;
-    }
+    require_root("lab_tcp_exchange");
     let lab = Lab::new().unwrap();
     let server = SocketAddr::new(IpAddr::V4(lab::SERVER_US_V4), 8080);
     let s = tcp_exchange(
@@ -109,9 +103,7 @@ fn lab_tcp_exchange() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_capture_on_inside_sees_the_burst() {
-    if !require_root("lab_capture_on_inside_sees_the_burst") {
-        return;
-    }
+    require_root("lab_capture_on_inside_sees_the_burst");
     let lab = Lab::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("inside.pcap");
@@ -133,9 +125,7 @@ fn lab_capture_on_inside_sees_the_burst() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_is_quiet_when_idle() {
-    if !require_root("lab_is_quiet_when_idle") {
-        return;
-    }
+    require_root("lab_is_quiet_when_idle");
     let lab = Lab::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let inside = Capture::start(
@@ -182,9 +172,7 @@ fn lab_is_quiet_when_idle() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_prometheus_scrapes_dummy_target() {
-    if !require_root("lab_prometheus_scrapes_dummy_target") {
-        return;
-    }
+    require_root("lab_prometheus_scrapes_dummy_target");
     let metrics =
         "# HELP exf_test_total A test counter.\n# TYPE exf_test_total counter\nexf_test_total 42\n";
     assert_eq!(promtool_check_metrics(metrics), "");
@@ -250,9 +238,7 @@ fn serve_metrics(listener: &TcpListener, stop: &AtomicBool, body: &str) {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_drop_removes_namespaces_and_processes() {
-    if !require_root("lab_drop_removes_namespaces_and_processes") {
-        return;
-    }
+    require_root("lab_drop_removes_namespaces_and_processes");
     let lab = Lab::new_with_prefix(&format!("exf{}-dt", std::process::id())).unwrap();
     let prefix = lab.prefix().to_owned();
     assert_eq!(lab_namespaces(&prefix).len(), 5);
@@ -273,9 +259,7 @@ fn lab_drop_removes_namespaces_and_processes() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_drop_on_panic_cleans_up() {
-    if !require_root("lab_drop_on_panic_cleans_up") {
-        return;
-    }
+    require_root("lab_drop_on_panic_cleans_up");
     let prefix = format!("exf{}-pn", std::process::id());
     let p = prefix.clone();
     let r = std::panic::catch_unwind(move || {
@@ -289,9 +273,7 @@ fn lab_drop_on_panic_cleans_up() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn lab_two_labs_coexist_and_leave_nothing() {
-    if !require_root("lab_two_labs_coexist_and_leave_nothing") {
-        return;
-    }
+    require_root("lab_two_labs_coexist_and_leave_nothing");
     let prefixes = {
         let a = Lab::new().unwrap();
         let b = Lab::new().unwrap();

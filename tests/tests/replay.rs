@@ -81,9 +81,7 @@ fn report(dir: &Path, capture: &Path) -> replay::Report {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn pcap_and_pcapng_replay_alike_and_short_frames_are_counted() {
-    if !require_root("pcap_and_pcapng_replay_alike_and_short_frames_are_counted") {
-        return;
-    }
+    require_root("pcap_and_pcapng_replay_alike_and_short_frames_are_counted");
     let dir = tempfile::tempdir().expect("tempdir");
     let (pcap, pcapng) = (dir.path().join("a.pcap"), dir.path().join("a.pcapng"));
     write_pcap(&pcap, DataLink::ETHERNET, &frames());
@@ -123,9 +121,7 @@ fn pcap_and_pcapng_replay_alike_and_short_frames_are_counted() {
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header() {
-    if !require_root("raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header") {
-        return;
-    }
+    require_root("raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("raw.pcap");
     let raw: Vec<Vec<u8>> = vec![ipv4(PHONE, CN, UDP, &udp(1, 2, &[0; 20]))];
