@@ -65,10 +65,13 @@ fn account(p: &Packet, group: u32, remote: &[u8; 16], dir: u32) {
         }
     }
 
-    let track_unknown = CONFIG
-        .get(0)
-        .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0);
-    if verdict == VERDICT_VIOLATION || (verdict == VERDICT_UNKNOWN && track_unknown) {
+    // CONFIG is read only for unknown verdicts: the common verdicts cost no extra lookup.
+    let track = verdict == VERDICT_VIOLATION
+        || (verdict == VERDICT_UNKNOWN
+            && CONFIG
+                .get(0)
+                .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0));
+    if track {
         flow::track(p, group, &geo, verdict, dir);
     }
 }
