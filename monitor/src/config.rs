@@ -617,12 +617,20 @@ impl Config {
         Ok(())
     }
 
-    /// All inside networks: `[home] networks` and every group's networks.
-    pub fn inside_networks(&self) -> impl Iterator<Item = &IpNet> {
-        self.home
+    /// All inside networks with their group slot: `[home] networks` in slot 0
+    /// (ungrouped), then group `i`'s networks in slot `i + 1`.
+    pub fn inside_networks(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
+        let home = self
+            .home
             .networks
             .iter()
-            .chain(self.groups.iter().flat_map(|g| g.networks.iter()))
+            .map(|n| (*n, monitor_common::class::GROUP_UNGROUPED));
+        let groups = self
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.networks.iter().map(move |n| (*n, i as u32 + 1)));
+        home.chain(groups)
     }
 }
 

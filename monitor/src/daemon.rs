@@ -20,7 +20,6 @@ use crate::{
     config::{Config, Hook as CfgHook, XdpMode as CfgMode},
     ebpf::{EbpfError, Hook, Monitor},
     events::{self, Clock, EventKind, EventLog, FlowRecord, FlowTable},
-    geoip::GeoDb,
     metrics::{self, DaemonMetrics, KernelCollector},
     tables::{Labels, Plan},
 };
@@ -99,13 +98,9 @@ pub fn attach_all(monitor: &mut Monitor, config: &Config) -> Result<(), DaemonEr
     clippy::too_many_lines,
     reason = "one event loop, easier to follow in one piece"
 )]
-pub async fn run(
-    config: Config,
-    geo: GeoDb,
-    plan: Plan,
-    mut monitor: Monitor,
-) -> Result<(), DaemonError> {
-    let listener = metrics::bind(config.metrics.listen)
+pub async fn run(config: Config, plan: Plan, mut monitor: Monitor) -> Result<(), DaemonError> {
+    // Bound before anything is attached, so a busy port fails first.
+    let listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .map_err(|source| DaemonError::Listen {
             addr: config.metrics.listen,
@@ -131,7 +126,6 @@ pub async fn run(
         labels.clone(),
         dm.collector_errors.clone(),
     )))?;
-    drop(geo);
 
     let (stop_tx, _) = watch::channel(false);
     let server = {

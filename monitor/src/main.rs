@@ -110,7 +110,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(daemon::run(config, geo, plan, monitor))?;
+            // The kernel holds the tables now; the parsed GeoIP data is not needed again.
+            drop(geo);
+            runtime.block_on(daemon::run(config, plan, monitor))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config, interfaces } => {

@@ -2,10 +2,7 @@
 //! layout is the metric layout), the daemon's own counters live in a registry beside it,
 //! and /metrics is served over HTTP.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex, RwLock},
-};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::{
     Router,
@@ -14,7 +11,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
-use monitor_common::{class::class_parts, reason};
+use monitor_common::reason;
 use prometheus::{
     Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
@@ -24,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     ebpf::{CounterMaps, Counters},
-    tables::{Direction, Labels, Verdict},
+    tables::Labels,
 };
 
 /// The Content-Type of the Prometheus text exposition format.
@@ -125,14 +122,12 @@ impl Collector for KernelCollector {
 pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
     let t = Templates::new();
     for (index, c) in &counters.classes {
-        let (group, country, dir, verdict) = class_parts(*index);
-        let verdict = Verdict::try_from(verdict).unwrap_or(Verdict::Unknown);
-        let country = labels.country(country);
+        let class = labels.class(*index);
         let values = [
-            labels.group(group),
-            country.as_str(),
-            Direction::from_code(dir).as_str(),
-            verdict.as_str(),
+            class.group,
+            class.country.as_str(),
+            class.direction.as_str(),
+            class.verdict.as_str(),
         ];
         t.packets.with_label_values(&values).inc_by(c.packets);
         t.bytes.with_label_values(&values).inc_by(c.bytes);
@@ -264,16 +259,12 @@ async fn metrics_handler(State(registry): State<Registry>) -> Response {
     }
 }
 
-/// Binds the metrics listener; a separate step so a busy port fails before anything is attached.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 #[cfg(test)]
 mod tests {
     use monitor_common::class::{ClassCounter, DIR_OUTBOUND, class_index};
 
     use super::*;
+    use crate::tables::Verdict;
 
     #[test]
     fn class_counters_become_labelled_series() {

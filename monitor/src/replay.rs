@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use monitor_common::{class::class_parts, flow::FlowKey, reason};
+use monitor_common::{flow::FlowKey, reason};
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
@@ -143,12 +143,12 @@ pub fn run(
         .classes
         .iter()
         .map(|(index, c)| {
-            let (group, country, dir, verdict) = class_parts(*index);
+            let class = labels.class(*index);
             Aggregate {
-                group: labels.group(group).to_owned(),
-                country: labels.country(country),
-                direction: Direction::from_code(dir),
-                verdict: Verdict::try_from(verdict).unwrap_or(Verdict::Unknown),
+                group: class.group.to_owned(),
+                country: class.country,
+                direction: class.direction,
+                verdict: class.verdict,
                 packets: c.packets,
                 bytes: c.bytes,
             }

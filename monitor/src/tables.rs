@@ -3,7 +3,6 @@
 
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
-use ipnet::IpNet;
 use monitor_common::class::{
     COUNTRY_SLOTS, GROUP_UNGROUPED, GeoValue, VERDICT_ALLOWED, VERDICT_DOMESTIC, VERDICT_UNKNOWN,
     VERDICT_VIOLATION, policy_index,
@@ -119,7 +118,28 @@ pub struct Labels {
     pub countries: Vec<Option<CountryCode>>,
 }
 
+/// The labels of one class counter.
+#[derive(Clone, Debug)]
+pub struct Class<'a> {
+    pub group: &'a str,
+    pub country: String,
+    pub direction: Direction,
+    pub verdict: Verdict,
+}
+
 impl Labels {
+    /// Names the parts of a class counter index (`class_index`).
+    #[must_use]
+    pub fn class(&self, index: u32) -> Class<'_> {
+        let (group, country, dir, verdict) = monitor_common::class::class_parts(index);
+        Class {
+            group: self.group(group),
+            country: self.country(country),
+            direction: Direction::from_code(dir),
+            verdict: Verdict::try_from(verdict).unwrap_or(Verdict::Unknown),
+        }
+    }
+
     #[must_use]
     pub fn group(&self, slot: u32) -> &str {
         self.groups
@@ -171,20 +191,11 @@ pub fn verdict(config: &Config, group: u32, country: Option<CountryCode>) -> Ver
 /// specific network wins, as in the kernel's LPM lookup.
 #[must_use]
 pub fn inside_group(config: &Config, addr: IpAddr) -> Option<u32> {
-    inside_networks(config)
+    config
+        .inside_networks()
         .filter(|(net, _)| net.contains(&addr))
         .max_by_key(|(net, _)| net.prefix_len())
         .map(|(_, slot)| slot)
-}
-
-fn inside_networks(config: &Config) -> impl Iterator<Item = (IpNet, u32)> + '_ {
-    let home = config.home.networks.iter().map(|n| (*n, GROUP_UNGROUPED));
-    let groups = config
-        .groups
-        .iter()
-        .enumerate()
-        .flat_map(|(i, g)| g.networks.iter().map(move |n| (*n, i as u32 + 1)));
-    home.chain(groups)
 }
 
 /// Builds the kernel tables and label names.
@@ -242,7 +253,7 @@ pub fn plan(config: &Config, geo: &GeoDb) -> Result<Plan, TablesError> {
 
     Ok(Plan {
         tables: Tables {
-            inside: inside_networks(config).collect(),
+            inside: config.inside_networks().collect(),
             geo4,
             geo6,
             policy,
