@@ -73,18 +73,6 @@ pub struct ClassCounter {
 }
 const _: () = assert!(size_of::<ClassCounter>() == 16);
 
-/// Value of the GEO tries: where a remote address is.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GeoValue {
-    /// Country slot (see `COUNTRY_CODES`); 0 = unknown.
-    pub country: u16,
-    pub _pad: u16,
-    /// Autonomous system number; 0 = unknown.
-    pub asn: u32,
-}
-const _: () = assert!(size_of::<GeoValue>() == 8);
-
 /// Value of the INSIDE tries: an inside address and its group slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +85,6 @@ const _: () = assert!(size_of::<InsideValue>() == 4);
 mod user {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding.
     unsafe impl aya::Pod for super::ClassCounter {}
-    unsafe impl aya::Pod for super::GeoValue {}
     unsafe impl aya::Pod for super::InsideValue {}
 }
 

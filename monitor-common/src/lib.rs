@@ -5,9 +5,11 @@
 //! travel as `u8`/`u32` codes; userspace converts them with `TryFrom`.
 #![no_std]
 
+pub mod bench;
 pub mod class;
 pub mod config;
 pub mod flow;
+pub mod geo;
 pub mod reason;
 
 /// Map names, shared so that the loader, the collector and the kernel agree.
@@ -18,10 +20,26 @@ pub mod maps {
     pub const INSIDE4: &str = "INSIDE4";
     /// `LpmTrie<[u8; 16], InsideValue>`: home networks and groups, IPv6.
     pub const INSIDE6: &str = "INSIDE6";
-    /// `LpmTrie<[u8; 4], GeoValue>`: remote address → country slot and ASN, IPv4.
-    pub const GEO4: &str = "GEO4";
-    /// `LpmTrie<[u8; 16], GeoValue>`: the same for IPv6.
-    pub const GEO6: &str = "GEO6";
+    /// `Array<u32>`, one entry: the live generation of the location tables (0 or 1).
+    pub const GEO_GENERATION: &str = "GEO_GENERATION";
+    /// `Array<u64>`, mmap-able: DIR-24-8 level 1, two location words per entry, both
+    /// generations (see `geo`).
+    pub const GEO4_L1: &str = "GEO4_L1";
+    /// `Array<u64>`, mmap-able: DIR-24-8 level-2 blocks of both generations.
+    pub const GEO4_L2: &str = "GEO4_L2";
+    /// `LpmTrie<[u8; 16], u32>`: IPv6 remote address → location word, generation 0.
+    pub const GEO6_0: &str = "GEO6_0";
+    /// The same, generation 1.
+    pub const GEO6_1: &str = "GEO6_1";
+    /// `Array<u32>` indexed by ASN slot: the AS number that owns the slot.
+    pub const ASNS: &str = "ASNS";
+    /// `LpmTrie<[u8; 4], u32>`: IPv4 location words as a kernel LPM trie. Only the
+    /// benchmark's LPM build fills it, to measure DIR-24-8 against the trie.
+    pub const BENCH_TRIE4: &str = "BENCH_TRIE4";
+    /// `Array<bench::BenchPacket>`: the benchmark's workload, one entry per packet.
+    pub const BENCH_WORKLOAD: &str = "BENCH_WORKLOAD";
+    /// `PerCpuArray<u32>`, one entry: the benchmark's position in its workload.
+    pub const BENCH_CURSOR: &str = "BENCH_CURSOR";
     /// `Array<u8>` indexed by `class::policy_index`: the verdict of each (group, country).
     pub const POLICY: &str = "POLICY";
     /// `Array<[u8; 2]>` indexed by country slot: the ISO code that owns the slot.
@@ -41,4 +59,11 @@ pub mod programs {
     pub const XDP: &str = "exfilmon_xdp";
     pub const TC_EGRESS: &str = "exfilmon_tc_egress";
     pub const TC_INGRESS: &str = "exfilmon_tc_ingress";
+    /// Benchmark only: rewrites each test-run frame from the workload, then classifies it
+    /// exactly as `exfilmon_xdp` does.
+    pub const BENCH: &str = "exfilmon_bench";
+    /// Benchmark only: the same with IPv4 locations from the kernel LPM trie.
+    pub const BENCH_LPM: &str = "exfilmon_bench_lpm";
+    /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
+    pub const BENCH_PASS: &str = "exfilmon_bench_pass";
 }

@@ -3,32 +3,42 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use monitor_common::{
     class::{
-        DIR_INBOUND, DIR_OUTBOUND, GeoValue, VERDICT_UNKNOWN, VERDICT_VIOLATION, class_index,
-        policy_index,
+        DIR_INBOUND, DIR_OUTBOUND, VERDICT_UNKNOWN, VERDICT_VIOLATION, class_index, policy_index,
     },
     config::FLAG_TRACK_UNKNOWN,
     flow::FAMILY_V4,
+    geo::{GEO_L2, country_slot, l1_index, l2_index},
     reason,
 };
 
 use crate::{
     flow,
-    maps::{CLASS_COUNTERS, CONFIG, GEO4, GEO6, INSIDE4, INSIDE6, POLICY, count},
+    maps::{
+        BENCH_TRIE4, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1, GEO4_L2, GEO6_0, GEO6_1,
+        INSIDE4, INSIDE6, POLICY, count,
+    },
     parse::{Packet, parse},
 };
 
+/// Where IPv4 locations come from: the DIR-24-8 table, or (benchmark only) the LPM trie.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Lookup {
+    Dir24,
+    Trie,
+}
+
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32) {
+pub fn packet(start: usize, end: usize, wire_len: u32, v4: Ipv4Lookup) {
     let outcome = match parse(start, end, wire_len) {
-        Ok(p) => classify(&p),
+        Ok(p) => classify(&p, v4),
         Err(reason) => reason,
     };
     count(outcome);
 }
 
 #[inline(always)]
-fn classify(p: &Packet) -> u32 {
+fn classify(p: &Packet, v4: Ipv4Lookup) -> u32 {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return reason::LINK_LOCAL;
     }
@@ -39,20 +49,20 @@ fn classify(p: &Packet) -> u32 {
         (Some(_), Some(_)) => reason::INTERNAL,
         (None, None) => reason::TRANSIT,
         (Some(group), None) => {
-            account(p, group, &p.dst, DIR_OUTBOUND);
+            account(p, group, &p.dst, DIR_OUTBOUND, v4);
             reason::OUTBOUND
         }
         (None, Some(group)) => {
-            account(p, group, &p.src, DIR_INBOUND);
+            account(p, group, &p.src, DIR_INBOUND, v4);
             reason::INBOUND
         }
     }
 }
 
 #[inline(always)]
-fn account(p: &Packet, group: u32, remote: &[u8; 16], dir: u32) {
-    let geo = locate(p.family, remote);
-    let country = u32::from(geo.country);
+fn account(p: &Packet, group: u32, remote: &[u8; 16], dir: u32, v4: Ipv4Lookup) {
+    let location = locate(p.family, remote, v4);
+    let country = country_slot(location);
     let verdict = POLICY
         .get(policy_index(group, country))
         .map_or(VERDICT_UNKNOWN, |v| u32::from(*v));
@@ -72,7 +82,7 @@ fn account(p: &Packet, group: u32, remote: &[u8; 16], dir: u32) {
                 .get(0)
                 .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0));
     if track {
-        flow::track(p, group, &geo, verdict, dir);
+        flow::track(p, group, location, verdict, dir);
     }
 }
 
@@ -99,12 +109,42 @@ fn inside_group(family: u8, addr: &[u8; 16]) -> Option<u32> {
     v.map(|v| v.group)
 }
 
+/// The location word of a remote address (0 when nothing is known).
 #[inline(always)]
-fn locate(family: u8, addr: &[u8; 16]) -> GeoValue {
-    let v = if family == FAMILY_V4 {
-        GEO4.get(&Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+fn locate(family: u8, addr: &[u8; 16], v4: Ipv4Lookup) -> u32 {
+    let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
+    if family == FAMILY_V4 {
+        let octets = [addr[0], addr[1], addr[2], addr[3]];
+        if v4 == Ipv4Lookup::Trie {
+            return BENCH_TRIE4.get(&Key::new(32, octets)).map_or(0, |w| *w);
+        }
+        locate4(generation, u32::from_be_bytes(octets))
     } else {
-        GEO6.get(&Key::new(128, *addr))
-    };
-    v.copied().unwrap_or_default()
+        let key = Key::new(128, *addr);
+        let word = if generation & 1 == 0 {
+            GEO6_0.get(&key)
+        } else {
+            GEO6_1.get(&key)
+        };
+        word.map_or(0, |w| *w)
+    }
+}
+
+/// DIR-24-8: the level-1 word of the /24, or the level-2 word it points to.
+#[inline(always)]
+fn locate4(generation: u32, addr: u32) -> u32 {
+    let word = word_at(&GEO4_L1, l1_index(generation, addr));
+    if word & GEO_L2 == 0 {
+        word
+    } else {
+        word_at(&GEO4_L2, l2_index(word & !GEO_L2, addr))
+    }
+}
+
+/// Word `index` of an array of `u64` entries that hold two words each (little-endian).
+#[inline(always)]
+fn word_at(array: &aya_ebpf::maps::Array<u64>, index: u32) -> u32 {
+    array
+        .get(index >> 1)
+        .map_or(0, |pair| (*pair >> ((index & 1) * 32)) as u32)
 }

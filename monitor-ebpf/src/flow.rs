@@ -8,17 +8,18 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
 };
 use monitor_common::{
-    class::{DIR_OUTBOUND, GeoValue},
+    class::DIR_OUTBOUND,
     config::KernelConfig,
     flow::{
         EVENT_FLOW_END, EVENT_FLOW_START, EVENT_FLOW_UPDATE, FlowEvent, FlowKey, FlowState,
         TCP_FIN, TCP_RST,
     },
+    geo::{asn_slot, country_slot},
     reason,
 };
 
 use crate::{
-    maps::{CONFIG, EVENTS, FLOWS, count},
+    maps::{ASNS, CONFIG, EVENTS, FLOWS, count},
     parse::Packet,
 };
 
@@ -26,7 +27,7 @@ use crate::{
 const DEFAULT_INTERVAL_NS: u64 = 10_000_000_000;
 
 #[inline(always)]
-pub fn track(p: &Packet, group: u32, geo: &GeoValue, verdict: u32, dir: u32) {
+pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32) {
     let outbound = dir == DIR_OUTBOUND;
     let key = FlowKey {
         inside: if outbound { p.src } else { p.dst },
@@ -50,8 +51,9 @@ pub fn track(p: &Packet, group: u32, geo: &GeoValue, verdict: u32, dir: u32) {
         first_ns: now,
         last_ns: now,
         reported_ns: now,
-        asn: geo.asn,
-        country: geo.country,
+        // The AS number is looked up here, once per flow, off the per-packet path.
+        asn: ASNS.get(asn_slot(location)).copied().unwrap_or(0),
+        country: country_slot(location) as u16,
         group: group as u8,
         verdict: verdict as u8,
         tcp_flags: p.tcp_flags,

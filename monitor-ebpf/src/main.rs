@@ -9,6 +9,7 @@
     reason = "atomic_xadd: the BPF atomic add, see flow.rs"
 )]
 
+mod bench;
 mod classify;
 mod flow;
 mod maps;
@@ -19,6 +20,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use classify::Ipv4Lookup;
 
 /// How much of an skb the TC programs make linear before parsing: enough for two VLAN tags,
 /// an IPv4 header with options or IPv6 with extension headers, and a TCP header.
@@ -27,7 +29,32 @@ const TC_PULL_LEN: u32 = 256;
 #[xdp]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    classify::packet(start, end, (end - start) as u32);
+    classify::packet(start, end, (end - start) as u32, Ipv4Lookup::Dir24);
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark only (never attached): the next workload packet, classified as `exfilmon_xdp`.
+#[xdp]
+pub fn exfilmon_bench(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    bench::rewrite(start, end);
+    classify::packet(start, end, (end - start) as u32, Ipv4Lookup::Dir24);
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark only: the same, with IPv4 locations from a kernel LPM trie.
+#[xdp]
+pub fn exfilmon_bench_lpm(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    bench::rewrite(start, end);
+    classify::packet(start, end, (end - start) as u32, Ipv4Lookup::Trie);
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline of every ratio.
+#[xdp]
+pub fn exfilmon_bench_pass(ctx: XdpContext) -> u32 {
+    bench::rewrite(ctx.data(), ctx.data_end());
     xdp_action::XDP_PASS
 }
 
@@ -50,7 +77,7 @@ fn tc(ctx: &TcContext) -> i32 {
         // parse what is linear; the parser counts what it cannot read.
         let _ = ctx.pull_data(want);
     }
-    classify::packet(ctx.data(), ctx.data_end(), len);
+    classify::packet(ctx.data(), ctx.data_end(), len, Ipv4Lookup::Dir24);
     TC_ACT_OK as i32
 }
 

@@ -2,13 +2,16 @@
 //! loader overrides from the config (`EbpfLoader::set_max_entries`).
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    class::{CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, GeoValue, InsideValue, POLICY_ENTRIES},
+    bench::BenchPacket,
+    class::{CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, InsideValue, POLICY_ENTRIES},
     config::KernelConfig,
     flow::{FlowKey, FlowState},
+    geo::L1_ENTRIES,
     reason::REASON_ENTRIES,
 };
 
@@ -23,11 +26,27 @@ pub static INSIDE4: LpmTrie<[u8; 4], InsideValue> = LpmTrie::with_max_entries(40
 #[map]
 pub static INSIDE6: LpmTrie<[u8; 16], InsideValue> = LpmTrie::with_max_entries(4096, 0);
 
-/// Remote address → country slot and ASN (set by the daemon to the GeoIP prefix count).
+/// The live generation of the location tables (see `monitor_common::geo`).
 #[map]
-pub static GEO4: LpmTrie<[u8; 4], GeoValue> = LpmTrie::with_max_entries(1 << 20, 0);
+pub static GEO_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+/// IPv4 remote address → location word: DIR-24-8, both generations, filled through mmap.
 #[map]
-pub static GEO6: LpmTrie<[u8; 16], GeoValue> = LpmTrie::with_max_entries(1 << 20, 0);
+pub static GEO4_L1: Array<u64> = Array::with_max_entries(L1_ENTRIES, BPF_F_MMAPABLE);
+/// Level-2 blocks (set by the daemon to what the `GeoIP` data needs, with headroom).
+#[map]
+pub static GEO4_L2: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// IPv6 remote address → location word, one trie per generation (set by the daemon to
+/// the `GeoIP` prefix count).
+#[map]
+pub static GEO6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
+#[map]
+pub static GEO6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
+
+/// ASN slot → AS number, read when a flow is created (set by the daemon).
+#[map]
+pub static ASNS: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Verdict (`VERDICT_*` as u8) of each (group, country) pair.
 #[map]
@@ -56,6 +75,19 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(
 /// Flow events to the daemon (set by the daemon: `[flows] ring_bytes`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+// --- the benchmark's maps: one entry each unless the benchmark loads the object ----------
+
+/// IPv4 location words in a kernel LPM trie, for the LPM build of the benchmark.
+#[map]
+pub static BENCH_TRIE4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(1, 0);
+
+/// The packets the bench programs write into their frames, in order.
+#[map]
+pub static BENCH_WORKLOAD: Array<BenchPacket> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static BENCH_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Adds one to a reason counter.
 #[inline(always)]

@@ -117,10 +117,10 @@ pub async fn run(config: Config, plan: Plan, mut monitor: Monitor) -> Result<(),
     let dm = DaemonMetrics::register(&registry)?;
     dm.geoip_prefixes
         .with_label_values(&["ipv4"])
-        .set(i64::try_from(plan.tables.geo4.len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(plan.tables.geo.prefix_count_v4()).unwrap_or(i64::MAX));
     dm.geoip_prefixes
         .with_label_values(&["ipv6"])
-        .set(i64::try_from(plan.tables.geo6.len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(plan.tables.geo.v6.len()).unwrap_or(i64::MAX));
     registry.register(Box::new(KernelCollector::new(
         monitor.take_counters()?,
         labels.clone(),

@@ -343,6 +343,7 @@ mod tests {
                 Some("AU".parse().expect("AU")),
                 Some("CN".parse().expect("CN")),
             ],
+            asns: vec![0],
         }
     }
 

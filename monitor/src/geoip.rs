@@ -160,6 +160,15 @@ pub enum GeoIpError {
     },
 }
 
+/// What is known about an address. (Provisional: replaced by the ASN-aware loader.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The country.
+    pub country: Option<CountryCode>,
+    /// The autonomous system number.
+    pub asn: Option<u32>,
+}
+
 /// What was loaded from one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceInfo {
@@ -216,6 +225,48 @@ impl GeoDb {
                 None => find(&self.v6, u128::from(a)),
             },
         }
+    }
+
+    /// Locations of IPv4 ranges, sorted and disjoint.
+    #[must_use]
+    pub fn locations_v4(&self) -> Vec<(u32, u32, Location)> {
+        self.v4
+            .iter()
+            .map(|&(a, b, cc)| {
+                (
+                    a,
+                    b,
+                    Location {
+                        country: Some(cc),
+                        asn: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Locations of IPv6 ranges, sorted and disjoint.
+    #[must_use]
+    pub fn locations_v6(&self) -> Vec<(u128, u128, Location)> {
+        self.v6
+            .iter()
+            .map(|&(a, b, cc)| {
+                (
+                    a,
+                    b,
+                    Location {
+                        country: Some(cc),
+                        asn: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Every AS number in the data.
+    #[must_use]
+    pub fn asns(&self) -> BTreeSet<u32> {
+        BTreeSet::new()
     }
 
     /// The IPv4 ranges `(first, last, country)`, sorted and disjoint.

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod country;
 pub mod daemon;
+pub mod dir24;
 pub mod ebpf;
 pub mod events;
 pub mod geoip;
@@ -15,21 +16,30 @@ use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};
 
 use crate::{
     config::Config,
-    ebpf::{EbpfError, Monitor, Sizes},
+    ebpf::{EbpfError, InstallError, Monitor, Sizes},
     tables::Plan,
 };
 
+/// Why the kernel side could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+    #[error(transparent)]
+    Geo(#[from] InstallError),
+}
+
 /// Loads the kernel programs sized for `plan` and writes the settings and tables of
 /// `config` into them. Nothing is attached yet.
-pub fn load_monitor(config: &Config, plan: &Plan) -> Result<Monitor, EbpfError> {
-    let mut monitor = Monitor::load(Sizes {
-        flows: config.flows.max_entries,
-        ring_bytes: config.flows.ring_bytes,
-        geo4: u32::try_from(plan.tables.geo4.len()).unwrap_or(u32::MAX),
-        geo6: u32::try_from(plan.tables.geo6.len()).unwrap_or(u32::MAX),
-    })?;
+pub fn load_monitor(config: &Config, plan: &Plan) -> Result<Monitor, LoadError> {
+    let mut monitor = Monitor::load(Sizes::for_geo(
+        config.flows.max_entries,
+        config.flows.ring_bytes,
+        &plan.tables.geo,
+    ))?;
     monitor.write_config(kernel_config(config))?;
     monitor.write_tables(&plan.tables)?;
+    monitor.install_geo(&plan.tables.geo)?;
     Ok(monitor)
 }
 

@@ -100,8 +100,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let plan = tables::plan(&config, &geo)?;
             tracing::info!(
                 config = %config.path.display(),
-                prefixes_v4 = plan.tables.geo4.len(),
-                prefixes_v6 = plan.tables.geo6.len(),
+                ranges_v4 = plan.tables.geo.v4.len(),
+                level2_blocks = plan.tables.geo.l2_blocks(),
+                prefixes_v6 = plan.tables.geo.v6.len(),
                 groups = config.groups.len(),
                 "loading kernel programs"
             );
@@ -123,13 +124,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let geo = GeoDb::load(&config.geoip.sources)?;
             let plan = tables::plan(&config, &geo)?;
             println!(
-                "{}: ok ({} groups, {} interfaces, {} IPv4 + {} IPv6 GeoIP prefixes, {} countries)",
+                "{}: ok ({} groups, {} interfaces, {} IPv4 + {} IPv6 GeoIP prefixes, {} countries, {} ASNs)",
                 config.path.display(),
                 config.groups.len(),
                 config.interfaces.len(),
-                plan.tables.geo4.len(),
-                plan.tables.geo6.len(),
+                plan.tables.geo.prefix_count_v4(),
+                plan.tables.geo.v6.len(),
                 plan.labels.countries.len() - 1,
+                plan.labels.asns.len() - 1,
             );
             Ok(ExitCode::SUCCESS)
         }

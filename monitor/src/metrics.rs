@@ -271,6 +271,7 @@ mod tests {
         let labels = Labels {
             groups: vec!["ungrouped".into(), "phones".into()],
             countries: vec![None, Some("CN".parse().expect("CN"))],
+            asns: vec![0],
         };
         let counters = Counters {
             classes: vec![(

@@ -1,14 +1,26 @@
 //! From config and GeoIP data to the kernel's tables: group slots, country slots, the
 //! policy (verdict of every group × country), and the label names the metrics use.
 
-use std::{collections::BTreeSet, fmt, net::IpAddr};
-
-use monitor_common::class::{
-    COUNTRY_SLOTS, GROUP_UNGROUPED, GeoValue, VERDICT_ALLOWED, VERDICT_DOMESTIC, VERDICT_UNKNOWN,
-    VERDICT_VIOLATION, policy_index,
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    net::IpAddr,
 };
 
-use crate::{config::Config, country::CountryCode, ebpf::Tables, geoip::GeoDb};
+use monitor_common::{
+    class::{
+        COUNTRY_SLOTS, GROUP_UNGROUPED, VERDICT_ALLOWED, VERDICT_DOMESTIC, VERDICT_UNKNOWN,
+        VERDICT_VIOLATION, policy_index,
+    },
+    geo::{ASN_SLOTS_MAX, location},
+};
+
+use crate::{
+    config::Config,
+    country::CountryCode,
+    ebpf::{GeoTables, Tables},
+    geoip::{GeoDb, Location, range_to_prefixes_v6},
+};
 
 /// The label value of slot 0, inside addresses in no configured group.
 pub const UNGROUPED: &str = "ungrouped";
@@ -22,6 +34,8 @@ pub enum TablesError {
          check the GeoIP sources for non-country codes"
     )]
     TooManyCountries { count: usize, max: u32 },
+    #[error("{count} distinct AS numbers in the GeoIP data, but only {max} slots")]
+    TooManyAsns { count: usize, max: u32 },
 }
 
 /// A verdict, as the kernel encodes it (`VERDICT_*`).
@@ -116,6 +130,8 @@ pub struct Labels {
     pub groups: Vec<String>,
     /// Country by slot; slot 0 is unknown.
     pub countries: Vec<Option<CountryCode>>,
+    /// AS number by ASN slot; slot 0 is unknown (0).
+    pub asns: Vec<u32>,
 }
 
 /// The labels of one class counter.
@@ -200,40 +216,81 @@ pub fn inside_group(config: &Config, addr: IpAddr) -> Option<u32> {
 
 /// Builds the kernel tables and label names.
 pub fn plan(config: &Config, geo: &GeoDb) -> Result<Plan, TablesError> {
+    plan_after(config, geo, None)
+}
+
+/// Like [`plan`], keeping the country and ASN slots of `previous` (a reload): counters and
+/// flows already in the kernel are indexed by them, so they must not move. New codes and
+/// ASNs take new slots.
+pub fn plan_after(
+    config: &Config,
+    geo: &GeoDb,
+    previous: Option<&Labels>,
+) -> Result<Plan, TablesError> {
     let mut codes: BTreeSet<CountryCode> = geo.countries();
     codes.extend(config.home.countries.iter().copied());
     codes.extend(config.home.allow.iter().copied());
     for g in &config.groups {
         codes.extend(g.allow.iter().copied());
     }
-    if codes.len() >= COUNTRY_SLOTS as usize {
+    // Slot 0 is unknown; earlier slots keep their codes, the new codes follow in order.
+    let mut countries: Vec<Option<CountryCode>> =
+        previous.map_or_else(|| vec![None], |p| p.countries.clone());
+    let known: BTreeSet<CountryCode> = countries.iter().flatten().copied().collect();
+    countries.extend(codes.difference(&known).copied().map(Some));
+    if countries.len() > COUNTRY_SLOTS as usize {
         return Err(TablesError::TooManyCountries {
-            count: codes.len(),
+            count: countries.len() - 1,
             max: COUNTRY_SLOTS - 1,
         });
     }
-    let countries: Vec<Option<CountryCode>> = std::iter::once(None)
-        .chain(codes.iter().copied().map(Some))
-        .collect();
-    // Slot 0 is unknown; the sorted codes take slots 1...
-    let slots: std::collections::HashMap<CountryCode, u16> = codes
+    let country_slot: HashMap<CountryCode, u32> = countries
         .iter()
         .enumerate()
-        .map(|(i, c)| (*c, i as u16 + 1))
+        .filter_map(|(i, c)| Some(((*c)?, i as u32)))
         .collect();
-    let value = |code: CountryCode| GeoValue {
-        country: slots.get(&code).copied().unwrap_or(0),
-        _pad: 0,
-        asn: 0,
-    };
 
-    let geo4 = geo
-        .prefixes_v4()
-        .map(|(net, code)| (net.network().octets(), net.prefix_len(), value(code)))
+    let mut asns: Vec<u32> = previous.map_or_else(|| vec![0], |p| p.asns.clone());
+    let known: BTreeSet<u32> = asns.iter().copied().collect();
+    asns.extend(geo.asns().difference(&known).copied());
+    if asns.len() > ASN_SLOTS_MAX as usize {
+        return Err(TablesError::TooManyAsns {
+            count: asns.len() - 1,
+            max: ASN_SLOTS_MAX - 1,
+        });
+    }
+    let asn_slot: HashMap<u32, u32> = asns
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, a)| (*a, i as u32))
         .collect();
-    let geo6 = geo
-        .prefixes_v6()
-        .map(|(net, code)| (net.network().octets(), net.prefix_len(), value(code)))
+
+    let word = |l: &Location| {
+        location(
+            l.country
+                .and_then(|c| country_slot.get(&c).copied())
+                .unwrap_or(0),
+            l.asn.and_then(|a| asn_slot.get(&a).copied()).unwrap_or(0),
+        )
+    };
+    let mut v4: Vec<(u32, u32, u32)> = geo
+        .locations_v4()
+        .iter()
+        .map(|(a, b, l)| (*a, *b, word(l)))
+        .collect();
+    coalesce(&mut v4);
+    let mut v6_ranges: Vec<(u128, u128, u32)> = geo
+        .locations_v6()
+        .iter()
+        .map(|(a, b, l)| (*a, *b, word(l)))
+        .collect();
+    coalesce(&mut v6_ranges);
+    let v6 = v6_ranges
+        .iter()
+        .flat_map(|&(a, b, w)| {
+            range_to_prefixes_v6(a, b).map(move |n| (n.network().octets(), n.prefix_len(), w))
+        })
         .collect();
 
     let mut groups = vec![UNGROUPED.to_owned()];
@@ -254,11 +311,37 @@ pub fn plan(config: &Config, geo: &GeoDb) -> Result<Plan, TablesError> {
     Ok(Plan {
         tables: Tables {
             inside: config.inside_networks().collect(),
-            geo4,
-            geo6,
+            geo: GeoTables {
+                v4,
+                v6,
+                asns: asns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (i as u32, *a))
+                    .collect(),
+            },
             policy,
             country_codes,
         },
-        labels: Labels { groups, countries },
+        labels: Labels {
+            groups,
+            countries,
+            asns,
+        },
     })
+}
+
+/// Joins adjacent ranges with the same word (the country-and-ASN data may split ranges
+/// that map to the same slots).
+fn coalesce<T: Copy + PartialEq + std::ops::Add<Output = T> + From<u8>>(
+    ranges: &mut Vec<(T, T, u32)>,
+) {
+    ranges.dedup_by(|next, prev| {
+        if prev.2 == next.2 && prev.1 + T::from(1) == next.0 {
+            prev.1 = next.1;
+            true
+        } else {
+            false
+        }
+    });
 }

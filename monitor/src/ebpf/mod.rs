@@ -1,5 +1,8 @@
 //! Loading the kernel programs, filling their tables, attaching them, and reading their maps.
 
+mod bench;
+mod geo;
+
 use std::{
     net::IpAddr,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -14,11 +17,14 @@ use aya::{
     },
     util::nr_cpus,
 };
+pub use bench::BenchSizes;
+pub use geo::{GeoTables, InstallError, Installed};
 use ipnet::IpNet;
 use monitor_common::{
-    class::{CLASS_ENTRIES, ClassCounter, GeoValue, InsideValue},
+    class::{CLASS_ENTRIES, ClassCounter, InsideValue},
     config::KernelConfig,
     flow::{FlowKey, FlowState},
+    geo::{GENERATIONS, L2_BLOCK_WORDS},
     maps, programs,
     reason::REASON_ENTRIES,
 };
@@ -68,6 +74,8 @@ pub enum EbpfError {
         #[source]
         source: std::io::Error,
     },
+    #[error("map {map} would exceed 4 GiB entries; lower its size")]
+    TooLarge { map: &'static str },
     #[error("test run of {program} failed")]
     TestRun {
         program: &'static str,
@@ -76,13 +84,37 @@ pub enum EbpfError {
     },
 }
 
-/// Sizes of the maps that depend on the config and the GeoIP data.
+/// Sizes of the maps that depend on the config and the `GeoIP` data.
 #[derive(Clone, Copy, Debug)]
 pub struct Sizes {
     pub flows: u32,
     pub ring_bytes: u32,
-    pub geo4: u32,
+    /// Level-2 blocks of the IPv4 table, per generation.
+    pub l2_blocks: u32,
+    /// Prefixes of each IPv6 trie.
     pub geo6: u32,
+    /// ASN slots.
+    pub asn_slots: u32,
+    /// The benchmark's maps and programs; `None` outside the benchmark.
+    pub bench: Option<BenchSizes>,
+}
+
+impl Sizes {
+    /// Sizes for `geo` with room to grow on reloads: a quarter more, and at least a floor,
+    /// so that a refreshed database of the same kind fits without a restart.
+    #[must_use]
+    pub fn for_geo(flows: u32, ring_bytes: u32, geo: &GeoTables) -> Self {
+        let grow = |n: u32, floor: u32| n.saturating_add(n / 4).max(floor);
+        let asns = geo.asns.iter().map(|a| a.0 + 1).max().unwrap_or(1);
+        Sizes {
+            flows,
+            ring_bytes,
+            l2_blocks: grow(geo.l2_blocks(), 256),
+            geo6: grow(u32::try_from(geo.v6.len()).unwrap_or(u32::MAX), 1024),
+            asn_slots: grow(asns, 1024).min(monitor_common::geo::ASN_SLOTS_MAX),
+            bench: None,
+        }
+    }
 }
 
 /// Everything the classifier looks up, computed in userspace (see `tables.rs`).
@@ -90,8 +122,8 @@ pub struct Sizes {
 pub struct Tables {
     /// Inside networks and their group slots.
     pub inside: Vec<(IpNet, u32)>,
-    pub geo4: Vec<([u8; 4], u8, GeoValue)>,
-    pub geo6: Vec<([u8; 16], u8, GeoValue)>,
+    /// Remote locations.
+    pub geo: GeoTables,
     /// Verdict of every (group, country) pair, by `policy_index`.
     pub policy: Vec<(u32, u8)>,
     /// ISO code of every used country slot.
@@ -109,6 +141,8 @@ pub enum Hook {
 /// The loaded kernel programs and their maps.
 pub struct Monitor {
     ebpf: Ebpf,
+    sizes: Sizes,
+    geo: geo::GeoState,
 }
 
 /// What one test run returned.
@@ -131,29 +165,70 @@ pub struct Counters {
 impl Monitor {
     /// Loads the object and every program (the verifier runs here).
     pub fn load(sizes: Sizes) -> Result<Self, EbpfError> {
-        let mut ebpf = EbpfLoader::new()
+        let mut sizes = sizes;
+        sizes.l2_blocks = sizes.l2_blocks.max(1);
+        sizes.geo6 = sizes.geo6.max(1);
+        sizes.asn_slots = sizes.asn_slots.max(1);
+        let l2_entries =
+            u32::try_from(u64::from(sizes.l2_blocks) * u64::from(GENERATIONS * L2_BLOCK_WORDS / 2))
+                .map_err(|_| EbpfError::TooLarge { map: maps::GEO4_L2 })?;
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(maps::FLOWS, sizes.flows.max(1))
             .map_max_entries(maps::EVENTS, sizes.ring_bytes)
-            .map_max_entries(maps::GEO4, sizes.geo4.max(1))
-            .map_max_entries(maps::GEO6, sizes.geo6.max(1))
-            .load(OBJECT)
-            .map_err(EbpfError::Load)?;
-        for name in [programs::XDP, programs::TC_EGRESS, programs::TC_INGRESS] {
+            .map_max_entries(maps::GEO4_L2, l2_entries)
+            .map_max_entries(maps::GEO6_0, sizes.geo6)
+            .map_max_entries(maps::GEO6_1, sizes.geo6)
+            .map_max_entries(maps::ASNS, sizes.asn_slots);
+        let mut names = vec![programs::XDP, programs::TC_EGRESS, programs::TC_INGRESS];
+        if let Some(b) = sizes.bench {
+            loader
+                .map_max_entries(maps::BENCH_WORKLOAD, b.workload.max(1))
+                .map_max_entries(maps::BENCH_TRIE4, b.trie4.max(1));
+            names.extend([programs::BENCH, programs::BENCH_LPM, programs::BENCH_PASS]);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+        for name in names {
             let program = ebpf.program_mut(name).ok_or(EbpfError::Program {
                 program: name,
                 source: ProgramError::AlreadyLoaded,
             })?;
-            let loaded = match program {
+            let result = match program {
                 aya::programs::Program::Xdp(p) => p.load(),
                 aya::programs::Program::SchedClassifier(p) => p.load(),
                 _ => unreachable!("exfilmon's object only has XDP and TC programs"),
             };
-            loaded.map_err(|source| EbpfError::Program {
+            result.map_err(|source| EbpfError::Program {
                 program: name,
                 source,
             })?;
         }
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf,
+            sizes,
+            geo: geo::GeoState::default(),
+        })
+    }
+
+    /// The sizes the maps were created with.
+    #[must_use]
+    pub fn sizes(&self) -> Sizes {
+        self.sizes
+    }
+
+    /// Kernel memory of every map, by name (`memlock` of `/proc/self/fdinfo`), largest first.
+    #[must_use]
+    pub fn map_memory(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .ebpf
+            .maps()
+            .filter_map(|(name, map)| {
+                let data: &MapData = map_data(map)?;
+                Some((name.to_owned(), memlock(data)?))
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, EbpfError> {
@@ -197,7 +272,8 @@ impl Monitor {
         Ok(())
     }
 
-    /// Writes every classification table.
+    /// Writes the inside networks, the policy and the country codes; the locations go
+    /// through [`Monitor::install_geo`].
     pub fn write_tables(&mut self, tables: &Tables) -> Result<(), EbpfError> {
         let inside = |(net, group): &(IpNet, u32)| (*net, InsideValue { group: *group });
         self.fill_trie(
@@ -222,8 +298,6 @@ impl Monitor {
                     IpNet::V4(_) => None,
                 }),
         )?;
-        self.fill_trie(maps::GEO4, tables.geo4.iter().copied())?;
-        self.fill_trie(maps::GEO6, tables.geo6.iter().copied())?;
         {
             let name = maps::POLICY;
             let mut policy: Array<_, u8> =
@@ -504,6 +578,28 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+/// The `MapData` of any map kind.
+fn map_data(map: &Map) -> Option<&MapData> {
+    Some(match map {
+        Map::Array(m)
+        | Map::PerCpuArray(m)
+        | Map::LpmTrie(m)
+        | Map::LruHashMap(m)
+        | Map::HashMap(m)
+        | Map::RingBuf(m) => m,
+        _ => return None,
+    })
+}
+
+/// The `memlock:` figure the kernel gives for a map fd: its memory use in bytes.
+fn memlock(data: &MapData) -> Option<u64> {
+    let fd = data.fd().as_fd().as_raw_fd();
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn map_err(map: &'static str, what: impl Into<String>, source: MapError) -> EbpfError {

@@ -1,0 +1,90 @@
+//! Where a remote address is: the location word and the IPv4 DIR-24-8 table layout.
+//!
+//! A *location word* (`u32`) carries a country slot (bits 0..9, the slot of
+//! `class::COUNTRY_SLOTS`) and an ASN slot (bits 9..31, an index into the `ASNS` map). Word
+//! 0 is "unknown country, unknown ASN", so an entry the daemon never wrote can only
+//! under-claim.
+//!
+//! IPv4 is a DIR-24-8 table: level 1 has one word per /24, indexed by the top 24 bits of
+//! the address. A level-1 word with [`GEO_L2`] set points at a 256-word level-2 block for
+//! the few /24s that are split between locations. A lookup is one array read, two for
+//! split /24s.
+//!
+//! Tables come in two generations: the daemon fills the idle one beside the live one and
+//! switches with one write of `GEO_GENERATION`. The kernel array maps hold two words per
+//! `u64` entry (array values are 8-byte aligned, so `u32` values would waste half), and
+//! they are mmap-able, so userspace sees each map as one flat `u32` array: word `i` is the
+//! low half of entry `i / 2` for even `i`, the high half for odd `i` (little-endian).
+
+use crate::class::{COUNTRY_BITS, COUNTRY_SLOTS};
+
+/// Shift of the ASN slot in a location word.
+pub const ASN_SHIFT: u32 = COUNTRY_BITS;
+/// Bits of the ASN slot.
+pub const ASN_SLOT_BITS: u32 = 22;
+/// ASN slots a location word can name; slot 0 is "unknown".
+pub const ASN_SLOTS_MAX: u32 = 1 << ASN_SLOT_BITS;
+/// Level-1 words with this bit point at a level-2 block (the rest of the word).
+pub const GEO_L2: u32 = 1 << 31;
+
+/// Generations of the lookup tables: the live one and the one being built.
+pub const GENERATIONS: u32 = 2;
+/// Level-1 words per generation: one per /24.
+pub const L1_WORDS: u32 = 1 << 24;
+/// Entries (`u64`, two words) of the level-1 map for both generations.
+pub const L1_ENTRIES: u32 = GENERATIONS * L1_WORDS / 2;
+/// Words of one level-2 block: one per address of a /24.
+pub const L2_BLOCK_WORDS: u32 = 256;
+
+const _: () = assert!(COUNTRY_BITS + ASN_SLOT_BITS < 32);
+
+/// The location word of a country slot and an ASN slot (both masked to their widths).
+#[inline(always)]
+#[must_use]
+pub const fn location(country: u32, asn_slot: u32) -> u32 {
+    (country & (COUNTRY_SLOTS - 1)) | ((asn_slot & (ASN_SLOTS_MAX - 1)) << ASN_SHIFT)
+}
+
+/// The country slot of a location word.
+#[inline(always)]
+#[must_use]
+pub const fn country_slot(word: u32) -> u32 {
+    word & (COUNTRY_SLOTS - 1)
+}
+
+/// The ASN slot of a location word.
+#[inline(always)]
+#[must_use]
+pub const fn asn_slot(word: u32) -> u32 {
+    (word >> ASN_SHIFT) & (ASN_SLOTS_MAX - 1)
+}
+
+/// Index of the level-1 word of `addr` (host order) in generation `generation`.
+#[inline(always)]
+#[must_use]
+pub const fn l1_index(generation: u32, addr: u32) -> u32 {
+    ((generation & (GENERATIONS - 1)) << 24) | (addr >> 8)
+}
+
+/// Index of the level-2 word of `addr` in block `block` (an absolute block number).
+#[inline(always)]
+#[must_use]
+pub const fn l2_index(block: u32, addr: u32) -> u32 {
+    (block << 8) | (addr & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_words_round_trip() {
+        for (c, a) in [(0, 0), (511, ASN_SLOTS_MAX - 1), (17, 65_000), (300, 1)] {
+            let w = location(c, a);
+            assert_eq!((country_slot(w), asn_slot(w)), (c, a));
+            assert_eq!(w & GEO_L2, 0, "a location is never a level-2 pointer");
+        }
+        assert_eq!(l1_index(1, 0xffff_ffff), 2 * L1_WORDS - 1);
+        assert_eq!(l1_index(0, 0xc000_0201), 0x00c0_0002);
+    }
+}

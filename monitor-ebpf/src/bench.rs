@@ -1,0 +1,64 @@
+//! The benchmark's frame rewrite (see `monitor_common::bench`). Never on a live path: only
+//! the bench programs call it, and the daemon never attaches them.
+
+use monitor_common::bench::BenchPacket;
+
+use crate::maps::{BENCH_CURSOR, BENCH_WORKLOAD};
+
+const ETH_LEN: usize = 14;
+
+/// Writes the next workload packet's addresses and ports into an untagged IPv4 or IPv6
+/// UDP/TCP frame (without IPv4 options or IPv6 extension headers).
+#[inline(always)]
+pub fn rewrite(start: usize, end: usize) {
+    let Some(cursor) = BENCH_CURSOR.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this program on this CPU touches it.
+    let at = unsafe { *cursor };
+    let (next, entry) = match BENCH_WORKLOAD.get(at) {
+        Some(e) => (at + 1, e),
+        None => match BENCH_WORKLOAD.get(0) {
+            Some(e) => (1, e),
+            None => return,
+        },
+    };
+    // SAFETY: as above.
+    unsafe { *cursor = next };
+    if start + ETH_LEN > end {
+        return;
+    }
+    // SAFETY: bounds checked above.
+    let ethertype = unsafe { *((start + 12) as *const [u8; 2]) };
+    match ethertype {
+        [0x08, 0x00] => {
+            write(start, end, ETH_LEN + 12, &entry.src[..4]);
+            write(start, end, ETH_LEN + 16, &entry.dst[..4]);
+            ports(start, end, ETH_LEN + 20, entry);
+        }
+        [0x86, 0xdd] => {
+            write(start, end, ETH_LEN + 8, &entry.src);
+            write(start, end, ETH_LEN + 24, &entry.dst);
+            ports(start, end, ETH_LEN + 40, entry);
+        }
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn ports(start: usize, end: usize, off: usize, entry: &BenchPacket) {
+    write(start, end, off, &entry.sport);
+    write(start, end, off + 2, &entry.dport);
+}
+
+#[inline(always)]
+fn write(start: usize, end: usize, off: usize, bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        let at = start + off + i;
+        if at + 1 > end {
+            return;
+        }
+        // SAFETY: `at` is inside the frame, checked above; XDP frames are writable.
+        unsafe { *(at as *mut u8) = *b };
+    }
+}

@@ -1,0 +1,281 @@
+//! Kernel tests of the location tables: the DIR-24-8 and IPv6 lookups agree with the
+//! userspace `GeoIP` lookup on the real tor data, and a reload switches generations without
+//! resetting a counter, while a failed one leaves the live tables classifying.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use exfilmon_tests::{packet::*, require_root};
+use monitor::{
+    config::Config,
+    ebpf::InstallError,
+    geoip::GeoDb,
+    load_monitor,
+    tables::{self, Labels, Verdict},
+};
+use monitor_common::{
+    class::{DIR_OUTBOUND, class_index},
+    flow::FAMILY_V4,
+    programs, reason,
+};
+
+const XDP_PASS: u32 = 2;
+const PHONE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const PHONE6: &str = "2001:db8:1:1::10";
+
+fn config(dir: &Path, geoip: &str) -> Config {
+    let path = dir.join("exfilmon.toml");
+    let text = format!(
+        r#"
+[home]
+networks = ["192.0.2.0/24", "2001:db8:1::/48"]
+countries = ["IN"]
+[[group]]
+name = "phones"
+networks = ["192.0.2.0/26", "2001:db8:1:1::/64"]
+allow = ["SG"]
+{geoip}
+[flows]
+max_entries = 4096
+ring_bytes = 1048576
+track_unknown = true
+"#
+    );
+    std::fs::write(&path, text).expect("write config");
+    Config::load(&path).unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)))
+}
+
+fn csv_source(dir: &Path, name: &str, rows: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, rows).expect("write geoip csv");
+    format!(
+        "[geoip]\nsources = [{{ format = \"csv\", path = \"{}\" }}]",
+        path.display()
+    )
+}
+
+fn class_packets(
+    monitor: &monitor::ebpf::Monitor,
+    labels: &Labels,
+    country: &str,
+    verdict: Verdict,
+) -> u64 {
+    let c = (0..labels.countries.len() as u32)
+        .find(|s| labels.country(*s) == country)
+        .unwrap_or_else(|| panic!("country {country} has a slot"));
+    let index = class_index(1, c, DIR_OUTBOUND, verdict.code());
+    let counters = monitor.read_counters().expect("counters");
+    counters
+        .classes
+        .iter()
+        .find(|(i, _)| *i == index)
+        .map_or(0, |(_, c)| c.packets)
+}
+
+fn run(monitor: &monitor::ebpf::Monitor, frame: &[u8]) {
+    let out = monitor.test_run(programs::XDP, frame).expect("test run");
+    assert_eq!(out.action, XDP_PASS);
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn kernel_locations_match_the_userspace_lookup_on_the_tor_data() {
+    require_root("kernel_locations_match_the_userspace_lookup_on_the_tor_data");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No [geoip] section: the default, Debian's tor-geoipdb, installed by the setup.
+    let config = config(dir.path(), "");
+    let geo = GeoDb::load(&config.geoip.sources).expect("tor geoip data");
+    assert!(geo.len_v4() > 100_000, "the real tor data is loaded");
+    let plan = tables::plan(&config, &geo).expect("plan");
+    let monitor = load_monitor(&config, &plan)
+        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+
+    // Addresses at every range edge of a stretch of the data, and a spread over the space.
+    let mut remotes: Vec<IpAddr> = Vec::new();
+    for &(first, last, _) in geo.ranges_v4().iter().step_by(997).take(150) {
+        for a in [first.wrapping_sub(1), first, last, last.wrapping_add(1)] {
+            remotes.push(IpAddr::V4(Ipv4Addr::from(a)));
+        }
+    }
+    let mut x = 0x9e37_79b9u32;
+    for _ in 0..400 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        remotes.push(IpAddr::V4(Ipv4Addr::from(x)));
+    }
+    for &(first, last, _) in geo.ranges_v6().iter().step_by(499).take(200) {
+        for a in [first, last, last.wrapping_add(1)] {
+            remotes.push(IpAddr::V6(Ipv6Addr::from(a)));
+        }
+    }
+    let phone6: Ipv6Addr = PHONE6.parse().expect("v6");
+    let mut sent = 0u64;
+    remotes.retain(|r| match r {
+        // The link-scoped and inside ones are not located by design; leave them out.
+        IpAddr::V4(a) => {
+            !(a.is_multicast()
+                || a.is_link_local()
+                || a.is_broadcast()
+                || Ipv4Addr::new(192, 0, 2, 0) == Ipv4Addr::from(u32::from(*a) & !0xff))
+        }
+        IpAddr::V6(a) => !(a.is_multicast() || a.segments()[0] & 0xffc0 == 0xfe80),
+    });
+    remotes.sort_unstable();
+    remotes.dedup();
+    for remote in &remotes {
+        let frame = match remote {
+            IpAddr::V4(a) => eth_v4(&ipv4(PHONE, *a, UDP, &udp(40000, 443, &[1; 8]))),
+            IpAddr::V6(a) => eth_v6(&ipv6(phone6, *a, &[], UDP, &udp(40000, 443, &[1; 8]))),
+        };
+        run(&monitor, &frame);
+        sent += 1;
+    }
+
+    // Every packet was a violation or unknown (nothing foreign is allowed but SG, and
+    // unknown flows are tracked too), except SG's and IN's; each tracked flow carries the
+    // country slot the kernel found.
+    let flows = monitor.flows().expect("flows");
+    let mut checked = 0;
+    for (key, state) in &flows {
+        let remote = if key.family == FAMILY_V4 {
+            IpAddr::V4(Ipv4Addr::new(
+                key.remote[0],
+                key.remote[1],
+                key.remote[2],
+                key.remote[3],
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(key.remote))
+        };
+        let expected = geo
+            .lookup(remote)
+            .map_or_else(|| "??".to_owned(), |c| c.to_string());
+        assert_eq!(
+            plan.labels.country(u32::from(state.country)),
+            expected,
+            "kernel and userspace disagree on {remote}"
+        );
+        checked += 1;
+    }
+    let counters = monitor.read_counters().expect("counters");
+    assert_eq!(counters.reasons[reason::OUTBOUND as usize], sent);
+    let untracked = flows.len() as u64;
+    println!(
+        "{sent} remote addresses sent, {checked} located flows compared with userspace, {} \
+         domestic/allowed untracked",
+        sent - untracked
+    );
+    assert!(checked > 1000, "enough addresses were compared ({checked})");
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn geoip_reload_switches_generation_and_keeps_counters() {
+    require_root("geoip_reload_switches_generation_and_keeps_counters");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = "203.0.113.0,203.0.113.63,CN\n2001:db8:ff:86::,2001:db8:ff:86::ffff,CN\n";
+    let after = "203.0.113.0,203.0.113.31,SG\n203.0.113.32,203.0.113.63,CN\n\
+                 2001:db8:ff:86::,2001:db8:ff:86::ffff,SG\n";
+    let config = config(dir.path(), &csv_source(dir.path(), "before.csv", before));
+    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
+    let plan = tables::plan(&config, &geo).expect("plan");
+    let mut monitor = load_monitor(&config, &plan)
+        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+    assert_eq!(monitor.live_generation(), Some(0));
+
+    let cn = Ipv4Addr::new(203, 0, 113, 10);
+    let cn6: Ipv6Addr = "2001:db8:ff:86::10".parse().expect("v6");
+    let phone6: Ipv6Addr = PHONE6.parse().expect("v6");
+    let v4 = eth_v4(&ipv4(PHONE, cn, UDP, &udp(40000, 443, &[1; 8])));
+    let v6 = eth_v6(&ipv6(phone6, cn6, &[], UDP, &udp(40000, 443, &[1; 8])));
+    run(&monitor, &v4);
+    run(&monitor, &v6);
+    assert_eq!(
+        class_packets(&monitor, &plan.labels, "CN", Verdict::Violation),
+        2
+    );
+
+    // Reload: the same addresses are SG now, which phones may reach.
+    let config2 = self::config(dir.path(), &csv_source(dir.path(), "after.csv", after));
+    let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
+    let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
+    assert_eq!(
+        plan2.labels.countries[..plan.labels.countries.len()],
+        plan.labels.countries[..],
+        "country slots are stable across reloads"
+    );
+    monitor.write_tables(&plan2.tables).expect("policy");
+    let installed = monitor.install_geo(&plan2.tables.geo).expect("install");
+    assert_eq!(installed.generation, 1);
+    run(&monitor, &v4);
+    run(&monitor, &v6);
+    assert_eq!(
+        class_packets(&monitor, &plan2.labels, "CN", Verdict::Violation),
+        2,
+        "the reload reset no counter"
+    );
+    assert_eq!(
+        class_packets(&monitor, &plan2.labels, "SG", Verdict::Allowed),
+        2,
+        "both families follow the new tables"
+    );
+
+    // And back: generation 0 is refilled (its stale IPv6 entries removed first).
+    let plan3 = tables::plan_after(&config, &geo, Some(&plan2.labels)).expect("plan");
+    let installed = monitor.install_geo(&plan3.tables.geo).expect("install");
+    assert_eq!(installed.generation, 0);
+    run(&monitor, &v4);
+    run(&monitor, &v6);
+    assert_eq!(
+        class_packets(&monitor, &plan3.labels, "CN", Verdict::Violation),
+        4
+    );
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn a_reload_that_does_not_fit_keeps_the_live_tables() {
+    require_root("a_reload_that_does_not_fit_keeps_the_live_tables");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        &csv_source(dir.path(), "small.csv", "203.0.113.0,203.0.113.63,CN\n"),
+    );
+    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
+    let plan = tables::plan(&config, &geo).expect("plan");
+    let mut monitor = load_monitor(&config, &plan)
+        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+    let capacity = monitor.sizes().l2_blocks;
+
+    // Far more split /24s than the level-2 area was sized for.
+    let mut rows = String::new();
+    for i in 0..=capacity {
+        let net = Ipv4Addr::from(0x0a00_0000 + (i << 8));
+        let half = Ipv4Addr::from(0x0a00_0000 + (i << 8) + 127);
+        rows.push_str(&format!("{net},{half},SG\n"));
+    }
+    let config2 = self::config(dir.path(), &csv_source(dir.path(), "big.csv", &rows));
+    let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
+    let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
+    let err = monitor
+        .install_geo(&plan2.tables.geo)
+        .expect_err("the data does not fit");
+    assert!(
+        matches!(err, InstallError::Blocks(b) if b.needed == capacity + 1),
+        "{err}"
+    );
+    assert_eq!(monitor.live_generation(), Some(0), "no switch happened");
+    let cn = Ipv4Addr::new(203, 0, 113, 10);
+    run(
+        &monitor,
+        &eth_v4(&ipv4(PHONE, cn, UDP, &udp(40000, 443, &[1; 8]))),
+    );
+    assert_eq!(
+        class_packets(&monitor, &plan.labels, "CN", Verdict::Violation),
+        1,
+        "the live tables still classify"
+    );
+}
