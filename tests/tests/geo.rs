@@ -3,6 +3,7 @@
 //! resetting a counter, while a failed one leaves the live tables classifying.
 
 use std::{
+    fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
@@ -255,7 +256,7 @@ fn a_reload_that_does_not_fit_keeps_the_live_tables() {
     for i in 0..=capacity {
         let net = Ipv4Addr::from(0x0a00_0000 + (i << 8));
         let half = Ipv4Addr::from(0x0a00_0000 + (i << 8) + 127);
-        rows.push_str(&format!("{net},{half},SG\n"));
+        writeln!(rows, "{net},{half},SG").expect("write to a String");
     }
     let config2 = self::config(dir.path(), &csv_source(dir.path(), "big.csv", &rows));
     let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
