@@ -73,19 +73,10 @@ pub struct ClassCounter {
 }
 const _: () = assert!(size_of::<ClassCounter>() == 16);
 
-/// Value of the INSIDE tries: an inside address and its group slot.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InsideValue {
-    pub group: u32,
-}
-const _: () = assert!(size_of::<InsideValue>() == 4);
-
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding.
     unsafe impl aya::Pod for super::ClassCounter {}
-    unsafe impl aya::Pod for super::InsideValue {}
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! Where a remote address is: the location word and the IPv4 DIR-24-8 table layout.
 //!
-//! A *location word* (`u32`) carries a country slot (bits 0..9, the slot of
-//! `class::COUNTRY_SLOTS`) and an ASN slot (bits 9..31, an index into the `ASNS` map). Word
-//! 0 is "unknown country, unknown ASN", so an entry the daemon never wrote can only
-//! under-claim.
+//! One table answers both questions the classifier asks about an address: is it inside
+//! (and in which group), and if not, where is it. Its *address word* (`u32`) is either
+//! - an inside word: [`INSIDE`] set, the group slot in bits 0..5; or
+//! - a location word: a country slot in bits 0..9 (the slot of `class::COUNTRY_SLOTS`)
+//!   and an ASN slot in bits 9..30 (an index into the `ASNS` map).
+//!
+//! Word 0 is "outside, unknown country, unknown ASN", so an entry the daemon never wrote
+//! can only under-claim. Two lookups per packet (source and destination) classify it.
 //!
 //! IPv4 is a DIR-24-8 table: level 1 has one word per /24, indexed by the top 24 bits of
 //! the address. A level-1 word with [`GEO_L2`] set points at a 256-word level-2 block for
@@ -16,16 +20,18 @@
 //! they are mmap-able, so userspace sees each map as one flat `u32` array: word `i` is the
 //! low half of entry `i / 2` for even `i`, the high half for odd `i` (little-endian).
 
-use crate::class::{COUNTRY_BITS, COUNTRY_SLOTS};
+use crate::class::{COUNTRY_BITS, COUNTRY_SLOTS, MAX_GROUPS};
 
 /// Shift of the ASN slot in a location word.
 pub const ASN_SHIFT: u32 = COUNTRY_BITS;
 /// Bits of the ASN slot.
-pub const ASN_SLOT_BITS: u32 = 22;
+pub const ASN_SLOT_BITS: u32 = 21;
 /// ASN slots a location word can name; slot 0 is "unknown".
 pub const ASN_SLOTS_MAX: u32 = 1 << ASN_SLOT_BITS;
 /// Level-1 words with this bit point at a level-2 block (the rest of the word).
 pub const GEO_L2: u32 = 1 << 31;
+/// Words with this bit are inside addresses; the group slot is in the low bits.
+pub const INSIDE: u32 = 1 << 30;
 
 /// Generations of the lookup tables: the live one and the one being built.
 pub const GENERATIONS: u32 = 2;
@@ -36,13 +42,28 @@ pub const L1_ENTRIES: u32 = GENERATIONS * L1_WORDS / 2;
 /// Words of one level-2 block: one per address of a /24.
 pub const L2_BLOCK_WORDS: u32 = 256;
 
-const _: () = assert!(COUNTRY_BITS + ASN_SLOT_BITS < 32);
+const _: () = assert!(COUNTRY_BITS + ASN_SLOT_BITS <= 30);
+const _: () = assert!(MAX_GROUPS <= COUNTRY_SLOTS);
 
 /// The location word of a country slot and an ASN slot (both masked to their widths).
 #[inline(always)]
 #[must_use]
 pub const fn location(country: u32, asn_slot: u32) -> u32 {
     (country & (COUNTRY_SLOTS - 1)) | ((asn_slot & (ASN_SLOTS_MAX - 1)) << ASN_SHIFT)
+}
+
+/// The inside word of a group slot.
+#[inline(always)]
+#[must_use]
+pub const fn inside(group: u32) -> u32 {
+    INSIDE | (group & (MAX_GROUPS - 1))
+}
+
+/// The group slot of an inside word.
+#[inline(always)]
+#[must_use]
+pub const fn group_slot(word: u32) -> u32 {
+    word & (MAX_GROUPS - 1)
 }
 
 /// The country slot of a location word.
@@ -82,8 +103,14 @@ mod tests {
         for (c, a) in [(0, 0), (511, ASN_SLOTS_MAX - 1), (17, 65_000), (300, 1)] {
             let w = location(c, a);
             assert_eq!((country_slot(w), asn_slot(w)), (c, a));
-            assert_eq!(w & GEO_L2, 0, "a location is never a level-2 pointer");
+            assert_eq!(
+                w & (GEO_L2 | INSIDE),
+                0,
+                "a location is neither a pointer nor inside"
+            );
         }
+        assert_eq!(group_slot(inside(31)), 31);
+        assert_ne!(inside(0) & INSIDE, 0);
         assert_eq!(l1_index(1, 0xffff_ffff), 2 * L1_WORDS - 1);
         assert_eq!(l1_index(0, 0xc000_0201), 0x00c0_0002);
     }

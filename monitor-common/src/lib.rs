@@ -16,10 +16,6 @@ pub mod reason;
 pub mod maps {
     /// `Array<KernelConfig>`, one entry.
     pub const CONFIG: &str = "CONFIG";
-    /// `LpmTrie<[u8; 4], InsideValue>`: home networks and groups, IPv4.
-    pub const INSIDE4: &str = "INSIDE4";
-    /// `LpmTrie<[u8; 16], InsideValue>`: home networks and groups, IPv6.
-    pub const INSIDE6: &str = "INSIDE6";
     /// `Array<u32>`, one entry: the live generation of the location tables (0 or 1).
     pub const GEO_GENERATION: &str = "GEO_GENERATION";
     /// `Array<u64>`, mmap-able: DIR-24-8 level 1, two location words per entry, both
@@ -27,7 +23,7 @@ pub mod maps {
     pub const GEO4_L1: &str = "GEO4_L1";
     /// `Array<u64>`, mmap-able: DIR-24-8 level-2 blocks of both generations.
     pub const GEO4_L2: &str = "GEO4_L2";
-    /// `LpmTrie<[u8; 16], u32>`: IPv6 remote address → location word, generation 0.
+    /// `LpmTrie<[u8; 16], u32>`: IPv6 address → address word, generation 0.
     pub const GEO6_0: &str = "GEO6_0";
     /// The same, generation 1.
     pub const GEO6_1: &str = "GEO6_1";

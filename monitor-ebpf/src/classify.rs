@@ -7,7 +7,7 @@ use monitor_common::{
     },
     config::FLAG_TRACK_UNKNOWN,
     flow::FAMILY_V4,
-    geo::{GEO_L2, country_slot, l1_index, l2_index},
+    geo::{GEO_L2, INSIDE, country_slot, group_slot, l1_index, l2_index},
     reason,
 };
 
@@ -15,7 +15,7 @@ use crate::{
     flow,
     maps::{
         BENCH_TRIE4, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1, GEO4_L2, GEO6_0, GEO6_1,
-        INSIDE4, INSIDE6, POLICY, count,
+        POLICY, count,
     },
     parse::{Packet, parse},
 };
@@ -42,26 +42,26 @@ fn classify(p: &Packet, v4: Ipv4Lookup) -> u32 {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return reason::LINK_LOCAL;
     }
-    match (
-        inside_group(p.family, &p.src),
-        inside_group(p.family, &p.dst),
-    ) {
-        (Some(_), Some(_)) => reason::INTERNAL,
-        (None, None) => reason::TRANSIT,
-        (Some(group), None) => {
-            account(p, group, &p.dst, DIR_OUTBOUND, v4);
+    // One table says whether an address is inside (and its group) or where it is.
+    let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
+    let src = lookup(p.family, &p.src, generation, v4);
+    let dst = lookup(p.family, &p.dst, generation, v4);
+    match (src & INSIDE != 0, dst & INSIDE != 0) {
+        (true, true) => reason::INTERNAL,
+        (false, false) => reason::TRANSIT,
+        (true, false) => {
+            account(p, group_slot(src), dst, DIR_OUTBOUND);
             reason::OUTBOUND
         }
-        (None, Some(group)) => {
-            account(p, group, &p.src, DIR_INBOUND, v4);
+        (false, true) => {
+            account(p, group_slot(dst), src, DIR_INBOUND);
             reason::INBOUND
         }
     }
 }
 
 #[inline(always)]
-fn account(p: &Packet, group: u32, remote: &[u8; 16], dir: u32, v4: Ipv4Lookup) {
-    let location = locate(p.family, remote, v4);
+fn account(p: &Packet, group: u32, location: u32, dir: u32) {
     let country = country_slot(location);
     let verdict = POLICY
         .get(policy_index(group, country))
@@ -99,20 +99,9 @@ fn link_scoped(family: u8, a: &[u8; 16]) -> bool {
     }
 }
 
+/// The address word of `addr` (0 when nothing is known).
 #[inline(always)]
-fn inside_group(family: u8, addr: &[u8; 16]) -> Option<u32> {
-    let v = if family == FAMILY_V4 {
-        INSIDE4.get(&Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
-    } else {
-        INSIDE6.get(&Key::new(128, *addr))
-    };
-    v.map(|v| v.group)
-}
-
-/// The location word of a remote address (0 when nothing is known).
-#[inline(always)]
-fn locate(family: u8, addr: &[u8; 16], v4: Ipv4Lookup) -> u32 {
-    let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
+fn lookup(family: u8, addr: &[u8; 16], generation: u32, v4: Ipv4Lookup) -> u32 {
     if family == FAMILY_V4 {
         let octets = [addr[0], addr[1], addr[2], addr[3]];
         if v4 == Ipv4Lookup::Trie {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     bench::BenchPacket,
-    class::{CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, InsideValue, POLICY_ENTRIES},
+    class::{CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, POLICY_ENTRIES},
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::L1_ENTRIES,
@@ -20,24 +20,19 @@ use monitor_common::{
 #[map]
 pub static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
 
-/// Home networks and group networks; the value is the group slot.
-#[map]
-pub static INSIDE4: LpmTrie<[u8; 4], InsideValue> = LpmTrie::with_max_entries(4096, 0);
-#[map]
-pub static INSIDE6: LpmTrie<[u8; 16], InsideValue> = LpmTrie::with_max_entries(4096, 0);
-
 /// The live generation of the location tables (see `monitor_common::geo`).
 #[map]
 pub static GEO_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
-/// IPv4 remote address → location word: DIR-24-8, both generations, filled through mmap.
+/// IPv4 address → address word (inside group or location): DIR-24-8, both generations,
+/// filled through mmap.
 #[map]
 pub static GEO4_L1: Array<u64> = Array::with_max_entries(L1_ENTRIES, BPF_F_MMAPABLE);
 /// Level-2 blocks (set by the daemon to what the `GeoIP` data needs, with headroom).
 #[map]
 pub static GEO4_L2: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// IPv6 remote address → location word, one trie per generation (set by the daemon to
+/// IPv6 address → address word, one trie per generation (set by the daemon to
 /// the `GeoIP` prefix count).
 #[map]
 pub static GEO6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);

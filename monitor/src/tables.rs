@@ -7,12 +7,13 @@ use std::{
     net::IpAddr,
 };
 
+use ipnet::IpNet;
 use monitor_common::{
     class::{
         COUNTRY_SLOTS, GROUP_UNGROUPED, VERDICT_ALLOWED, VERDICT_DOMESTIC, VERDICT_UNKNOWN,
         VERDICT_VIOLATION, policy_index,
     },
-    geo::{ASN_SLOTS_MAX, location},
+    geo::{ASN_SLOTS_MAX, inside, location},
 };
 
 use crate::{
@@ -274,18 +275,7 @@ pub fn plan_after(
             l.asn.and_then(|a| asn_slot.get(&a).copied()).unwrap_or(0),
         )
     };
-    let mut v4: Vec<(u32, u32, u32)> = geo
-        .locations_v4()
-        .iter()
-        .map(|(a, b, l)| (*a, *b, word(l)))
-        .collect();
-    coalesce(&mut v4);
-    let mut v6_ranges: Vec<(u128, u128, u32)> = geo
-        .locations_v6()
-        .iter()
-        .map(|(a, b, l)| (*a, *b, word(l)))
-        .collect();
-    coalesce(&mut v6_ranges);
+    let (v4, v6_ranges) = address_ranges(config, geo, word);
     let v6 = v6_ranges
         .iter()
         .flat_map(|&(a, b, w)| {
@@ -310,7 +300,6 @@ pub fn plan_after(
 
     Ok(Plan {
         tables: Tables {
-            inside: config.inside_networks().collect(),
             geo: GeoTables {
                 v4,
                 v6,
@@ -331,6 +320,104 @@ pub fn plan_after(
     })
 }
 
+/// Every address range with its word: the inside networks overlaid on the locations (an
+/// inside address is never located), adjacent equal words joined.
+fn address_ranges(
+    config: &Config,
+    geo: &GeoDb,
+    word: impl Fn(&Location) -> u32,
+) -> (Ranges<u32>, Ranges<u128>) {
+    let (inside4, inside6) = inside_ranges(config);
+    let mut v4 = overlay(
+        &inside4,
+        geo.locations_v4()
+            .iter()
+            .map(|(a, b, l)| (*a, *b, word(l)))
+            .collect(),
+    );
+    coalesce(&mut v4);
+    let mut v6 = overlay(
+        &inside6,
+        geo.locations_v6()
+            .iter()
+            .map(|(a, b, l)| (*a, *b, word(l)))
+            .collect(),
+    );
+    coalesce(&mut v6);
+    (v4, v6)
+}
+
+/// Address ranges `(first, last, word)`.
+type Ranges<T> = Vec<(T, T, u32)>;
+
+/// The inside networks as sorted, disjoint address ranges with inside words; where
+/// networks nest (a group inside a home network) the longest prefix wins.
+fn inside_ranges(config: &Config) -> (Ranges<u32>, Ranges<u128>) {
+    let mut nets: Vec<(IpNet, u32)> = config.inside_networks().collect();
+    // Shortest first, so that each longer prefix is painted over the ones containing it.
+    nets.sort_by_key(|(n, _)| n.prefix_len());
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (net, group) in nets {
+        let w = inside(group);
+        match net {
+            IpNet::V4(n) => {
+                v4 = overlay(&[(n.network().into(), n.broadcast().into(), w)], v4);
+            }
+            IpNet::V6(n) => {
+                v6 = overlay(&[(n.network().into(), n.broadcast().into(), w)], v6);
+            }
+        }
+    }
+    (v4, v6)
+}
+
+/// `top` painted over `base` (both sorted and disjoint): where they overlap, `top` wins.
+fn overlay<T: Copy + Ord + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + From<u8>>(
+    top: &[(T, T, u32)],
+    base: Vec<(T, T, u32)>,
+) -> Vec<(T, T, u32)> {
+    if top.is_empty() {
+        return base;
+    }
+    let one = T::from(1);
+    let mut out = Vec::with_capacity(base.len() + 2 * top.len());
+    let mut t = top.iter().peekable();
+    for (mut first, last, w) in base {
+        // Emit the top ranges that end before this piece starts.
+        while let Some(&&(tf, tl, tw)) = t.peek() {
+            if tl >= first {
+                break;
+            }
+            out.push((tf, tl, tw));
+            t.next();
+        }
+        // Cut the top ranges out of [first, last].
+        let mut alive = true;
+        while let Some(&&(tf, tl, tw)) = t.peek() {
+            if tf > last {
+                break;
+            }
+            if tf > first {
+                out.push((first, tf - one, w));
+            }
+            if tl >= last {
+                alive = false;
+                break;
+            }
+            out.push((tf, tl, tw));
+            t.next();
+            first = tl + one;
+        }
+        if alive {
+            out.push((first, last, w));
+        }
+    }
+    out.extend(t.copied());
+    out.sort_unstable_by_key(|r| r.0);
+    out.dedup();
+    out
+}
+
 /// Joins adjacent ranges with the same word (the country-and-ASN data may split ranges
 /// that map to the same slots).
 fn coalesce<T: Copy + PartialEq + std::ops::Add<Output = T> + From<u8>>(
@@ -344,4 +431,46 @@ fn coalesce<T: Copy + PartialEq + std::ops::Add<Output = T> + From<u8>>(
             false
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn naive(top: &[(u32, u32, u32)], base: &[(u32, u32, u32)], x: u32) -> Option<u32> {
+        let find = |r: &[(u32, u32, u32)]| r.iter().find(|r| r.0 <= x && x <= r.1).map(|r| r.2);
+        find(top).or_else(|| find(base))
+    }
+
+    fn disjoint(cuts: &[(u16, u32)]) -> Vec<(u32, u32, u32)> {
+        let mut points: Vec<u32> = cuts.iter().map(|c| u32::from(c.0)).collect();
+        points.sort_unstable();
+        points.dedup();
+        points
+            .windows(2)
+            .zip(cuts)
+            .filter(|(_, c)| c.1 % 3 != 0)
+            .map(|(w, c)| (w[0], w[1] - 1, c.1))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn overlay_lets_the_top_win_and_keeps_the_rest(
+            top in prop::collection::vec((any::<u16>(), 1000u32..1010), 0..12),
+            base in prop::collection::vec((any::<u16>(), 1u32..9), 0..30),
+        ) {
+            let (top, base) = (disjoint(&top), disjoint(&base));
+            let out = overlay(&top, base.clone());
+            for pair in out.windows(2) {
+                prop_assert!(pair[0].1 < pair[1].0, "sorted and disjoint: {out:?}");
+            }
+            for x in 0..=u32::from(u16::MAX) {
+                let got = out.iter().find(|r| r.0 <= x && x <= r.1).map(|r| r.2);
+                prop_assert_eq!(got, naive(&top, &base, x), "address {}", x);
+            }
+        }
+    }
 }

@@ -3,14 +3,11 @@
 mod bench;
 mod geo;
 
-use std::{
-    net::IpAddr,
-    os::fd::{AsFd as _, AsRawFd as _},
-};
+use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp,
         tc::{self, TcError},
@@ -19,9 +16,8 @@ use aya::{
 };
 pub use bench::BenchSizes;
 pub use geo::{GeoTables, InstallError, Installed};
-use ipnet::IpNet;
 use monitor_common::{
-    class::{CLASS_ENTRIES, ClassCounter, InsideValue},
+    class::{CLASS_ENTRIES, ClassCounter},
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::{GENERATIONS, L2_BLOCK_WORDS},
@@ -120,9 +116,7 @@ impl Sizes {
 /// Everything the classifier looks up, computed in userspace (see `tables.rs`).
 #[derive(Debug, Default)]
 pub struct Tables {
-    /// Inside networks and their group slots.
-    pub inside: Vec<(IpNet, u32)>,
-    /// Remote locations.
+    /// Address words: inside networks (with their groups) and remote locations.
     pub geo: GeoTables,
     /// Verdict of every (group, country) pair, by `policy_index`.
     pub policy: Vec<(u32, u8)>,
@@ -253,51 +247,9 @@ impl Monitor {
             .map_err(|source| map_err(name, "write", source))
     }
 
-    /// Inserts `(address, prefix length, value)` entries into the LPM trie `name`.
-    fn fill_trie<K, V>(
-        &mut self,
-        name: &'static str,
-        entries: impl Iterator<Item = (K, u8, V)>,
-    ) -> Result<(), EbpfError>
-    where
-        K: aya::Pod + Into<IpAddr>,
-        V: aya::Pod,
-    {
-        let mut trie: LpmTrie<_, K, V> =
-            LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
-        for (addr, len, value) in entries {
-            trie.insert(&Key::new(u32::from(len), addr), &value, 0)
-                .map_err(|s| map_err(name, format!("insert {}/{len}", addr.into()), s))?;
-        }
-        Ok(())
-    }
-
-    /// Writes the inside networks, the policy and the country codes; the locations go
-    /// through [`Monitor::install_geo`].
+    /// Writes the policy and the country codes; the address tables (inside networks and
+    /// locations) go through [`Monitor::install_geo`].
     pub fn write_tables(&mut self, tables: &Tables) -> Result<(), EbpfError> {
-        let inside = |(net, group): &(IpNet, u32)| (*net, InsideValue { group: *group });
-        self.fill_trie(
-            maps::INSIDE4,
-            tables
-                .inside
-                .iter()
-                .map(inside)
-                .filter_map(|(net, v)| match net {
-                    IpNet::V4(n) => Some((n.network().octets(), n.prefix_len(), v)),
-                    IpNet::V6(_) => None,
-                }),
-        )?;
-        self.fill_trie(
-            maps::INSIDE6,
-            tables
-                .inside
-                .iter()
-                .map(inside)
-                .filter_map(|(net, v)| match net {
-                    IpNet::V6(n) => Some((n.network().octets(), n.prefix_len(), v)),
-                    IpNet::V4(_) => None,
-                }),
-        )?;
         {
             let name = maps::POLICY;
             let mut policy: Array<_, u8> =

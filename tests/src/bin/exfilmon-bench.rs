@@ -1,0 +1,683 @@
+//! exfilmon's benchmark suite (`make bench`). It reports; it asserts nothing.
+//!
+//! Every figure is nanoseconds per packet from `BPF_PROG_TEST_RUN` with `repeat`, measured
+//! against `exfilmon_bench_pass` — the same frame rewrite followed by `XDP_PASS` — in the
+//! same run, so the difference is the classifier's own cost and the ratio is comparable
+//! across machines. Rounds alternate the programs and the median of each is reported.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "reported figures: nanoseconds and counts far below 2^52"
+)]
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use exfilmon_tests::packet::{UDP, eth_v4, eth_v6, ipv4, ipv6, udp};
+use monitor::{
+    config::Config,
+    ebpf::{BenchSizes, Monitor, Sizes},
+    geoip::GeoDb,
+    kernel_config, tables,
+};
+use monitor_common::{
+    bench::BenchPacket,
+    class::{VERDICT_VIOLATION, class_parts},
+    programs, reason,
+};
+use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
+use serde::Serialize;
+
+#[derive(Parser)]
+/// Measures exfilmon's classifier with BPF_PROG_TEST_RUN against an XDP_PASS baseline.
+struct Args {
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench/results.json")]
+    json: PathBuf,
+    /// Rounds per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Packets in each workload (each round runs the whole workload once).
+    #[arg(long, default_value_t = 1 << 20)]
+    packets: u32,
+    /// Only the quick subset (tor data, one flow count), for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Concurrent flow counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1024,65536,1048576")]
+    flows: Vec<u32>,
+}
+
+/// Countries whose traffic is a violation in the bench policy; everything else is allowed.
+const DENIED: [&str; 5] = ["CN", "RU", "IR", "KP", "BY"];
+
+#[derive(Serialize, Clone)]
+struct Row {
+    dataset: String,
+    family: &'static str,
+    workload: String,
+    flows: u32,
+    /// Which IPv4 lookup the classifier used: `dir24` (the product) or `lpm` (kernel trie).
+    lookup: &'static str,
+    baseline_ns: f64,
+    total_ns: f64,
+    overhead_ns: f64,
+    ratio_to_pass: f64,
+    /// Share of packets that were violations (tracked in the flow table).
+    violation_share: f64,
+    flows_created: u64,
+    flow_insert_failed: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: Machine,
+    packets_per_round: u32,
+    rounds: usize,
+    datasets: Vec<Dataset>,
+    rows: Vec<Row>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    kernel: String,
+    cpu: String,
+    cpus: usize,
+}
+
+#[derive(Serialize)]
+struct Dataset {
+    name: String,
+    ranges_v4: usize,
+    prefixes_v4: usize,
+    level2_blocks: u32,
+    prefixes_v6: usize,
+    map_memory: Vec<(String, u64)>,
+    load_seconds: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !exfilmon_tests::is_root() {
+        bail!("the benchmark loads eBPF programs: run it as root (make bench does)");
+    }
+    let machine = machine();
+    pin_to_last_cpu();
+    let dir = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    let mut datasets = Vec::new();
+
+    let tor = bench_config(dir.path(), None)?;
+    run_dataset(&args, "tor-geoipdb", &tor, &mut rows, &mut datasets)?;
+    if !args.quick {
+        let synthetic = synthetic_csv(dir.path(), 500_000)?;
+        let config = bench_config(dir.path(), Some(&synthetic))?;
+        run_dataset(&args, "synthetic-500k", &config, &mut rows, &mut datasets)?;
+    }
+
+    let report = Report {
+        machine,
+        packets_per_round: args.packets,
+        rounds: args.rounds,
+        datasets,
+        rows,
+    };
+    print_table(&report);
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    println!("results: {}", args.json.display());
+    Ok(())
+}
+
+/// A config whose one group (10.0.0.0/9) may reach every country but `DENIED`.
+fn bench_config(dir: &std::path::Path, csv: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let geoip = csv.map_or_else(String::new, |p| {
+        format!(
+            "[geoip]\nsources = [{{ format = \"csv\", path = \"{}\" }}]\n",
+            p.display()
+        )
+    });
+    let probe = dir.join("probe.toml");
+    std::fs::write(
+        &probe,
+        format!("[home]\nnetworks = [\"10.0.0.0/8\"]\n{geoip}"),
+    )?;
+    let probe = Config::load(&probe)?;
+    let geo = GeoDb::load(&probe.geoip.sources)?;
+    let allow: Vec<String> = geo
+        .countries()
+        .iter()
+        .map(ToString::to_string)
+        .filter(|c| !DENIED.contains(&c.as_str()))
+        // The data has a few non-ISO codes (e.g. `AB`); a config only takes ISO ones.
+        .filter(|c| monitor::country::CountryCode::parse_config(c).is_ok())
+        .map(|c| format!("\"{c}\""))
+        .collect();
+    let path = dir.join("bench.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[home]\nnetworks = [\"10.0.0.0/8\", \"2001:db8:1::/48\"]\n\
+             [[group]]\nname = \"subscribers\"\nnetworks = [\"10.0.0.0/9\", \"2001:db8:1::/48\"]\n\
+             allow = [{}]\n{geoip}[flows]\nmax_entries = 2097152\nring_bytes = 16777216\n",
+            allow.join(", ")
+        ),
+    )?;
+    Ok(Config::load(&path)?)
+}
+
+fn run_dataset(
+    args: &Args,
+    name: &str,
+    config: &Config,
+    rows: &mut Vec<Row>,
+    datasets: &mut Vec<Dataset>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let geo = GeoDb::load(&config.geoip.sources)?;
+    let plan = tables::plan(config, &geo)?;
+    let trie4 = u32::try_from(plan.tables.geo.prefix_count_v4())?;
+    let mut sizes = Sizes::for_geo(
+        config.flows.max_entries,
+        config.flows.ring_bytes,
+        &plan.tables.geo,
+    );
+    sizes.bench = Some(BenchSizes {
+        workload: args.packets,
+        trie4,
+    });
+    let mut monitor = Monitor::load(sizes)?;
+    let mut kernel = kernel_config(config);
+    // Events are not what is measured here: wake the (absent) reader never.
+    kernel.wakeup_bytes = u64::MAX;
+    monitor.write_config(kernel)?;
+    monitor.write_tables(&plan.tables)?;
+    let installed = monitor.install_geo(&plan.tables.geo)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let prefixes = monitor.write_bench_trie4(&plan.tables.geo.v4)?;
+    println!(
+        "{name}: {} IPv4 ranges ({prefixes} prefixes, {} level-2 blocks), {} IPv6 prefixes, \
+         loaded in {load_seconds:.1} s",
+        plan.tables.geo.v4.len(),
+        installed.l2_used,
+        plan.tables.geo.v6.len()
+    );
+    datasets.push(Dataset {
+        name: name.to_owned(),
+        ranges_v4: plan.tables.geo.v4.len(),
+        prefixes_v4: prefixes,
+        level2_blocks: installed.l2_used,
+        prefixes_v6: plan.tables.geo.v6.len(),
+        map_memory: monitor.map_memory(),
+        load_seconds,
+    });
+
+    let dests = Destinations::new(&geo);
+    let mut rng = StdRng::seed_from_u64(0x00ef_11a0);
+    let flow_counts = if args.quick {
+        &args.flows[..1]
+    } else {
+        &args.flows[..]
+    };
+    for &flows in flow_counts {
+        for shape in [Shape::Zipf, Shape::Uniform] {
+            let workload = established(&mut rng, &dests, flows, shape, args.packets, false);
+            let label = format!("{} destinations, established", shape.name());
+            measure(
+                args,
+                &mut monitor,
+                name,
+                "ipv4",
+                &label,
+                flows,
+                &workload,
+                true,
+                None,
+                rows,
+            )?;
+        }
+    }
+    // The storm: every packet a new flow, 90% of them allowed (no flow entry), 10% new
+    // violations that must be inserted into an LRU already full.
+    let mut epoch = 0u32;
+    let mut storm = || {
+        epoch += 1;
+        new_flow_storm(&mut rng, &dests, args.packets, epoch)
+    };
+    let first = storm();
+    measure(
+        args,
+        &mut monitor,
+        name,
+        "ipv4",
+        "new-flow storm, 90% match no rule",
+        args.packets,
+        &first,
+        true,
+        Some(&mut storm),
+        rows,
+    )?;
+    if !dests.v6.is_empty() {
+        let workload = established(
+            &mut rng,
+            &dests,
+            1 << 16,
+            Shape::Uniform,
+            args.packets,
+            true,
+        );
+        measure(
+            args,
+            &mut monitor,
+            name,
+            "ipv6",
+            "uniform destinations, established",
+            1 << 16,
+            &workload,
+            false,
+            None,
+            rows,
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Zipf,
+    Uniform,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Zipf => "Zipf",
+            Shape::Uniform => "uniform",
+        }
+    }
+}
+
+/// Remote addresses to draw from: located addresses, split by verdict.
+struct Destinations {
+    allowed: Vec<u32>,
+    denied: Vec<u32>,
+    v6: Vec<u128>,
+}
+
+impl Destinations {
+    fn new(geo: &GeoDb) -> Self {
+        let denied_codes: BTreeSet<String> = DENIED.iter().map(|s| (*s).to_owned()).collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut allowed, mut denied) = (Vec::new(), Vec::new());
+        let ranges = geo.ranges_v4();
+        // Uniform over the located address space: ranges weighted by their size.
+        let mut cumulative = Vec::with_capacity(ranges.len());
+        let mut total = 0u64;
+        for &(a, b, _) in ranges {
+            total += u64::from(b - a) + 1;
+            cumulative.push(total);
+        }
+        while allowed.len() < 1 << 20 || denied.len() < 1 << 17 {
+            let x = rng.random_range(0..total);
+            let i = cumulative.partition_point(|&c| c <= x);
+            let (a, b, cc) = ranges[i];
+            let addr = a + rng.random_range(0..=b - a);
+            if addr >> 24 == 10 {
+                continue;
+            }
+            if denied_codes.contains(&cc.to_string()) {
+                if denied.len() < 1 << 17 {
+                    denied.push(addr);
+                }
+            } else if allowed.len() < 1 << 20 {
+                allowed.push(addr);
+            }
+        }
+        let v6 = geo
+            .ranges_v6()
+            .iter()
+            .take(1 << 20)
+            .map(|&(a, b, _)| a + (b - a) / 2)
+            .filter(|a| a >> 120 != 0xff)
+            .collect();
+        Destinations {
+            allowed,
+            denied,
+            v6,
+        }
+    }
+
+    /// A destination of the located space: allowed or denied in proportion to the data.
+    fn any(&self, rng: &mut StdRng) -> u32 {
+        let n = self.allowed.len() + self.denied.len();
+        let i = rng.random_range(0..n);
+        if i < self.allowed.len() {
+            self.allowed[i]
+        } else {
+            self.denied[i - self.allowed.len()]
+        }
+    }
+}
+
+fn packet_v4(src: u32, dst: u32, sport: u16) -> BenchPacket {
+    let mut p = BenchPacket {
+        sport: sport.to_be_bytes(),
+        dport: 443u16.to_be_bytes(),
+        ..BenchPacket::default()
+    };
+    p.src[..4].copy_from_slice(&src.to_be_bytes());
+    p.dst[..4].copy_from_slice(&dst.to_be_bytes());
+    p
+}
+
+/// `flows` flows (inside address, port, destination); `packets` packets drawn from them
+/// with the given popularity shape.
+fn established(
+    rng: &mut StdRng,
+    dests: &Destinations,
+    flows: u32,
+    shape: Shape,
+    packets: u32,
+    v6: bool,
+) -> Vec<BenchPacket> {
+    let table: Vec<BenchPacket> = (0..flows)
+        .map(|i| {
+            let src = 0x0a00_0000 | (i & 0x007f_ffff);
+            let sport = 1024 + (i % 60_000) as u16;
+            if v6 {
+                let dst = dests.v6[rng.random_range(0..dests.v6.len())];
+                let mut p = BenchPacket {
+                    sport: sport.to_be_bytes(),
+                    dport: 443u16.to_be_bytes(),
+                    ..BenchPacket::default()
+                };
+                p.src =
+                    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (i >> 16) as u16, i as u16).octets();
+                p.dst = dst.to_be_bytes();
+                p
+            } else {
+                packet_v4(src, dests.any(rng), sport)
+            }
+        })
+        .collect();
+    let zipf = (matches!(shape, Shape::Zipf)).then(|| zipf_cdf(flows as usize, 1.0));
+    (0..packets)
+        .map(|_| {
+            let i = match &zipf {
+                Some(cdf) => {
+                    let x: f64 = rng.random();
+                    cdf.partition_point(|&c| c < x).min(cdf.len() - 1)
+                }
+                None => rng.random_range(0..flows as usize),
+            };
+            table[i]
+        })
+        .collect()
+}
+
+/// Cumulative Zipf(s) probabilities of ranks 1..=n.
+fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            acc += w / total;
+            acc
+        })
+        .collect()
+}
+
+/// Every packet a new flow: 90% to allowed countries, 10% new violations. Each `epoch`
+/// uses other source addresses, so no flow repeats between runs.
+fn new_flow_storm(
+    rng: &mut StdRng,
+    dests: &Destinations,
+    packets: u32,
+    epoch: u32,
+) -> Vec<BenchPacket> {
+    (0..packets)
+        .map(|i| {
+            let src = 0x0a00_0000 | (i.wrapping_add(epoch.wrapping_mul(packets)) & 0x007f_ffff);
+            let dst = if i % 10 == 0 {
+                dests.denied[rng.random_range(0..dests.denied.len())]
+            } else {
+                dests.allowed[rng.random_range(0..dests.allowed.len())]
+            };
+            packet_v4(src, dst, 1024 + (i >> 23) as u16 + (i % 7) as u16)
+        })
+        .collect()
+}
+
+#[expect(clippy::too_many_arguments, reason = "one row of the report")]
+fn measure(
+    args: &Args,
+    monitor: &mut Monitor,
+    dataset: &str,
+    family: &'static str,
+    workload_name: &str,
+    flows: u32,
+    workload: &[BenchPacket],
+    with_lpm: bool,
+    mut fresh: Option<&mut dyn FnMut() -> Vec<BenchPacket>>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    monitor.write_bench_workload(workload)?;
+    let frame = if family == "ipv4" {
+        eth_v4(&ipv4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(192, 0, 2, 1),
+            UDP,
+            &udp(1024, 443, &[0; 22]),
+        ))
+    } else {
+        eth_v6(&ipv6(
+            "2001:db8:1::1".parse()?,
+            "2001:db8::1".parse()?,
+            &[],
+            UDP,
+            &udp(1024, 443, &[0; 2]),
+        ))
+    };
+    let repeat = u32::try_from(workload.len())?;
+    let mut programs_to_run = vec![("dir24", programs::BENCH)];
+    if with_lpm {
+        programs_to_run.push(("lpm", programs::BENCH_LPM));
+    }
+    // Warm-up: one pass creates the flows ("established") and warms the caches. A storm
+    // gets fresh flows for every measured run instead.
+    monitor.bench_run(programs::BENCH, &frame, repeat)?;
+    let before = monitor.read_counters()?.reasons;
+    let verdicts_before = verdict_totals(monitor)?;
+    let mut pass = Vec::new();
+    let mut totals: Vec<Vec<f64>> = vec![Vec::new(); programs_to_run.len()];
+    for _ in 0..args.rounds {
+        pass.push(ns(monitor.bench_run(
+            programs::BENCH_PASS,
+            &frame,
+            repeat,
+        )?));
+        for (i, (_, program)) in programs_to_run.iter().enumerate() {
+            if let Some(next) = fresh.as_mut() {
+                monitor.write_bench_workload(&next())?;
+            }
+            totals[i].push(ns(monitor.bench_run(program, &frame, repeat)?));
+        }
+    }
+    let after = monitor.read_counters()?.reasons;
+    let verdicts_after = verdict_totals(monitor)?;
+    let delta = |r: u32| after[r as usize] - before[r as usize];
+    let violation_share = (verdicts_after.0 - verdicts_before.0) as f64
+        / (verdicts_after.1 - verdicts_before.1).max(1) as f64;
+    let baseline = median(&mut pass);
+    for (i, (lookup, _)) in programs_to_run.iter().enumerate() {
+        let total = median(&mut totals[i]);
+        let row = Row {
+            dataset: dataset.to_owned(),
+            family,
+            workload: workload_name.to_owned(),
+            flows,
+            lookup,
+            baseline_ns: baseline,
+            total_ns: total,
+            overhead_ns: total - baseline,
+            ratio_to_pass: total / baseline,
+            violation_share,
+            flows_created: delta(reason::FLOW_CREATED),
+            flow_insert_failed: delta(reason::FLOW_INSERT_FAILED),
+        };
+        println!(
+            "  {family} {workload_name:<40} {flows:>8} flows  {lookup:<5} {:>7.1} ns/packet, \
+             +{:>6.1} over XDP_PASS ({:.1} ns)",
+            row.total_ns, row.overhead_ns, row.baseline_ns
+        );
+        rows.push(row);
+    }
+    Ok(())
+}
+
+/// Violation packets and all classified packets, from the class counters.
+fn verdict_totals(monitor: &Monitor) -> anyhow::Result<(u64, u64)> {
+    let mut violations = 0;
+    let mut all = 0;
+    for (index, c) in monitor.read_counters()?.classes {
+        all += c.packets;
+        if class_parts(index).3 == VERDICT_VIOLATION {
+            violations += c.packets;
+        }
+    }
+    Ok((violations, all))
+}
+
+fn ns(d: std::time::Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A synthetic table of `n` disjoint IPv4 prefixes with a BGP-like length mix (mostly /24,
+/// a tail of /25–/32 that exercises level 2), random countries.
+fn synthetic_csv(dir: &std::path::Path, n: usize) -> anyhow::Result<PathBuf> {
+    let codes = [
+        "US", "DE", "FR", "GB", "JP", "BR", "IN", "SG", "NL", "SE", "CN", "RU", "AU", "CA", "ZA",
+    ];
+    let mut rng = StdRng::seed_from_u64(500_000);
+    let mut taken = std::collections::BTreeMap::<u32, u32>::new();
+    while taken.len() < n {
+        let len = match rng.random_range(0..100) {
+            0..55 => 24,
+            55..85 => rng.random_range(20..24),
+            85..95 => rng.random_range(16..20),
+            _ => rng.random_range(25..=32),
+        };
+        let mask = if len == 32 {
+            u32::MAX
+        } else {
+            !(u32::MAX >> len)
+        };
+        let first = rng.random::<u32>() & mask;
+        let last = first | !mask;
+        if first >> 24 == 10 || first >> 28 >= 0xe {
+            continue;
+        }
+        // Disjoint: no earlier prefix may start inside, or contain the start.
+        let overlaps = taken
+            .range(..=last)
+            .next_back()
+            .is_some_and(|(_, &e)| e >= first);
+        if !overlaps {
+            taken.insert(first, last);
+        }
+    }
+    let mut text = String::with_capacity(n * 32);
+    for (first, last) in taken {
+        let cc = codes[rng.random_range(0..codes.len())];
+        writeln!(
+            text,
+            "{},{},{cc}",
+            Ipv4Addr::from(first),
+            Ipv4Addr::from(last)
+        )?;
+    }
+    let path = dir.join("synthetic-500k.csv");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn pin_to_last_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpus - 1).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+fn machine() -> Machine {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    Machine {
+        kernel,
+        cpu,
+        cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    }
+}
+
+fn print_table(report: &Report) {
+    let mut t = comfy_table::Table::new();
+    t.set_header([
+        "dataset",
+        "family",
+        "workload",
+        "flows",
+        "lookup",
+        "ns/packet",
+        "XDP_PASS ns",
+        "overhead ns",
+        "× XDP_PASS",
+        "new flows",
+        "insert failed",
+        "violations",
+    ]);
+    for r in &report.rows {
+        t.add_row([
+            r.dataset.clone(),
+            r.family.to_owned(),
+            r.workload.clone(),
+            r.flows.to_string(),
+            r.lookup.to_owned(),
+            format!("{:.1}", r.total_ns),
+            format!("{:.1}", r.baseline_ns),
+            format!("{:.1}", r.overhead_ns),
+            format!("{:.2}", r.ratio_to_pass),
+            r.flows_created.to_string(),
+            r.flow_insert_failed.to_string(),
+            format!("{:.1}%", 100.0 * r.violation_share),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "machine: {} ({} vCPU), Linux {}",
+        report.machine.cpu, report.machine.cpus, report.machine.kernel
+    );
+}
