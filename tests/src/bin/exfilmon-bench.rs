@@ -221,7 +221,17 @@ fn run_dataset(
         load_seconds,
     });
 
-    let dests = Destinations::new(&geo);
+    run_workloads(args, name, &mut monitor, &Destinations::new(&geo), rows)
+}
+
+/// Every workload of one dataset.
+fn run_workloads(
+    args: &Args,
+    name: &str,
+    monitor: &mut Monitor,
+    dests: &Destinations,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(0x00ef_11a0);
     let flow_counts = if args.quick {
         &args.flows[..1]
@@ -230,19 +240,10 @@ fn run_dataset(
     };
     for &flows in flow_counts {
         for shape in [Shape::Zipf, Shape::Uniform] {
-            let workload = established(&mut rng, &dests, flows, shape, args.packets, false);
+            let workload = established(&mut rng, dests, flows, shape, args.packets, false);
             let label = format!("{} destinations, established", shape.name());
             measure(
-                args,
-                &mut monitor,
-                name,
-                "ipv4",
-                &label,
-                flows,
-                &workload,
-                true,
-                None,
-                rows,
+                args, monitor, name, "ipv4", &label, flows, &workload, true, None, rows,
             )?;
         }
     }
@@ -251,12 +252,12 @@ fn run_dataset(
     let mut epoch = 0u32;
     let mut storm = || {
         epoch += 1;
-        new_flow_storm(&mut rng, &dests, args.packets, epoch)
+        new_flow_storm(&mut rng, dests, args.packets, epoch)
     };
     let first = storm();
     measure(
         args,
-        &mut monitor,
+        monitor,
         name,
         "ipv4",
         "new-flow storm, 90% match no rule",
@@ -277,7 +278,7 @@ fn run_dataset(
         );
         measure(
             args,
-            &mut monitor,
+            monitor,
             name,
             "ipv6",
             "uniform destinations, established",
