@@ -268,14 +268,7 @@ fn run_workloads(
         rows,
     )?;
     if !dests.v6.is_empty() {
-        let workload = established(
-            &mut rng,
-            &dests,
-            1 << 16,
-            Shape::Uniform,
-            args.packets,
-            true,
-        );
+        let workload = established(&mut rng, dests, 1 << 16, Shape::Uniform, args.packets, true);
         measure(
             args,
             monitor,
