@@ -3,7 +3,7 @@
 #   make test   the whole test suite (unit, kernel, end-to-end, lints); exits non-zero on failure
 # Both need root: they load eBPF programs and (demo, tests) build network namespaces.
 
-.PHONY: run test setup
+.PHONY: run test bench setup
 
 HOLD ?= 0
 
@@ -15,3 +15,8 @@ run: setup
 
 test: setup
 	cargo xtask test
+
+# The benchmark suite (not a test: it reports ratios, asserts nothing). BENCH_ARGS=--quick
+# for a smoke run; results in target/bench/results.json.
+bench: setup
+	cargo xtask bench -- $(BENCH_ARGS)

@@ -1,6 +1,8 @@
 //! Developer tasks. `cargo xtask test` runs the whole suite and closes with one tally line;
-//! `cargo xtask run` runs the lab demo, or the daemon on real interfaces with `--config`.
+//! `cargo xtask run` runs the lab demo, or the daemon on real interfaces with `--config`;
+//! `cargo xtask bench` runs the benchmark suite.
 
+mod bench;
 mod demo;
 mod test;
 
@@ -20,6 +22,13 @@ enum Task {
     /// lab tests with a real Prometheus, and the lints. Tests that need root are skipped
     /// (and reported as skipped) when not run as root.
     Test,
+    /// The benchmark suite: ns/packet over an XDP_PASS baseline with BPF_PROG_TEST_RUN,
+    /// printed as a table and written to target/bench/results.json. Needs root.
+    Bench {
+        /// Passed to exfilmon-bench (e.g. `-- --quick`; `-- --help` lists them).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Without --config: the lab demo (network namespaces, real traffic, a table of what
     /// exfilmon counted). With --config: `exfilmon run` on the interfaces that config names.
     Run {
@@ -34,6 +43,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Test => test::run(),
+        Task::Bench { args } => bench::run(&args),
         Task::Run {
             config: Some(config),
             ..

@@ -1,0 +1,40 @@
+//! `cargo xtask bench` (`make bench`): builds and runs the benchmark suite as root.
+//! Benchmarks report ratios against a baseline measured in the same run; they assert nothing.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::workspace;
+
+pub fn run(extra: &[String]) -> anyhow::Result<()> {
+    if !exfilmon_tests::is_root() {
+        bail!("the benchmark loads eBPF programs: run it as root");
+    }
+    let root = workspace();
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "exfilmon-tests",
+            "--bin",
+            "exfilmon-bench",
+        ])
+        .current_dir(&root)
+        .status()
+        .context("building exfilmon-bench")?;
+    if !status.success() {
+        bail!("building exfilmon-bench failed ({status})");
+    }
+    let status = Command::new(root.join("target/release/exfilmon-bench"))
+        .args(extra)
+        .current_dir(&root)
+        .status()
+        .context("running exfilmon-bench")?;
+    if !status.success() {
+        bail!("exfilmon-bench failed ({status})");
+    }
+    Ok(())
+}
