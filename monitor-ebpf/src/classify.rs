@@ -17,7 +17,7 @@ use crate::{
         BENCH_TRIE4, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1, GEO4_L2, GEO6_0, GEO6_1,
         POLICY, count,
     },
-    parse::{Packet, parse},
+    parse::{Packet, addr_bytes, parse},
 };
 
 /// Where IPv4 locations come from: the DIR-24-8 table, or (benchmark only) the LPM trie.
@@ -88,28 +88,31 @@ fn account(p: &Packet, group: u32, location: u32, dir: u32) {
 
 /// Multicast, broadcast and link-local addresses: traffic that stays on the link.
 #[inline(always)]
-fn link_scoped(family: u8, a: &[u8; 16]) -> bool {
+fn link_scoped(family: u8, a: &[u32; 4]) -> bool {
     if family == FAMILY_V4 {
-        a[0] & 0xf0 == 0xe0 // 224.0.0.0/4 multicast
-            || (a[0] == 169 && a[1] == 254) // 169.254.0.0/16 link-local
-            || (a[0] == 255 && a[1] == 255 && a[2] == 255 && a[3] == 255) // broadcast
+        let a = u32::from_be(a[0]);
+        a >> 28 == 0xe // 224.0.0.0/4 multicast
+            || a >> 16 == 0xa9fe // 169.254.0.0/16 link-local
+            || a == u32::MAX // broadcast
     } else {
-        a[0] == 0xff // ff00::/8 multicast
-            || (a[0] == 0xfe && a[1] & 0xc0 == 0x80) // fe80::/10 link-local
+        let top = u32::from_be(a[0]);
+        top >> 24 == 0xff // ff00::/8 multicast
+            || top >> 22 == 0xfe80 >> 6 // fe80::/10 link-local
     }
 }
 
 /// The address word of `addr` (0 when nothing is known).
 #[inline(always)]
-fn lookup(family: u8, addr: &[u8; 16], generation: u32, v4: Ipv4Lookup) -> u32 {
+fn lookup(family: u8, addr: &[u32; 4], generation: u32, v4: Ipv4Lookup) -> u32 {
     if family == FAMILY_V4 {
-        let octets = [addr[0], addr[1], addr[2], addr[3]];
         if v4 == Ipv4Lookup::Trie {
-            return BENCH_TRIE4.get(&Key::new(32, octets)).map_or(0, |w| *w);
+            return BENCH_TRIE4
+                .get(&Key::new(32, addr[0].to_ne_bytes()))
+                .map_or(0, |w| *w);
         }
-        locate4(generation, u32::from_be_bytes(octets))
+        locate4(generation, u32::from_be(addr[0]))
     } else {
-        let key = Key::new(128, *addr);
+        let key = Key::new(128, addr_bytes(addr));
         let word = if generation & 1 == 0 {
             GEO6_0.get(&key)
         } else {

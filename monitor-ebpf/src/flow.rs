@@ -20,7 +20,7 @@ use monitor_common::{
 
 use crate::{
     maps::{ASNS, CONFIG, EVENTS, FLOWS, count},
-    parse::Packet,
+    parse::{Packet, addr_bytes},
 };
 
 /// Defaults when the daemon has not written `CONFIG` (never in practice).
@@ -30,8 +30,8 @@ const DEFAULT_INTERVAL_NS: u64 = 10_000_000_000;
 pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32) {
     let outbound = dir == DIR_OUTBOUND;
     let key = FlowKey {
-        inside: if outbound { p.src } else { p.dst },
-        remote: if outbound { p.dst } else { p.src },
+        inside: addr_bytes(if outbound { &p.src } else { &p.dst }),
+        remote: addr_bytes(if outbound { &p.dst } else { &p.src }),
         inside_port: if outbound { p.sport } else { p.dport },
         remote_port: if outbound { p.dport } else { p.sport },
         proto: p.proto,

@@ -3,7 +3,7 @@
 //! drops or delays traffic; anomalies are counted by reason instead.
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
+#![feature(core_intrinsics, asm_experimental_arch)]
 #![expect(
     internal_features,
     reason = "atomic_xadd: the BPF atomic add, see flow.rs"

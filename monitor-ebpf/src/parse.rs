@@ -4,7 +4,7 @@
 //! Every read goes through [`ptr_at`], which checks the packet bounds; offsets are masked
 //! where the verifier would otherwise lose their range.
 
-use core::ptr::read_unaligned;
+use core::{arch::asm, ptr::read_unaligned};
 
 use monitor_common::{
     flow::{FAMILY_V4, FAMILY_V6},
@@ -41,12 +41,20 @@ pub struct Packet {
     pub family: u8,
     pub proto: u8,
     pub tcp_flags: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    /// Addresses as four words in memory (network) order; IPv4 uses the first.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     pub sport: u16,
     pub dport: u16,
     /// Layer-3 bytes: the IP packet's own length, headers included.
     pub l3_bytes: u64,
+}
+
+/// An address's bytes, in network order (the layout of `FlowKey` addresses).
+#[inline(always)]
+pub fn addr_bytes(a: &[u32; 4]) -> [u8; 16] {
+    // SAFETY: same size, every bit pattern valid; the words hold bytes in memory order.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(*a) }
 }
 
 /// A bounds-checked pointer to a `T` at `off` bytes into the packet.
@@ -56,6 +64,48 @@ fn ptr_at<T>(start: usize, end: usize, off: usize) -> Option<*const T> {
         return None;
     }
     Some((start + off) as *const T)
+}
+
+/// Loads 4 bytes at `at` as one BPF word load, in memory (network) order. LLVM splits
+/// unaligned loads on the BPF target into byte loads and shifts, four times the code on
+/// the hottest path; the kernel itself allows unaligned packet loads wherever the CPU does
+/// (x86-64, arm64), so the load is written out.
+///
+/// # Safety
+/// `at..at + 4` must lie inside the packet, checked against its end by the caller.
+#[inline(always)]
+unsafe fn load32(at: usize) -> u32 {
+    let v: u64;
+    // SAFETY: the caller checked the bounds; the instruction only reads.
+    unsafe {
+        asm!("{v} = *(u32 *)({at} + 0)", v = lateout(reg) v, at = in(reg) at,
+             options(readonly, nostack, preserves_flags, pure));
+    }
+    v as u32
+}
+
+/// Loads 2 bytes at `at` in memory (network) order; see [`load32`].
+///
+/// # Safety
+/// `at..at + 2` must lie inside the packet, checked against its end by the caller.
+#[inline(always)]
+unsafe fn load16(at: usize) -> u16 {
+    let v: u64;
+    // SAFETY: the caller checked the bounds; the instruction only reads.
+    unsafe {
+        asm!("{v} = *(u16 *)({at} + 0)", v = lateout(reg) v, at = in(reg) at,
+             options(readonly, nostack, preserves_flags, pure));
+    }
+    v as u16
+}
+
+/// The address of `len` bytes at `off`, if they lie inside the packet.
+#[inline(always)]
+fn span(start: usize, end: usize, off: usize, len: usize) -> Option<usize> {
+    if start + off + len > end {
+        return None;
+    }
+    Some(start + off)
 }
 
 #[inline(always)]
@@ -93,21 +143,31 @@ pub fn parse(start: usize, end: usize, wire_len: u32) -> Result<Packet, u32> {
 #[inline(always)]
 fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
     // version/IHL, ..., total length, id, flags+fragment offset, ttl, protocol, ..., addresses
-    let hdr: [u8; 20] = read(start, end, off).ok_or(reason::MALFORMED_IPV4)?;
-    let ihl = usize::from(hdr[0] & 0x0f) * 4;
-    if hdr[0] >> 4 != 4 || ihl < 20 {
+    let h = span(start, end, off, 20).ok_or(reason::MALFORMED_IPV4)?;
+    // SAFETY: the 20 bytes at `h` were checked above.
+    let (vihl, total, frag, proto, src, dst) = unsafe {
+        (
+            *(h as *const u8),
+            u16::from_be(load16(h + 2)),
+            u16::from_be(load16(h + 6)),
+            *((h + 9) as *const u8),
+            load32(h + 12),
+            load32(h + 16),
+        )
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
         return Err(reason::MALFORMED_IPV4);
     }
-    let total = u16::from_be_bytes([hdr[2], hdr[3]]);
     if total != 0 && usize::from(total) < ihl {
         return Err(reason::MALFORMED_IPV4);
     }
     let mut p = Packet {
         family: FAMILY_V4,
-        proto: hdr[9],
+        proto,
         tcp_flags: 0,
-        src: [0; 16],
-        dst: [0; 16],
+        src: [src, 0, 0, 0],
+        dst: [dst, 0, 0, 0],
         sport: 0,
         dport: 0,
         // A zero total length is what TSO/BIG TCP super-packets carry: use the frame.
@@ -117,10 +177,7 @@ fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
             u64::from(total)
         },
     };
-    p.src[..4].copy_from_slice(&hdr[12..16]);
-    p.dst[..4].copy_from_slice(&hdr[16..20]);
-    let frag_off = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
-    if frag_off != 0 {
+    if frag & 0x1fff != 0 {
         // A later fragment: no transport header, classified by its addresses.
         count(reason::FRAGMENT);
         return Ok(p);
@@ -132,17 +189,26 @@ fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
 
 #[inline(always)]
 fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
-    let hdr: [u8; 40] = read(start, end, off).ok_or(reason::MALFORMED_IPV6)?;
-    if hdr[0] >> 4 != 6 {
+    let h = span(start, end, off, 40).ok_or(reason::MALFORMED_IPV6)?;
+    // SAFETY: the 40 bytes at `h` were checked above.
+    let (version, payload, next_header, src, dst) = unsafe {
+        (
+            *(h as *const u8) >> 4,
+            u16::from_be(load16(h + 4)),
+            *((h + 6) as *const u8),
+            [load32(h + 8), load32(h + 12), load32(h + 16), load32(h + 20)],
+            [load32(h + 24), load32(h + 28), load32(h + 32), load32(h + 36)],
+        )
+    };
+    if version != 6 {
         return Err(reason::MALFORMED_IPV6);
     }
-    let payload = u16::from_be_bytes([hdr[4], hdr[5]]);
     let mut p = Packet {
         family: FAMILY_V6,
-        proto: hdr[6],
+        proto: next_header,
         tcp_flags: 0,
-        src: [0; 16],
-        dst: [0; 16],
+        src,
+        dst,
         sport: 0,
         dport: 0,
         // Payload length 0 is a jumbogram or a GSO super-packet: use the frame.
@@ -152,10 +218,8 @@ fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
             40 + u64::from(payload)
         },
     };
-    p.src.copy_from_slice(&hdr[8..24]);
-    p.dst.copy_from_slice(&hdr[24..40]);
 
-    let mut next = hdr[6];
+    let mut next = next_header;
     let mut off = off + 40;
     for _ in 0..MAX_IPV6_EXT {
         match next {
@@ -204,23 +268,31 @@ fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
     Ok(p)
 }
 
+/// Source and destination port of the first 4 transport bytes, loaded in memory order.
+#[inline(always)]
+fn ports(word: u32) -> (u16, u16) {
+    let bytes = word.to_ne_bytes();
+    (
+        u16::from_be_bytes([bytes[0], bytes[1]]),
+        u16::from_be_bytes([bytes[2], bytes[3]]),
+    )
+}
+
 /// Ports (TCP, UDP) or type/code (ICMP, ICMPv6, as NetFlow puts them in the destination port).
 #[inline(always)]
 fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
     match p.proto {
-        IPPROTO_TCP => match read::<[u8; 14]>(start, end, off) {
-            Some(h) => {
-                p.sport = u16::from_be_bytes([h[0], h[1]]);
-                p.dport = u16::from_be_bytes([h[2], h[3]]);
-                p.tcp_flags = h[13];
-            }
+        IPPROTO_TCP => match span(start, end, off, 14) {
+            // SAFETY: the 14 bytes at `h` were checked.
+            Some(h) => unsafe {
+                (p.sport, p.dport) = ports(load32(h));
+                p.tcp_flags = *((h + 13) as *const u8);
+            },
             None => count(reason::MALFORMED_L4),
         },
-        IPPROTO_UDP => match read::<[u8; 4]>(start, end, off) {
-            Some(h) => {
-                p.sport = u16::from_be_bytes([h[0], h[1]]);
-                p.dport = u16::from_be_bytes([h[2], h[3]]);
-            }
+        IPPROTO_UDP => match span(start, end, off, 4) {
+            // SAFETY: the 4 bytes at `h` were checked.
+            Some(h) => (p.sport, p.dport) = ports(unsafe { load32(h) }),
             None => count(reason::MALFORMED_L4),
         },
         IPPROTO_ICMP | IPPROTO_ICMPV6 => match read::<[u8; 2]>(start, end, off) {
