@@ -8,7 +8,12 @@ use monitor_common::class::{
     VERDICT_VIOLATION, policy_index,
 };
 
-use crate::{config::Config, country::CountryCode, ebpf::Tables, geoip::GeoDb};
+use crate::{
+    config::Config,
+    country::CountryCode,
+    ebpf::Tables,
+    geoip::{GeoDb, Location},
+};
 
 /// The label value of slot 0, inside addresses in no configured group.
 pub const UNGROUPED: &str = "ungrouped";
@@ -221,19 +226,22 @@ pub fn plan(config: &Config, geo: &GeoDb) -> Result<Plan, TablesError> {
         .enumerate()
         .map(|(i, c)| (*c, i as u16 + 1))
         .collect();
-    let value = |code: CountryCode| GeoValue {
-        country: slots.get(&code).copied().unwrap_or(0),
+    let value = |loc: Location| GeoValue {
+        country: loc
+            .country
+            .and_then(|c| slots.get(&c).copied())
+            .unwrap_or(0),
         _pad: 0,
-        asn: 0,
+        asn: loc.asn.unwrap_or(0),
     };
 
     let geo4 = geo
         .prefixes_v4()
-        .map(|(net, code)| (net.network().octets(), net.prefix_len(), value(code)))
+        .map(|(net, loc)| (net.network().octets(), net.prefix_len(), value(loc)))
         .collect();
     let geo6 = geo
         .prefixes_v6()
-        .map(|(net, code)| (net.network().octets(), net.prefix_len(), value(code)))
+        .map(|(net, loc)| (net.network().octets(), net.prefix_len(), value(loc)))
         .collect();
 
     let mut groups = vec![UNGROUPED.to_owned()];
