@@ -196,8 +196,18 @@ fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
             *(h as *const u8) >> 4,
             u16::from_be(load16(h + 4)),
             *((h + 6) as *const u8),
-            [load32(h + 8), load32(h + 12), load32(h + 16), load32(h + 20)],
-            [load32(h + 24), load32(h + 28), load32(h + 32), load32(h + 36)],
+            [
+                load32(h + 8),
+                load32(h + 12),
+                load32(h + 16),
+                load32(h + 20),
+            ],
+            [
+                load32(h + 24),
+                load32(h + 28),
+                load32(h + 32),
+                load32(h + 36),
+            ],
         )
     };
     if version != 6 {

@@ -16,8 +16,9 @@
 //! networks = ["192.0.2.0/26"]   # non-empty, disjoint from other groups' networks
 //! allow = ["US"]                # default []
 //!
-//! [geoip]
+//! [geoip]                       # earlier sources win, per field (country, ASN)
 //! sources = [{ format = "csv", path = "geo.csv" }]
+//!                               # format: "tor" | "csv" | "asn-csv" | "iptoasn" | "rir" | "mmdb"
 //!
 //! [[interface]]
 //! name = "eth1"
@@ -409,21 +410,53 @@ pub struct GeoSource {
     pub path: PathBuf,
 }
 
-/// `GeoIP` file formats.
+/// `GeoIP` file formats, with their TOML spelling. See [`crate::geoip`] for
+/// the layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GeoFormat {
-    /// Debian `tor-geoipdb` (`"tor"`).
+    /// Debian `tor-geoipdb` (`"tor"`): country.
     Tor,
-    /// `first_ip,last_ip,country` CSV (`"csv"`).
+    /// `first_ip,last_ip,country` CSV (`"csv"`): country.
     Csv,
+    /// ip-location-db `first_ip,last_ip,asn[,organisation]` CSV (`"asn-csv"`): ASN.
+    AsnCsv,
+    /// iptoasn.com `ip2asn-*.tsv` (`"iptoasn"`): country and ASN.
+    IpToAsn,
+    /// RIR delegated(-extended) statistics (`"rir"`): registration country.
+    Rir,
+    /// MaxMind DB, as GeoLite2, DB-IP lite or ipinfo lite ship it (`"mmdb"`):
+    /// country and/or ASN.
+    Mmdb,
+}
+
+impl GeoFormat {
+    /// Every format, in the order the config error lists them.
+    pub const ALL: [GeoFormat; 6] = [
+        GeoFormat::Tor,
+        GeoFormat::Csv,
+        GeoFormat::AsnCsv,
+        GeoFormat::IpToAsn,
+        GeoFormat::Rir,
+        GeoFormat::Mmdb,
+    ];
+
+    /// The TOML spelling.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            GeoFormat::Tor => "tor",
+            GeoFormat::Csv => "csv",
+            GeoFormat::AsnCsv => "asn-csv",
+            GeoFormat::IpToAsn => "iptoasn",
+            GeoFormat::Rir => "rir",
+            GeoFormat::Mmdb => "mmdb",
+        }
+    }
 }
 
 impl fmt::Display for GeoFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            GeoFormat::Tor => "tor",
-            GeoFormat::Csv => "csv",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -935,16 +968,13 @@ impl Ctx<'_> {
         }
         let mut sources = Vec::with_capacity(raw_sources.len());
         for (i, s) in raw_sources.iter().enumerate() {
-            let format = match s.format.get_ref().as_str() {
-                "tor" => GeoFormat::Tor,
-                "csv" => GeoFormat::Csv,
-                other => {
-                    return Err(ConfigError::BadChoice {
-                        at: self.at(&s.format.span(), format!("geoip.sources[{i}].format")),
-                        value: other.to_owned(),
-                        expected: "\"tor\", \"csv\"",
-                    });
-                }
+            let text = s.format.get_ref().as_str();
+            let Some(format) = GeoFormat::ALL.into_iter().find(|f| f.name() == text) else {
+                return Err(ConfigError::BadChoice {
+                    at: self.at(&s.format.span(), format!("geoip.sources[{i}].format")),
+                    value: text.to_owned(),
+                    expected: "\"tor\", \"csv\", \"asn-csv\", \"iptoasn\", \"rir\", \"mmdb\"",
+                });
             };
             let at = || self.at(&s.path.span(), format!("geoip.sources[{i}].path"));
             if s.path.get_ref().is_empty() {
@@ -1590,14 +1620,29 @@ log = "events.jsonl"
             "{msg}"
         );
         let text =
-            format!("{HOME}[geoip]\nsources = [{{ format = \"mmdb\", path = \"geoip\" }}]\n");
+            format!("{HOME}[geoip]\nsources = [{{ format = \"maxmind\", path = \"geoip\" }}]\n");
         let msg = parse_in(dir.path(), &text)
             .expect_err("bad format")
             .to_string();
         assert!(
-            msg.contains("config.toml:4: geoip.sources[0].format: \"mmdb\" is not one of"),
+            msg.contains("config.toml:4: geoip.sources[0].format: \"maxmind\" is not one of")
+                && msg.contains("\"asn-csv\", \"iptoasn\", \"rir\", \"mmdb\""),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn every_geoip_format_spelling_parses() {
+        let dir = geo_dir();
+        for format in GeoFormat::ALL {
+            let text = format!(
+                "{HOME}[geoip]\nsources = [{{ format = \"{format}\", path = \"geoip\" }}]\n"
+            );
+            let c = parse_in(dir.path(), &text).unwrap_or_else(|e| panic!("{format}: {e}"));
+            assert_eq!(c.geoip.sources[0].format, format, "{format} round-trips");
+        }
+        let names: Vec<&str> = GeoFormat::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["tor", "csv", "asn-csv", "iptoasn", "rir", "mmdb"]);
     }
 
     #[test]

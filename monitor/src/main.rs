@@ -171,8 +171,12 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
         };
         return format!("{addr}: inside, group {group}");
     }
-    let country = geo.lookup(addr);
+    let location = geo.lookup(addr);
+    let country = location.country;
     let name = country.map_or_else(|| tables::UNKNOWN_COUNTRY.to_owned(), |c| c.to_string());
+    let asn = location
+        .asn
+        .map_or_else(|| "AS?".to_owned(), |n| format!("AS{n}"));
     let mut verdicts = vec![format!(
         "{}={}",
         tables::UNGROUPED,
@@ -183,7 +187,7 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
         verdicts.push(format!("{}={v}", g.name));
     }
     format!(
-        "{addr}: remote, country {name}, asn unknown; verdict from {}",
+        "{addr}: remote, country {name}, asn {asn}; verdict from {}",
         verdicts.join(" ")
     )
 }

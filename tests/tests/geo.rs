@@ -153,6 +153,7 @@ fn kernel_locations_match_the_userspace_lookup_on_the_tor_data() {
         };
         let expected = geo
             .lookup(remote)
+            .country
             .map_or_else(|| "??".to_owned(), |c| c.to_string());
         assert_eq!(
             plan.labels.country(u32::from(state.country)),
@@ -279,4 +280,47 @@ fn a_reload_that_does_not_fit_keeps_the_live_tables() {
         1,
         "the live tables still classify"
     );
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn flows_carry_the_asn_of_the_data() {
+    require_root("flows_carry_the_asn_of_the_data");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("country.csv"),
+        "203.0.113.0,203.0.113.63,CN\n",
+    )
+    .expect("write");
+    // iptoasn layout; AS64500 and AS64501 are documentation ASNs (RFC 5398).
+    std::fs::write(
+        dir.path().join("ip2asn-combined.tsv"),
+        "203.0.113.0\t203.0.113.31\t64500\tCN\tEXAMPLE-A\n\
+         203.0.113.32\t203.0.113.63\t64501\tCN\tEXAMPLE-B\n",
+    )
+    .expect("write");
+    let geoip = format!(
+        "[geoip]\nsources = [{{ format = \"csv\", path = \"{0}/country.csv\" }}, \
+         {{ format = \"iptoasn\", path = \"{0}/ip2asn-combined.tsv\" }}]",
+        dir.path().display()
+    );
+    let config = config(dir.path(), &geoip);
+    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
+    let plan = tables::plan(&config, &geo).expect("plan");
+    let monitor = load_monitor(&config, &plan)
+        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+    for (last_octet, asn) in [(10u8, 64500u32), (40, 64501)] {
+        let remote = Ipv4Addr::new(203, 0, 113, last_octet);
+        run(
+            &monitor,
+            &eth_v4(&ipv4(PHONE, remote, UDP, &udp(40000, 443, &[1; 8]))),
+        );
+        let flows = monitor.flows().expect("flows");
+        let (_, state) = flows
+            .iter()
+            .find(|(k, _)| k.remote[..4] == remote.octets())
+            .expect("the violation flow is tracked");
+        assert_eq!(state.asn, asn, "flow to {remote}");
+        assert_eq!(geo.lookup(IpAddr::V4(remote)).asn, Some(asn));
+    }
 }
