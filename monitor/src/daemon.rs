@@ -20,6 +20,7 @@ use crate::{
     config::{Config, Hook as CfgHook, XdpMode as CfgMode},
     ebpf::{EbpfError, Hook, Monitor},
     events::{self, Clock, EventKind, EventLog, FlowRecord, FlowTable},
+    geoip::SourceInfo,
     metrics::{self, DaemonMetrics, KernelCollector},
     tables::{Labels, Plan},
 };
@@ -93,12 +94,18 @@ pub fn attach_all(monitor: &mut Monitor, config: &Config) -> Result<(), DaemonEr
     Ok(())
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT. `sources` describes the GeoIP data `plan` was
+/// built from, for the metrics.
 #[expect(
     clippy::too_many_lines,
     reason = "one event loop, easier to follow in one piece"
 )]
-pub async fn run(config: Config, plan: Plan, mut monitor: Monitor) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    plan: Plan,
+    sources: &[SourceInfo],
+    mut monitor: Monitor,
+) -> Result<(), DaemonError> {
     // Bound before anything is attached, so a busy port fails first.
     let listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
@@ -121,6 +128,11 @@ pub async fn run(config: Config, plan: Plan, mut monitor: Monitor) -> Result<(),
     dm.geoip_prefixes
         .with_label_values(&["ipv6"])
         .set(i64::try_from(plan.tables.geo.v6.len()).unwrap_or(i64::MAX));
+    dm.geoip_level2_blocks
+        .set(i64::from(plan.tables.geo.l2_blocks()));
+    dm.set_geoip_sources(sources);
+    // Before any map is taken: only the maps the loader still holds are listed.
+    dm.set_map_memory(&monitor.map_memory());
     registry.register(Box::new(KernelCollector::new(
         monitor.take_counters()?,
         labels.clone(),

@@ -1,5 +1,7 @@
 //! The `exfilmon` command.
 
+mod inspect;
+
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
@@ -68,6 +70,22 @@ enum Command {
         #[arg(required = true)]
         addresses: Vec<IpAddr>,
     },
+    /// Tools for the GeoIP data.
+    #[command(subcommand)]
+    Geoip(GeoipCommand),
+}
+
+#[derive(Subcommand)]
+enum GeoipCommand {
+    /// Show the GeoIP sources, the kernel tables built from them, and their memory.
+    ///
+    /// Prints each source (ranges per family, file age, build date), the table totals, and
+    /// the kernel memory of the maps: measured per map when run as root (the programs are
+    /// loaded and filled but not attached), computed for the IPv4 tables otherwise.
+    Inspect {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,8 +130,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             // The kernel holds the tables now; the parsed GeoIP data is not needed again.
+            let sources = geo.sources.clone();
             drop(geo);
-            runtime.block_on(daemon::run(config, plan, monitor))?;
+            runtime.block_on(daemon::run(config, plan, &sources, monitor))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config, interfaces } => {
@@ -157,6 +176,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             for addr in addresses {
                 println!("{}", describe(&config, &geo, addr));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Geoip(GeoipCommand::Inspect { config }) => {
+            let config = Config::load(&config)?;
+            let geo = GeoDb::load(&config.geoip.sources)?;
+            let plan = tables::plan(&config, &geo)?;
+            println!("{}", inspect::report(&config, &geo.sources, &plan));
             Ok(ExitCode::SUCCESS)
         }
     }

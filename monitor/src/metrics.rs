@@ -2,7 +2,10 @@
 //! layout is the metric layout), the daemon's own counters live in a registry beside it,
 //! and /metrics is served over HTTP.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::{
+    sync::{Arc, Mutex, RwLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     Router,
@@ -21,6 +24,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     ebpf::{CounterMaps, Counters},
+    geoip::SourceInfo,
     tables::Labels,
 };
 
@@ -155,6 +159,10 @@ pub struct DaemonMetrics {
     pub event_errors: IntCounterVec,
     pub flows_tracked: IntGauge,
     pub geoip_prefixes: IntGaugeVec,
+    pub geoip_level2_blocks: IntGauge,
+    pub geoip_source_modified: IntGaugeVec,
+    pub geoip_source_built: IntGaugeVec,
+    pub kernel_map_memory: IntGaugeVec,
     pub collector_errors: IntCounter,
 }
 
@@ -186,6 +194,31 @@ impl DaemonMetrics {
                 ),
                 &["family"],
             )?,
+            geoip_level2_blocks: IntGauge::new(
+                "exfilmon_geoip_level2_blocks",
+                "Level-2 blocks of the IPv4 GeoIP table in use.",
+            )?,
+            geoip_source_modified: IntGaugeVec::new(
+                Opts::new(
+                    "exfilmon_geoip_source_modified_timestamp_seconds",
+                    "Modification time of each loaded GeoIP source file, by file name and format.",
+                ),
+                &["source", "format"],
+            )?,
+            geoip_source_built: IntGaugeVec::new(
+                Opts::new(
+                    "exfilmon_geoip_source_build_timestamp_seconds",
+                    "Build time recorded inside each loaded GeoIP source that has one (MaxMind DB), by file name and format.",
+                ),
+                &["source", "format"],
+            )?,
+            kernel_map_memory: IntGaugeVec::new(
+                Opts::new(
+                    "exfilmon_kernel_map_memory_bytes",
+                    "Kernel memory charged to each BPF map (its memlock), by map.",
+                ),
+                &["map"],
+            )?,
             collector_errors: IntCounter::new(
                 "exfilmon_collector_errors_total",
                 "Scrapes in which the kernel counters could not be read.",
@@ -201,6 +234,10 @@ impl DaemonMetrics {
         registry.register(Box::new(m.event_errors.clone()))?;
         registry.register(Box::new(m.flows_tracked.clone()))?;
         registry.register(Box::new(m.geoip_prefixes.clone()))?;
+        registry.register(Box::new(m.geoip_level2_blocks.clone()))?;
+        registry.register(Box::new(m.geoip_source_modified.clone()))?;
+        registry.register(Box::new(m.geoip_source_built.clone()))?;
+        registry.register(Box::new(m.kernel_map_memory.clone()))?;
         registry.register(Box::new(m.collector_errors.clone()))?;
         let build = IntGaugeVec::new(
             Opts::new(
@@ -218,6 +255,38 @@ impl DaemonMetrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(m)
+    }
+
+    /// Sets the per-source timestamps: the sources come from the config, so the label
+    /// set is bounded. A source is named by its file name.
+    pub fn set_geoip_sources(&self, sources: &[SourceInfo]) {
+        let seconds = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        };
+        for s in sources {
+            let name = s.path.file_name().map_or_else(
+                || s.path.to_string_lossy(),
+                std::ffi::OsStr::to_string_lossy,
+            );
+            let labels = [name.as_ref(), s.format.name()];
+            if let Some(t) = s.modified.and_then(seconds) {
+                self.geoip_source_modified.with_label_values(&labels).set(t);
+            }
+            if let Some(t) = s.built.and_then(seconds) {
+                self.geoip_source_built.with_label_values(&labels).set(t);
+            }
+        }
+    }
+
+    /// Sets the kernel memory per map, as [`crate::ebpf::Monitor::map_memory`] reports it.
+    pub fn set_map_memory(&self, maps: &[(String, u64)]) {
+        for (name, bytes) in maps {
+            self.kernel_map_memory
+                .with_label_values(&[name.as_str()])
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -264,7 +333,7 @@ mod tests {
     use monitor_common::class::{ClassCounter, DIR_OUTBOUND, class_index};
 
     use super::*;
-    use crate::tables::Verdict;
+    use crate::{config::GeoFormat, tables::Verdict};
 
     #[test]
     fn class_counters_become_labelled_series() {
@@ -301,6 +370,49 @@ mod tests {
         );
         assert!(
             text.contains(r#"exfilmon_kernel_events_total{event="ringbuf_dropped"} 7"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn geoip_sources_and_map_memory_become_gauges() {
+        let registry = Registry::new();
+        let dm = DaemonMetrics::register(&registry).expect("register");
+        let at = |s| UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let source = |path: &str, format, built| SourceInfo {
+            path: path.into(),
+            format,
+            ranges_v4: 1,
+            ranges_v6: 0,
+            asn_ranges_v4: 0,
+            asn_ranges_v6: 0,
+            modified: Some(at(1_700_000_000)),
+            built,
+        };
+        dm.set_geoip_sources(&[
+            source("/usr/share/tor/geoip", GeoFormat::Tor, None),
+            source(
+                "/var/lib/geo/asn.mmdb",
+                GeoFormat::Mmdb,
+                Some(at(1_690_000_000)),
+            ),
+        ]);
+        dm.set_map_memory(&[("GEO4_L1".to_owned(), 134_217_728)]);
+        dm.geoip_level2_blocks.set(321);
+        let text = String::from_utf8(render(&registry)).expect("utf8");
+        for want in [
+            r#"exfilmon_geoip_source_modified_timestamp_seconds{format="tor",source="geoip"} 1700000000"#,
+            r#"exfilmon_geoip_source_modified_timestamp_seconds{format="mmdb",source="asn.mmdb"} 1700000000"#,
+            r#"exfilmon_geoip_source_build_timestamp_seconds{format="mmdb",source="asn.mmdb"} 1690000000"#,
+            r#"exfilmon_kernel_map_memory_bytes{map="GEO4_L1"} 134217728"#,
+            "exfilmon_geoip_level2_blocks 321",
+            "# TYPE exfilmon_kernel_map_memory_bytes gauge",
+        ] {
+            assert!(text.contains(want), "want {want} in\n{text}");
+        }
+        // A source without a build time has no build series.
+        assert!(
+            !text.contains(r#"exfilmon_geoip_source_build_timestamp_seconds{format="tor""#),
             "{text}"
         );
     }

@@ -86,3 +86,45 @@ fn a_missing_geoip_file_is_an_error_naming_it() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("/nonexistent/geo.csv"), "{stderr}");
 }
+
+#[test]
+fn geoip_inspect_prints_each_source_and_its_ranges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let geo = dir.path().join("small.csv");
+    // Three IPv4 ranges (two adjacent ones of equal country coalesce in the table, not
+    // in the source count) and one IPv6 range.
+    std::fs::write(
+        &geo,
+        "1.0.0.0,1.0.0.255,AU\n1.0.1.0,1.0.1.255,AU\n8.8.8.0,8.8.8.255,US\n2001:db8::,2001:db8::ffff,DE\n",
+    )
+    .expect("write csv");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[home]\nnetworks = [\"192.0.2.0/24\"]\n[geoip]\nsources = [{{ format = \"csv\", path = \"{}\" }}]\n",
+            geo.display()
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
+        .args(["geoip", "inspect", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run exfilmon");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.contains(&geo.display().to_string()))
+        .unwrap_or_else(|| panic!("no row for {} in\n{stdout}", geo.display()));
+    let cells: Vec<&str> = row.split(['│', '┆']).map(str::trim).collect();
+    // │ path ┆ format ┆ IPv4 ┆ IPv6 ┆ ...
+    assert_eq!(cells[2..5], ["csv", "3", "1"], "{row}");
+    // Root measures every map, others get the two computed IPv4 maps: both list GEO4_L1.
+    assert!(
+        stdout.contains("GEO4_L1") && stdout.contains(" MiB"),
+        "{stdout}"
+    );
+}
