@@ -36,18 +36,20 @@ pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
 /// Benchmark only (never attached): the next workload packet, classified as `exfilmon_xdp`.
 #[xdp]
 pub fn exfilmon_bench(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    bench::rewrite(start, end);
-    classify::packet(start, end, (end - start) as u32, Ipv4Lookup::Dir24);
-    xdp_action::XDP_PASS
+    bench(&ctx, Ipv4Lookup::Dir24)
 }
 
 /// Benchmark only: the same, with IPv4 locations from a kernel LPM trie.
 #[xdp]
 pub fn exfilmon_bench_lpm(ctx: XdpContext) -> u32 {
+    bench(&ctx, Ipv4Lookup::Trie)
+}
+
+#[inline(always)]
+fn bench(ctx: &XdpContext, v4: Ipv4Lookup) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
-    classify::packet(start, end, (end - start) as u32, Ipv4Lookup::Trie);
+    classify::packet(start, end, (end - start) as u32, v4);
     xdp_action::XDP_PASS
 }
 

@@ -60,10 +60,7 @@ pub fn addr_bytes(a: &[u32; 4]) -> [u8; 16] {
 /// A bounds-checked pointer to a `T` at `off` bytes into the packet.
 #[inline(always)]
 fn ptr_at<T>(start: usize, end: usize, off: usize) -> Option<*const T> {
-    if start + off + size_of::<T>() > end {
-        return None;
-    }
-    Some((start + off) as *const T)
+    span(start, end, off, size_of::<T>()).map(|at| at as *const T)
 }
 
 /// Loads 4 bytes at `at` as one BPF word load, in memory (network) order. LLVM splits

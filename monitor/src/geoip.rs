@@ -45,6 +45,9 @@
 
 mod mmdb;
 mod ranges;
+
+/// Range-list operations the kernel tables are built with too (`tables.rs`).
+pub(crate) use ranges::{coalesce, merge_under};
 #[cfg(test)]
 mod tests;
 mod text;

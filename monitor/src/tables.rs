@@ -20,7 +20,7 @@ use crate::{
     config::Config,
     country::CountryCode,
     ebpf::{GeoTables, Tables},
-    geoip::{GeoDb, Location, range_to_prefixes_v6},
+    geoip::{GeoDb, Location, coalesce, merge_under, range_to_prefixes_v6},
 };
 
 /// The label value of slot 0, inside addresses in no configured group.
@@ -328,16 +328,16 @@ fn address_ranges(
     word: impl Fn(&Location) -> u32,
 ) -> (Ranges<u32>, Ranges<u128>) {
     let (inside4, inside6) = inside_ranges(config);
-    let mut v4 = overlay(
-        &inside4,
+    let mut v4 = merge_under(
+        inside4,
         geo.locations_v4()
             .iter()
             .map(|(a, b, l)| (*a, *b, word(l)))
             .collect(),
     );
     coalesce(&mut v4);
-    let mut v6 = overlay(
-        &inside6,
+    let mut v6 = merge_under(
+        inside6,
         geo.locations_v6()
             .iter()
             .map(|(a, b, l)| (*a, *b, word(l)))
@@ -354,83 +354,21 @@ type Ranges<T> = Vec<(T, T, u32)>;
 /// networks nest (a group inside a home network) the longest prefix wins.
 fn inside_ranges(config: &Config) -> (Ranges<u32>, Ranges<u128>) {
     let mut nets: Vec<(IpNet, u32)> = config.inside_networks().collect();
-    // Shortest first, so that each longer prefix is painted over the ones containing it.
-    nets.sort_by_key(|(n, _)| n.prefix_len());
+    // Longest first, so that each shorter prefix only fills what the longer ones leave.
+    nets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (net, group) in nets {
         let w = inside(group);
         match net {
             IpNet::V4(n) => {
-                v4 = overlay(&[(n.network().into(), n.broadcast().into(), w)], v4);
+                v4 = merge_under(v4, vec![(n.network().into(), n.broadcast().into(), w)]);
             }
             IpNet::V6(n) => {
-                v6 = overlay(&[(n.network().into(), n.broadcast().into(), w)], v6);
+                v6 = merge_under(v6, vec![(n.network().into(), n.broadcast().into(), w)]);
             }
         }
     }
     (v4, v6)
-}
-
-/// `top` painted over `base` (both sorted and disjoint): where they overlap, `top` wins.
-fn overlay<T: Copy + Ord + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + From<u8>>(
-    top: &[(T, T, u32)],
-    base: Vec<(T, T, u32)>,
-) -> Vec<(T, T, u32)> {
-    if top.is_empty() {
-        return base;
-    }
-    let one = T::from(1);
-    let mut out = Vec::with_capacity(base.len() + 2 * top.len());
-    let mut t = top.iter().peekable();
-    for (mut first, last, w) in base {
-        // Emit the top ranges that end before this piece starts.
-        while let Some(&&(tf, tl, tw)) = t.peek() {
-            if tl >= first {
-                break;
-            }
-            out.push((tf, tl, tw));
-            t.next();
-        }
-        // Cut the top ranges out of [first, last].
-        let mut alive = true;
-        while let Some(&&(tf, tl, tw)) = t.peek() {
-            if tf > last {
-                break;
-            }
-            if tf > first {
-                out.push((first, tf - one, w));
-            }
-            if tl >= last {
-                alive = false;
-                break;
-            }
-            out.push((tf, tl, tw));
-            t.next();
-            first = tl + one;
-        }
-        if alive {
-            out.push((first, last, w));
-        }
-    }
-    out.extend(t.copied());
-    out.sort_unstable_by_key(|r| r.0);
-    out.dedup();
-    out
-}
-
-/// Joins adjacent ranges with the same word (the country-and-ASN data may split ranges
-/// that map to the same slots).
-fn coalesce<T: Copy + PartialEq + std::ops::Add<Output = T> + From<u8>>(
-    ranges: &mut Vec<(T, T, u32)>,
-) {
-    ranges.dedup_by(|next, prev| {
-        if prev.2 == next.2 && prev.1 + T::from(1) == next.0 {
-            prev.1 = next.1;
-            true
-        } else {
-            false
-        }
-    });
 }
 
 #[cfg(test)]
@@ -458,12 +396,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn overlay_lets_the_top_win_and_keeps_the_rest(
+        fn merge_under_lets_the_top_win_and_keeps_the_rest(
             top in prop::collection::vec((any::<u16>(), 1000u32..1010), 0..12),
             base in prop::collection::vec((any::<u16>(), 1u32..9), 0..30),
         ) {
             let (top, base) = (disjoint(&top), disjoint(&base));
-            let out = overlay(&top, base.clone());
+            let out = merge_under(top.clone(), base.clone());
             for pair in out.windows(2) {
                 prop_assert!(pair[0].1 < pair[1].0, "sorted and disjoint: {out:?}");
             }

@@ -13,7 +13,7 @@
 //! * [`capture`]: tcpdump captures inside a namespace.
 //! * [`prometheus`]: a throw-away Prometheus server and `promtool` linting.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub mod capture;
 pub mod daemon;
@@ -83,4 +83,16 @@ pub fn exfilmon_bin() -> PathBuf {
         }
     }
     workspace_root().join("target/release/exfilmon")
+}
+
+/// Writes `text` as `exfilmon.toml` in `dir` and loads it; panics with the config error.
+///
+/// # Panics
+/// When the file cannot be written or the config does not load.
+#[must_use]
+pub fn write_config(dir: &Path, text: &str) -> monitor::config::Config {
+    let path = dir.join("exfilmon.toml");
+    std::fs::write(&path, text).expect("write config");
+    monitor::config::Config::load(&path)
+        .unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)))
 }

@@ -8,13 +8,13 @@ use std::{
     path::Path,
 };
 
-use exfilmon_tests::{packet::*, require_root};
+use exfilmon_tests::{packet::*, require_root, write_config};
 use monitor::{
     config::Config,
-    ebpf::InstallError,
+    ebpf::{InstallError, Monitor},
     geoip::GeoDb,
     load_monitor,
-    tables::{self, Labels, Verdict},
+    tables::{self, Labels, Plan, Verdict},
 };
 use monitor_common::{
     class::{DIR_OUTBOUND, class_index},
@@ -27,7 +27,6 @@ const PHONE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const PHONE6: &str = "2001:db8:1:1::10";
 
 fn config(dir: &Path, geoip: &str) -> Config {
-    let path = dir.join("exfilmon.toml");
     let text = format!(
         r#"
 [home]
@@ -44,8 +43,16 @@ ring_bytes = 1048576
 track_unknown = true
 "#
     );
-    std::fs::write(&path, text).expect("write config");
-    Config::load(&path).unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)))
+    write_config(dir, &text)
+}
+
+/// The GeoIP data, tables and loaded programs of `config`.
+fn load(config: &Config) -> (GeoDb, Plan, Monitor) {
+    let geo = GeoDb::load(&config.geoip.sources).expect("geoip data");
+    let plan = tables::plan(config, &geo).expect("plan");
+    let monitor = load_monitor(config, &plan)
+        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+    (geo, plan, monitor)
 }
 
 fn csv_source(dir: &Path, name: &str, rows: &str) -> String {
@@ -57,12 +64,7 @@ fn csv_source(dir: &Path, name: &str, rows: &str) -> String {
     )
 }
 
-fn class_packets(
-    monitor: &monitor::ebpf::Monitor,
-    labels: &Labels,
-    country: &str,
-    verdict: Verdict,
-) -> u64 {
+fn class_packets(monitor: &Monitor, labels: &Labels, country: &str, verdict: Verdict) -> u64 {
     let c = (0..labels.countries.len() as u32)
         .find(|s| labels.country(*s) == country)
         .unwrap_or_else(|| panic!("country {country} has a slot"));
@@ -75,7 +77,7 @@ fn class_packets(
         .map_or(0, |(_, c)| c.packets)
 }
 
-fn run(monitor: &monitor::ebpf::Monitor, frame: &[u8]) {
+fn run(monitor: &Monitor, frame: &[u8]) {
     let out = monitor.test_run(programs::XDP, frame).expect("test run");
     assert_eq!(out.action, XDP_PASS);
 }
@@ -87,11 +89,8 @@ fn kernel_locations_match_the_userspace_lookup_on_the_tor_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     // No [geoip] section: the default, Debian's tor-geoipdb, installed by the setup.
     let config = config(dir.path(), "");
-    let geo = GeoDb::load(&config.geoip.sources).expect("tor geoip data");
+    let (geo, plan, monitor) = load(&config);
     assert!(geo.len_v4() > 100_000, "the real tor data is loaded");
-    let plan = tables::plan(&config, &geo).expect("plan");
-    let monitor = load_monitor(&config, &plan)
-        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
 
     // Addresses at every range edge of a stretch of the data, and a spread over the space.
     let mut remotes: Vec<IpAddr> = Vec::new();
@@ -182,10 +181,7 @@ fn geoip_reload_switches_generation_and_keeps_counters() {
     let after = "203.0.113.0,203.0.113.31,SG\n203.0.113.32,203.0.113.63,CN\n\
                  2001:db8:ff:86::,2001:db8:ff:86::ffff,SG\n";
     let config = config(dir.path(), &csv_source(dir.path(), "before.csv", before));
-    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
-    let plan = tables::plan(&config, &geo).expect("plan");
-    let mut monitor = load_monitor(&config, &plan)
-        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+    let (geo, plan, mut monitor) = load(&config);
     assert_eq!(monitor.live_generation(), Some(0));
 
     let cn = Ipv4Addr::new(203, 0, 113, 10);
@@ -246,10 +242,7 @@ fn a_reload_that_does_not_fit_keeps_the_live_tables() {
         dir.path(),
         &csv_source(dir.path(), "small.csv", "203.0.113.0,203.0.113.63,CN\n"),
     );
-    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
-    let plan = tables::plan(&config, &geo).expect("plan");
-    let mut monitor = load_monitor(&config, &plan)
-        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+    let (_, plan, mut monitor) = load(&config);
     let capacity = monitor.sizes().l2_blocks;
 
     // Far more split /24s than the level-2 area was sized for.
@@ -305,10 +298,7 @@ fn flows_carry_the_asn_of_the_data() {
         dir.path().display()
     );
     let config = config(dir.path(), &geoip);
-    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
-    let plan = tables::plan(&config, &geo).expect("plan");
-    let monitor = load_monitor(&config, &plan)
-        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+    let (geo, _, monitor) = load(&config);
     for (last_octet, asn) in [(10u8, 64500u32), (40, 64501)] {
         let remote = Ipv4Addr::new(203, 0, 113, last_octet);
         run(

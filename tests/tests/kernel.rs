@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{MapData, RingBuf};
-use exfilmon_tests::{packet::*, require_root};
+use exfilmon_tests::{packet::*, require_root, write_config};
 use monitor::{
     config::Config,
     ebpf::{Counters, Monitor},
@@ -66,10 +66,7 @@ ring_bytes = 262144
 {extra_flows}
 "#
     );
-    let path = dir.path().join("exfilmon.toml");
-    std::fs::write(&path, text).expect("write config");
-    let config =
-        Config::load(&path).unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)));
+    let config = write_config(dir.path(), &text);
     (dir, config)
 }
 

@@ -5,7 +5,7 @@
 use std::{borrow::Cow, fs::File, net::Ipv4Addr, path::Path, time::Duration};
 
 use exfilmon_tests::{packet::*, require_root};
-use monitor::{config::Config, geoip::GeoDb, load_monitor, replay, tables};
+use monitor::{geoip::GeoDb, load_monitor, replay, tables};
 use pcap_file::{
     DataLink,
     pcap::{PcapHeader, PcapPacket, PcapWriter},
@@ -69,9 +69,7 @@ fn report(dir: &Path, capture: &Path) -> replay::Report {
     let text = format!(
         "[home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n[[group]]\nname = \"phones\"\nnetworks = [\"192.0.2.0/26\"]\nallow = [\"SG\"]\n[geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}]\n"
     );
-    let path = dir.join("exfilmon.toml");
-    std::fs::write(&path, text).expect("config");
-    let config = Config::load(&path).expect("config");
+    let config = exfilmon_tests::write_config(dir, &text);
     let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
     let plan = tables::plan(&config, &geo).expect("plan");
     let mut monitor = load_monitor(&config, &plan).expect("load");

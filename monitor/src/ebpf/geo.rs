@@ -35,6 +35,12 @@ impl GeoTables {
             .sum()
     }
 
+    /// ASN slots the data uses (the highest slot plus one).
+    #[must_use]
+    pub fn asn_slots(&self) -> u32 {
+        self.asns.iter().map(|a| a.0 + 1).max().unwrap_or(0)
+    }
+
     /// Level-2 blocks the IPv4 data needs.
     #[must_use]
     pub fn l2_blocks(&self) -> u32 {
@@ -94,23 +100,15 @@ impl Monitor {
         let live = self.geo.live;
         let idle = live.map_or(0, |g| (g + 1) % GENERATIONS);
 
-        // Check every capacity before writing anything.
-        let l2_capacity = self.sizes.l2_blocks;
-        let needed = tables.l2_blocks();
-        if needed > l2_capacity {
-            return Err(TooManyBlocks {
-                needed,
-                capacity: l2_capacity,
-            }
-            .into());
-        }
+        // Check every capacity before writing anything (the level-2 room is checked by
+        // `Dir24::fill`, the first writer, before it writes).
         if tables.v6.len() > self.sizes.geo6 as usize {
             return Err(InstallError::Ipv6Capacity {
                 needed: tables.v6.len(),
                 capacity: self.sizes.geo6,
             });
         }
-        let asn_needed = tables.asns.iter().map(|a| a.0 + 1).max().unwrap_or(0);
+        let asn_needed = tables.asn_slots();
         if asn_needed > self.sizes.asn_slots {
             return Err(InstallError::AsnCapacity {
                 needed: asn_needed,
@@ -118,19 +116,8 @@ impl Monitor {
             });
         }
 
-        // ASN slots are stable: a slot, once given, keeps its number, so the live
-        // generation reads the same AS numbers after this write.
-        {
-            let name = maps::ASNS;
-            let mut asns: Array<_, u32> =
-                Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
-            for (slot, asn) in &tables.asns {
-                asns.set(*slot, asn, 0)
-                    .map_err(|s| map_err(name, format!("set {slot}"), s))?;
-            }
-        }
-
         // IPv4: both levels through mmap, only the idle generation's words.
+        let l2_capacity = self.sizes.l2_blocks;
         let mut l1 = self.mmap(maps::GEO4_L1)?;
         let mut l2 = self.mmap(maps::GEO4_L2)?;
         let l1_words = words_mut(&mut l1);
@@ -146,6 +133,18 @@ impl Monitor {
         .fill(&tables.v4)?;
         // Make the words visible before the generation switch below.
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+
+        // ASN slots are stable: a slot, once given, keeps its number, so the live
+        // generation reads the same AS numbers after this write.
+        {
+            let name = maps::ASNS;
+            let mut asns: Array<_, u32> =
+                Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (slot, asn) in &tables.asns {
+                asns.set(*slot, asn, 0)
+                    .map_err(|s| map_err(name, format!("set {slot}"), s))?;
+            }
+        }
 
         // IPv6: empty the idle trie, then fill it.
         let name = if idle == 0 {

@@ -101,7 +101,7 @@ impl Sizes {
     #[must_use]
     pub fn for_geo(flows: u32, ring_bytes: u32, geo: &GeoTables) -> Self {
         let grow = |n: u32, floor: u32| n.saturating_add(n / 4).max(floor);
-        let asns = geo.asns.iter().map(|a| a.0 + 1).max().unwrap_or(1);
+        let asns = geo.asn_slots().max(1);
         Sizes {
             flows,
             ring_bytes,

@@ -10,7 +10,7 @@ use super::Location;
 use crate::country::CountryCode;
 
 /// Unsigned address integers (`u32` for IPv4, `u128` for IPv6).
-pub(super) trait Addr: Copy + Ord + fmt::Debug {
+pub(crate) trait Addr: Copy + Ord + fmt::Debug {
     const BITS: u32;
     const MAX: Self;
     /// `IPv4` or `IPv6`.
@@ -196,7 +196,10 @@ pub(super) fn find<T: Addr, V: Copy>(ranges: &[(T, T, V)], x: T) -> Option<V> {
 
 /// Merges `new` (sorted, disjoint) under `acc` (sorted, disjoint): the parts
 /// of `new` not covered by `acc` are added.
-fn merge_under<T: Addr, V: Copy>(mut acc: Vec<(T, T, V)>, new: Vec<(T, T, V)>) -> Vec<(T, T, V)> {
+pub(crate) fn merge_under<T: Addr, V: Copy>(
+    mut acc: Vec<(T, T, V)>,
+    new: Vec<(T, T, V)>,
+) -> Vec<(T, T, V)> {
     if acc.is_empty() {
         return new;
     }
@@ -226,7 +229,7 @@ fn merge_under<T: Addr, V: Copy>(mut acc: Vec<(T, T, V)>, new: Vec<(T, T, V)>) -
 }
 
 /// Joins adjacent ranges of equal value.
-fn coalesce<T: Addr, V: PartialEq>(ranges: &mut Vec<(T, T, V)>) {
+pub(crate) fn coalesce<T: Addr, V: PartialEq>(ranges: &mut Vec<(T, T, V)>) {
     ranges.dedup_by(|next, prev| {
         if prev.2 == next.2 && prev.1.checked_inc() == Some(next.0) {
             prev.1 = next.1;
