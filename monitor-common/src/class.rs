@@ -64,6 +64,36 @@ pub const fn policy_index(group: u32, country: u32) -> u32 {
     ((group & (MAX_GROUPS - 1)) << COUNTRY_BITS) | (country & (COUNTRY_SLOTS - 1))
 }
 
+/// ASN slots `1..NAMED_ASN_SLOTS` are reserved for the AS numbers the config names
+/// (`[metrics] asns`); only they get per-ASN counters, so that label stays bounded.
+/// Slot 0 is the unknown ASN; ASNs met only in the GeoIP data take slots from here up.
+pub const NAMED_ASN_SLOTS: u32 = 256;
+pub const NAMED_ASN_BITS: u32 = 8;
+/// Entries of the per-ASN counter array: group × named ASN slot × direction.
+pub const ASN_COUNTER_ENTRIES: u32 = MAX_GROUPS * NAMED_ASN_SLOTS * 2;
+
+const _: () = assert!(1 << NAMED_ASN_BITS == NAMED_ASN_SLOTS);
+
+/// Index of (group, named ASN slot, direction) in the per-ASN counter array, masked into
+/// range like [`class_index`].
+#[inline(always)]
+#[must_use]
+pub const fn asn_counter_index(group: u32, asn_slot: u32, dir: u32) -> u32 {
+    ((group & (MAX_GROUPS - 1)) << (NAMED_ASN_BITS + 1))
+        | ((asn_slot & (NAMED_ASN_SLOTS - 1)) << 1)
+        | (dir & 1)
+}
+
+/// The inverse of [`asn_counter_index`]: (group, named ASN slot, direction).
+#[must_use]
+pub const fn asn_counter_parts(index: u32) -> (u32, u32, u32) {
+    (
+        (index >> (NAMED_ASN_BITS + 1)) & (MAX_GROUPS - 1),
+        (index >> 1) & (NAMED_ASN_SLOTS - 1),
+        index & 1,
+    )
+}
+
 /// Packets and layer-3 bytes of one class on one CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,5 +122,15 @@ mod tests {
         }
         assert!(class_index(u32::MAX, u32::MAX, u32::MAX, u32::MAX) < CLASS_ENTRIES);
         assert!(policy_index(u32::MAX, u32::MAX) < POLICY_ENTRIES);
+    }
+
+    #[test]
+    fn asn_counter_index_round_trips_and_stays_in_range() {
+        for (g, a, d) in [(0, 1, 0), (31, 255, 1), (7, 42, 1)] {
+            let i = asn_counter_index(g, a, d);
+            assert!(i < ASN_COUNTER_ENTRIES);
+            assert_eq!(asn_counter_parts(i), (g, a, d));
+        }
+        assert!(asn_counter_index(u32::MAX, u32::MAX, u32::MAX) < ASN_COUNTER_ENTRIES);
     }
 }

@@ -42,6 +42,8 @@ pub mod maps {
     pub const COUNTRY_CODES: &str = "COUNTRY_CODES";
     /// `PerCpuArray<ClassCounter>` indexed by `class::class_index`.
     pub const CLASS_COUNTERS: &str = "CLASS_COUNTERS";
+    /// `PerCpuArray<ClassCounter>` indexed by `class::asn_counter_index`: the named ASNs.
+    pub const ASN_COUNTERS: &str = "ASN_COUNTERS";
     /// `PerCpuArray<u64>` indexed by `reason::Reason`.
     pub const REASONS: &str = "REASONS";
     /// `LruHashMap<FlowKey, FlowState>`: violation flows.

@@ -1,21 +1,22 @@
 //! Direction, remote location, source group and verdict; the per-class counters.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::{PerCpuArray, lpm_trie::Key};
 use monitor_common::{
     class::{
-        DIR_INBOUND, DIR_OUTBOUND, VERDICT_UNKNOWN, VERDICT_VIOLATION, class_index, policy_index,
+        ClassCounter, DIR_INBOUND, DIR_OUTBOUND, NAMED_ASN_SLOTS, VERDICT_UNKNOWN,
+        VERDICT_VIOLATION, asn_counter_index, class_index, policy_index,
     },
     config::FLAG_TRACK_UNKNOWN,
     flow::FAMILY_V4,
-    geo::{GEO_L2, INSIDE, country_slot, group_slot, l1_index, l2_index},
+    geo::{GEO_L2, INSIDE, asn_slot, country_slot, group_slot, l1_index, l2_index},
     reason,
 };
 
 use crate::{
     flow,
     maps::{
-        BENCH_TRIE4, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1, GEO4_L2, GEO6_0, GEO6_1,
-        POLICY, count,
+        ASN_COUNTERS, BENCH_TRIE4, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1, GEO4_L2,
+        GEO6_0, GEO6_1, POLICY, count,
     },
     parse::{Packet, addr_bytes, parse},
 };
@@ -67,12 +68,19 @@ fn account(p: &Packet, group: u32, location: u32, dir: u32) {
         .get(policy_index(group, country))
         .map_or(VERDICT_UNKNOWN, |v| u32::from(*v));
 
-    if let Some(c) = CLASS_COUNTERS.get_ptr_mut(class_index(group, country, dir, verdict)) {
-        // SAFETY: per-CPU slot; nothing else writes it while this program runs on this CPU.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += p.l3_bytes;
-        }
+    add(
+        &CLASS_COUNTERS,
+        class_index(group, country, dir, verdict),
+        p.l3_bytes,
+    );
+    // Named ASNs have the low slots: one compare for every other packet.
+    let asn = asn_slot(location);
+    if asn != 0 && asn < NAMED_ASN_SLOTS {
+        add(
+            &ASN_COUNTERS,
+            asn_counter_index(group, asn, dir),
+            p.l3_bytes,
+        );
     }
 
     // CONFIG is read only for unknown verdicts: the common verdicts cost no extra lookup.
@@ -83,6 +91,18 @@ fn account(p: &Packet, group: u32, location: u32, dir: u32) {
                 .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0));
     if track {
         flow::track(p, group, location, verdict, dir);
+    }
+}
+
+/// Adds one packet of `bytes` to entry `index` of a per-CPU counter array.
+#[inline(always)]
+fn add(counters: &PerCpuArray<ClassCounter>, index: u32, bytes: u64) {
+    if let Some(c) = counters.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; nothing else writes it while this program runs on this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     bench::BenchPacket,
-    class::{CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, POLICY_ENTRIES},
+    class::{ASN_COUNTER_ENTRIES, CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, POLICY_ENTRIES},
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::L1_ENTRIES,
@@ -57,6 +57,11 @@ pub static COUNTRY_CODES: Array<[u8; 2]> = Array::with_max_entries(COUNTRY_SLOTS
 #[map]
 pub static CLASS_COUNTERS: PerCpuArray<ClassCounter> =
     PerCpuArray::with_max_entries(CLASS_ENTRIES, 0);
+
+/// Packets and bytes per (group, named ASN, direction): only the ASNs the config names.
+#[map]
+pub static ASN_COUNTERS: PerCpuArray<ClassCounter> =
+    PerCpuArray::with_max_entries(ASN_COUNTER_ENTRIES, 0);
 
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_ENTRIES, 0);

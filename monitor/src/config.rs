@@ -28,6 +28,7 @@
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9477"
+//! asns = [4134, 4837]           # AS numbers with per-ASN counters, at most 255 (default [])
 //!
 //! [flows]
 //! max_entries = 65536
@@ -62,6 +63,9 @@ use crate::country::{CountryCode, CountryError};
 /// Most groups a config may define (group slots are a 32-bit mask, one slot
 /// being "ungrouped").
 pub const MAX_GROUPS: usize = 31;
+
+/// Most AS numbers `[metrics] asns` may name (the kernel reserves that many ASN slots).
+pub const MAX_NAMED_ASNS: usize = monitor_common::class::NAMED_ASN_SLOTS as usize - 1;
 
 /// Group name that is reserved for inside addresses in no group.
 pub const RESERVED_GROUP: &str = "ungrouped";
@@ -245,6 +249,24 @@ pub enum ConfigError {
         /// The parse error.
         #[source]
         source: std::net::AddrParseError,
+    },
+    /// An AS number is listed twice in `[metrics] asns`.
+    #[error("{at}: AS{asn} is already listed as metrics.asns[{other_index}]")]
+    DuplicateAsn {
+        /// Where (the later entry).
+        at: Box<Location>,
+        /// The AS number.
+        asn: u32,
+        /// Index of the earlier entry.
+        other_index: usize,
+    },
+    /// More than [`MAX_NAMED_ASNS`] AS numbers in `[metrics] asns`.
+    #[error("{at}: at most {max} AS numbers may have per-ASN counters")]
+    TooManyAsns {
+        /// Where (the first entry past the limit).
+        at: Box<Location>,
+        /// The limit.
+        max: usize,
     },
     /// A number is out of its range.
     #[error("{at}: {value} is out of range (must be {min}..={max})")]
@@ -524,6 +546,9 @@ impl fmt::Display for XdpMode {
 pub struct Metrics {
     /// Prometheus listen address. Default: `127.0.0.1:9477` ([`DEFAULT_LISTEN`]).
     pub listen: SocketAddr,
+    /// AS numbers that get per-ASN counters (`exfilmon_asn_packets_total`, ...), at most
+    /// [`MAX_NAMED_ASNS`]. Default: none.
+    pub asns: Vec<u32>,
 }
 
 /// `[flows]`: flow table and ring buffer tuning.
@@ -732,6 +757,7 @@ struct RawInterface {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<Spanned<String>>,
+    asns: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 #[derive(Deserialize)]
@@ -1108,7 +1134,48 @@ impl Ctx<'_> {
                     source,
                 })?,
         };
-        Ok(Metrics { listen })
+        let mut asns: Vec<u32> = Vec::new();
+        let list = raw.and_then(|m| m.asns.as_ref());
+        for (i, v) in list
+            .map(|l| l.get_ref().as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let key = format!("metrics.asns[{i}]");
+            let value = *v.get_ref();
+            let Ok(asn) = u32::try_from(value) else {
+                return Err(ConfigError::OutOfRange {
+                    at: self.at(&v.span(), key),
+                    value,
+                    min: 1,
+                    max: u32::MAX.into(),
+                });
+            };
+            if asn == 0 {
+                return Err(ConfigError::OutOfRange {
+                    at: self.at(&v.span(), key),
+                    value,
+                    min: 1,
+                    max: u32::MAX.into(),
+                });
+            }
+            if let Some(first) = asns.iter().position(|a| *a == asn) {
+                return Err(ConfigError::DuplicateAsn {
+                    at: self.at(&v.span(), key),
+                    asn,
+                    other_index: first,
+                });
+            }
+            if asns.len() == MAX_NAMED_ASNS {
+                return Err(ConfigError::TooManyAsns {
+                    at: self.at(&v.span(), key),
+                    max: MAX_NAMED_ASNS,
+                });
+            }
+            asns.push(asn);
+        }
+        Ok(Metrics { listen, asns })
     }
 
     /// The integer at `key` within `min..=max`, or `default` when absent.
@@ -1489,6 +1556,30 @@ log = "events.jsonl"
             &["missing field `networks`"],
         );
         assert_err("[metrics]\n", &["config.toml:1: missing field `home`"]);
+    }
+
+    #[test]
+    fn named_asns_are_checked_with_line_and_index() {
+        let c = parse(&format!("{HOME}[metrics]\nasns = [4134, 4837]\n")).expect("valid");
+        assert_eq!(c.metrics.asns, [4134, 4837]);
+        assert_eq!(parse(HOME).expect("valid").metrics.asns, [] as [u32; 0]);
+        assert_err(
+            &format!("{HOME}[metrics]\nasns = [4134, 0]\n"),
+            &["config.toml:4: metrics.asns[1]: 0 is out of range (must be 1..=4294967295)"],
+        );
+        assert_err(
+            &format!("{HOME}[metrics]\nasns = [4294967296]\n"),
+            &["metrics.asns[0]: 4294967296 is out of range"],
+        );
+        assert_err(
+            &format!("{HOME}[metrics]\nasns = [\n  4134,\n  4134,\n]\n"),
+            &["config.toml:6: metrics.asns[1]: AS4134 is already listed as metrics.asns[0]"],
+        );
+        let many: Vec<String> = (1..=256).map(|n| n.to_string()).collect();
+        assert_err(
+            &format!("{HOME}[metrics]\nasns = [{}]\n", many.join(", ")),
+            &["metrics.asns[255]: at most 255 AS numbers may have per-ASN counters"],
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::{
     events::{self, Clock, EventKind, EventLog, FlowRecord, FlowTable},
     geoip::SourceInfo,
     metrics::{self, DaemonMetrics, KernelCollector},
+    reload::{self, ReloadError, Reloaded},
     tables::{Labels, Plan},
 };
 
@@ -122,14 +123,7 @@ pub async fn run(
     let labels = Arc::new(RwLock::new(plan.labels));
     let registry = Registry::new();
     let dm = DaemonMetrics::register(&registry)?;
-    dm.geoip_prefixes
-        .with_label_values(&["ipv4"])
-        .set(i64::try_from(plan.tables.geo.prefix_count_v4()).unwrap_or(i64::MAX));
-    dm.geoip_prefixes
-        .with_label_values(&["ipv6"])
-        .set(i64::try_from(plan.tables.geo.v6.len()).unwrap_or(i64::MAX));
-    dm.geoip_level2_blocks
-        .set(i64::from(plan.tables.geo.l2_blocks()));
+    dm.set_geoip_tables(&plan.tables.geo);
     dm.set_geoip_sources(sources);
     // Before any map is taken: only the maps the loader still holds are listed.
     dm.set_map_memory(&monitor.map_memory());
@@ -163,9 +157,10 @@ pub async fn run(
     let mut flows_map: HashMap<MapData, FlowKey, FlowState> = monitor.take_flows()?;
     let mut table = FlowTable::default();
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
-    let sweep_every =
-        (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
-    let mut sweep_tick = tokio::time::interval(sweep_every);
+    let mut sweep_tick = tokio::time::interval(sweep_interval(&config));
+    let mut config = config;
+    let mut monitor = Some(monitor);
+    let mut reloading: Option<ReloadTask> = None;
 
     let mut handle = |kind: EventKind, record: FlowRecord, log: &mut Option<EventLog>| {
         dm.flow_events.with_label_values(&[kind.as_str()]).inc();
@@ -198,13 +193,54 @@ pub async fn run(
                 dm.flows_tracked.set(i64::try_from(table.len()).unwrap_or(i64::MAX));
             }
             _ = sighup.recv() => {
-                tracing::warn!("SIGHUP: hot reload is not implemented yet; restart exfilmon to apply a new config");
+                if reloading.is_some() {
+                    tracing::warn!("SIGHUP: a reload is still running; this signal is ignored");
+                } else if let Some(m) = monitor.take() {
+                    tracing::info!(config = %config.path.display(), "SIGHUP: reloading the config and GeoIP data");
+                    reloading = Some(start_reload(m, config.clone(), labels.clone()));
+                }
+            }
+            done = async {
+                match reloading.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if reloading.is_some() => {
+                reloading = None;
+                let Ok((m, result)) = done else {
+                    // Only a cancelled runtime gets here: the task catches panics.
+                    tracing::error!("the reload task was cancelled");
+                    break;
+                };
+                monitor = Some(m);
+                match result {
+                    Ok(r) => {
+                        finish_reload(&r, &dm);
+                        if r.config.flows.idle_timeout != config.flows.idle_timeout {
+                            sweep_tick = tokio::time::interval(sweep_interval(&r.config));
+                        }
+                        config = r.config;
+                    }
+                    Err(e) => {
+                        dm.reloads.with_label_values(&["failure"]).inc();
+                        dm.last_reload_successful.set(0);
+                        tracing::error!(error = %crate::error_chain(&e), "reload refused; the previous config and tables keep running");
+                    }
+                }
+                // Reopened on every SIGHUP, so that log rotation works as usual.
+                reopen_log(&mut log, &config, clock, &dm);
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
     }
 
+    // A reload holds the programs: wait for it, so that they are detached below.
+    if let Some(task) = reloading.take()
+        && let Ok((m, _)) = task.await
+    {
+        monitor = Some(m);
+    }
     drain(
         ring.get_mut(),
         &mut table,
@@ -223,6 +259,73 @@ pub async fn run(
     drop(monitor);
     tracing::info!("detached; bye");
     Ok(())
+}
+
+/// A reload running off the event loop; it hands the programs back when done.
+type ReloadTask = tokio::task::JoinHandle<(Monitor, Result<Reloaded, ReloadError>)>;
+
+/// Starts a reload on a blocking thread: parsing GeoIP data and filling the tables takes
+/// a second or more, and the ring buffer must keep draining meanwhile.
+fn start_reload(mut monitor: Monitor, running: Config, labels: Arc<RwLock<Labels>>) -> ReloadTask {
+    tokio::task::spawn_blocking(move || {
+        // A panic must not take the programs with it (dropping them detaches them).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reload::reload(&mut monitor, &running, &labels)
+        }))
+        .unwrap_or_else(|_| Err(ReloadError::Panicked));
+        (monitor, result)
+    })
+}
+
+/// Logs and exports what a reload applied.
+fn finish_reload(r: &Reloaded, dm: &DaemonMetrics) {
+    dm.set_geoip_tables(&r.geo);
+    dm.set_geoip_sources(&r.sources);
+    dm.reloads.with_label_values(&["success"]).inc();
+    dm.config_applied();
+    tracing::info!(
+        generation = r.installed.generation,
+        ranges_v4 = r.geo.v4.len(),
+        level2_blocks = r.installed.l2_used,
+        prefixes_v6 = r.installed.prefixes_v6,
+        groups = r.config.groups.len(),
+        "reloaded; the new tables are live"
+    );
+    if !r.restart_needed.is_empty() {
+        tracing::warn!(
+            keys = %r.restart_needed.join(", "),
+            "these settings changed but take effect only after a restart; their running values are kept"
+        );
+    }
+}
+
+/// Reopens the event log at the path `config` names (or closes it). On failure the old
+/// log stays open.
+fn reopen_log(log: &mut Option<EventLog>, config: &Config, clock: Clock, dm: &DaemonMetrics) {
+    if let Some(old) = log.as_mut()
+        && let Err(e) = old.flush()
+    {
+        dm.event_errors.with_label_values(&["log_write"]).inc();
+        tracing::warn!(error = %crate::error_chain(&e), "flushing the event log failed");
+    }
+    match config
+        .events
+        .log
+        .as_deref()
+        .map(|p| EventLog::open(p, clock))
+    {
+        None => *log = None,
+        Some(Ok(new)) => *log = Some(new),
+        Some(Err(e)) => {
+            dm.event_errors.with_label_values(&["log_write"]).inc();
+            tracing::error!(error = %crate::error_chain(&e), "reopening the event log failed; writing to the old one");
+        }
+    }
+}
+
+/// How often idle flows are swept: a quarter of the idle timeout, within 250 ms..5 s.
+fn sweep_interval(config: &Config) -> Duration {
+    (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
 fn drain(

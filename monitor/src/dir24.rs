@@ -12,7 +12,7 @@ use monitor_common::geo::{GEO_L2, L1_WORDS, L2_BLOCK_WORDS};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the IPv4 GeoIP data splits {needed} /24 networks between locations, but the level-2 \
-     table holds {capacity} (`[geoip] l2_blocks`, or restart to size it to the new data)"
+     table holds {capacity}; restart to size it to the new data"
 )]
 pub struct TooManyBlocks {
     pub needed: u32,

@@ -24,7 +24,7 @@ pub fn report(config: &Config, sources: &[SourceInfo], plan: &Plan) -> String {
         geo.l2_blocks(),
         geo.v6.len(),
         plan.labels.countries.len() - 1,
-        plan.labels.asns.len() - 1,
+        plan.labels.asn_count(),
     );
     out.push_str(&memory(config, plan));
     out

@@ -99,6 +99,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for journald or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli.command) {
         Ok(code) => code,
@@ -150,7 +152,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 plan.tables.geo.prefix_count_v4(),
                 plan.tables.geo.v6.len(),
                 plan.labels.countries.len() - 1,
-                plan.labels.asns.len() - 1,
+                plan.labels.asn_count(),
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -23,15 +23,16 @@ use prometheus::{
 use tokio::net::TcpListener;
 
 use crate::{
-    ebpf::{CounterMaps, Counters},
+    ebpf::{CounterMaps, Counters, GeoTables},
     geoip::SourceInfo,
-    tables::Labels,
+    tables::{Direction, Labels},
 };
 
 /// The Content-Type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const CLASS_LABELS: [&str; 4] = ["group", "country", "direction", "verdict"];
+const ASN_LABELS: [&str; 3] = ["group", "asn", "direction"];
 
 /// Reads the kernel's counters at scrape time.
 pub struct KernelCollector {
@@ -45,6 +46,8 @@ pub struct KernelCollector {
 struct Templates {
     packets: IntCounterVec,
     bytes: IntCounterVec,
+    asn_packets: IntCounterVec,
+    asn_bytes: IntCounterVec,
     frames: IntCounterVec,
     kernel_events: IntCounterVec,
 }
@@ -64,6 +67,16 @@ impl Templates {
                 "exfilmon_bytes_total",
                 "Layer-3 bytes (IP packets, headers included) of classified packets by source group, remote country, direction and verdict.",
                 &CLASS_LABELS,
+            ),
+            asn_packets: vec(
+                "exfilmon_asn_packets_total",
+                "Classified packets to and from the AS numbers that [metrics] asns names, by source group, ASN and direction.",
+                &ASN_LABELS,
+            ),
+            asn_bytes: vec(
+                "exfilmon_asn_bytes_total",
+                "Layer-3 bytes to and from the AS numbers that [metrics] asns names, by source group, ASN and direction.",
+                &ASN_LABELS,
             ),
             frames: vec(
                 "exfilmon_frames_total",
@@ -94,10 +107,17 @@ impl KernelCollector {
 impl Collector for KernelCollector {
     fn desc(&self) -> Vec<&Desc> {
         let t = &self.templates;
-        [&t.packets, &t.bytes, &t.frames, &t.kernel_events]
-            .into_iter()
-            .flat_map(Collector::desc)
-            .collect()
+        [
+            &t.packets,
+            &t.bytes,
+            &t.asn_packets,
+            &t.asn_bytes,
+            &t.frames,
+            &t.kernel_events,
+        ]
+        .into_iter()
+        .flat_map(Collector::desc)
+        .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -136,6 +156,17 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
         t.packets.with_label_values(&values).inc_by(c.packets);
         t.bytes.with_label_values(&values).inc_by(c.bytes);
     }
+    for (index, c) in &counters.asns {
+        let (group, slot, dir) = monitor_common::class::asn_counter_parts(*index);
+        let asn = format!("AS{}", labels.asns.get(slot as usize).copied().unwrap_or(0));
+        let values = [
+            labels.group(group),
+            asn.as_str(),
+            Direction::from_code(dir).as_str(),
+        ];
+        t.asn_packets.with_label_values(&values).inc_by(c.packets);
+        t.asn_bytes.with_label_values(&values).inc_by(c.bytes);
+    }
     for (id, name) in reason::NAMES {
         let value = counters.reasons.get(id as usize).copied().unwrap_or(0);
         let family = if id < reason::OUTCOMES {
@@ -146,10 +177,17 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
         // Every reason is exported, zeros included: an error counter exists from the start.
         family.with_label_values(&[name]).inc_by(value);
     }
-    [t.packets, t.bytes, t.frames, t.kernel_events]
-        .iter()
-        .flat_map(Collector::collect)
-        .collect()
+    [
+        t.packets,
+        t.bytes,
+        t.asn_packets,
+        t.asn_bytes,
+        t.frames,
+        t.kernel_events,
+    ]
+    .iter()
+    .flat_map(Collector::collect)
+    .collect()
 }
 
 /// The daemon's own metrics.
@@ -164,9 +202,13 @@ pub struct DaemonMetrics {
     pub geoip_source_built: IntGaugeVec,
     pub kernel_map_memory: IntGaugeVec,
     pub collector_errors: IntCounter,
+    pub reloads: IntCounterVec,
+    pub last_reload_successful: IntGauge,
+    pub last_reload_success: IntGauge,
 }
 
 impl DaemonMetrics {
+    #[expect(clippy::too_many_lines, reason = "one metric definition after another")]
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             flow_events: IntCounterVec::new(
@@ -223,6 +265,21 @@ impl DaemonMetrics {
                 "exfilmon_collector_errors_total",
                 "Scrapes in which the kernel counters could not be read.",
             )?,
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    "exfilmon_config_reloads_total",
+                    "Config and GeoIP reloads (SIGHUP), by result.",
+                ),
+                &["result"],
+            )?,
+            last_reload_successful: IntGauge::new(
+                "exfilmon_config_last_reload_successful",
+                "1 if the last config load (at start or on SIGHUP) was applied, 0 if it was refused and the previous config still runs.",
+            )?,
+            last_reload_success: IntGauge::new(
+                "exfilmon_config_last_reload_success_timestamp_seconds",
+                "When a config was last applied (at start or on SIGHUP).",
+            )?,
         };
         for kind in ["flow_start", "flow_update", "flow_end", "flow_idle"] {
             m.flow_events.with_label_values(&[kind]);
@@ -230,6 +287,10 @@ impl DaemonMetrics {
         for r in ["decode", "log_write"] {
             m.event_errors.with_label_values(&[r]);
         }
+        for r in ["success", "failure"] {
+            m.reloads.with_label_values(&[r]);
+        }
+        m.config_applied();
         registry.register(Box::new(m.flow_events.clone()))?;
         registry.register(Box::new(m.event_errors.clone()))?;
         registry.register(Box::new(m.flows_tracked.clone()))?;
@@ -239,6 +300,9 @@ impl DaemonMetrics {
         registry.register(Box::new(m.geoip_source_built.clone()))?;
         registry.register(Box::new(m.kernel_map_memory.clone()))?;
         registry.register(Box::new(m.collector_errors.clone()))?;
+        registry.register(Box::new(m.reloads.clone()))?;
+        registry.register(Box::new(m.last_reload_successful.clone()))?;
+        registry.register(Box::new(m.last_reload_success.clone()))?;
         let build = IntGaugeVec::new(
             Opts::new(
                 "exfilmon_build_info",
@@ -257,9 +321,34 @@ impl DaemonMetrics {
         Ok(m)
     }
 
+    /// Records that a config was applied now.
+    pub fn config_applied(&self) {
+        self.last_reload_successful.set(1);
+        self.last_reload_success.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        );
+    }
+
+    /// Sets the sizes of the GeoIP tables in the kernel.
+    pub fn set_geoip_tables(&self, geo: &GeoTables) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.geoip_prefixes
+            .with_label_values(&["ipv4"])
+            .set(count(geo.prefix_count_v4()));
+        self.geoip_prefixes
+            .with_label_values(&["ipv6"])
+            .set(count(geo.v6.len()));
+        self.geoip_level2_blocks.set(i64::from(geo.l2_blocks()));
+    }
+
     /// Sets the per-source timestamps: the sources come from the config, so the label
-    /// set is bounded. A source is named by its file name.
+    /// set is bounded. A source is named by its file name. Sources of an earlier config
+    /// are dropped.
     pub fn set_geoip_sources(&self, sources: &[SourceInfo]) {
+        self.geoip_source_modified.reset();
+        self.geoip_source_built.reset();
         let seconds = |t: SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .ok()
@@ -330,7 +419,9 @@ async fn metrics_handler(State(registry): State<Registry>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use monitor_common::class::{ClassCounter, DIR_OUTBOUND, class_index};
+    use monitor_common::class::{
+        ClassCounter, DIR_INBOUND, DIR_OUTBOUND, asn_counter_index, class_index,
+    };
 
     use super::*;
     use crate::{config::GeoFormat, tables::Verdict};
@@ -340,7 +431,7 @@ mod tests {
         let labels = Labels {
             groups: vec!["ungrouped".into(), "phones".into()],
             countries: vec![None, Some("CN".parse().expect("CN"))],
-            asns: vec![0],
+            asns: vec![0, 4134],
         };
         let counters = Counters {
             classes: vec![(
@@ -348,6 +439,13 @@ mod tests {
                 ClassCounter {
                     packets: 3,
                     bytes: 1500,
+                },
+            )],
+            asns: vec![(
+                asn_counter_index(1, 1, DIR_INBOUND),
+                ClassCounter {
+                    packets: 2,
+                    bytes: 900,
                 },
             )],
             reasons: vec![7; 32],
@@ -362,6 +460,12 @@ mod tests {
         drop(registry);
         assert!(
             text.contains(r#"exfilmon_bytes_total{country="CN",direction="outbound",group="phones",verdict="violation"} 1500"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"exfilmon_asn_bytes_total{asn="AS4134",direction="inbound",group="phones"} 900"#
+            ),
             "{text}"
         );
         assert!(

@@ -10,8 +10,8 @@ use std::{
 use ipnet::IpNet;
 use monitor_common::{
     class::{
-        COUNTRY_SLOTS, GROUP_UNGROUPED, VERDICT_ALLOWED, VERDICT_DOMESTIC, VERDICT_UNKNOWN,
-        VERDICT_VIOLATION, policy_index,
+        COUNTRY_SLOTS, GROUP_UNGROUPED, MAX_GROUPS, NAMED_ASN_SLOTS, VERDICT_ALLOWED,
+        VERDICT_DOMESTIC, VERDICT_UNKNOWN, VERDICT_VIOLATION, policy_index,
     },
     geo::{ASN_SLOTS_MAX, inside, location},
 };
@@ -37,6 +37,16 @@ pub enum TablesError {
     TooManyCountries { count: usize, max: u32 },
     #[error("{count} distinct AS numbers in the GeoIP data, but only {max} slots")]
     TooManyAsns { count: usize, max: u32 },
+    #[error(
+        "{count} groups since the daemon started, but only {max} group slots; a group \
+         removed by a reload keeps its slot until a restart, so restart to apply this config"
+    )]
+    TooManyGroupSlots { count: usize, max: u32 },
+    #[error(
+        "more than {max} AS numbers named in [metrics] asns since the daemon started; an \
+         ASN removed by a reload keeps its slot until a restart, so restart to apply this config"
+    )]
+    TooManyNamedAsns { max: u32 },
 }
 
 /// A verdict, as the kernel encodes it (`VERDICT_*`).
@@ -131,7 +141,8 @@ pub struct Labels {
     pub groups: Vec<String>,
     /// Country by slot; slot 0 is unknown.
     pub countries: Vec<Option<CountryCode>>,
-    /// AS number by ASN slot; slot 0 is unknown (0).
+    /// AS number by ASN slot; slot 0 is unknown, and the named slots
+    /// (`1..NAMED_ASN_SLOTS`) that no ASN holds are 0 too.
     pub asns: Vec<u32>,
 }
 
@@ -162,6 +173,16 @@ impl Labels {
         self.groups
             .get(slot as usize)
             .map_or(UNGROUPED, String::as_str)
+    }
+
+    /// The distinct AS numbers that have a slot.
+    #[must_use]
+    pub fn asn_count(&self) -> usize {
+        self.asns
+            .iter()
+            .filter(|a| **a != 0)
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     #[must_use]
@@ -220,14 +241,27 @@ pub fn plan(config: &Config, geo: &GeoDb) -> Result<Plan, TablesError> {
     plan_after(config, geo, None)
 }
 
-/// Like [`plan`], keeping the country and ASN slots of `previous` (a reload): counters and
-/// flows already in the kernel are indexed by them, so they must not move. New codes and
-/// ASNs take new slots.
+/// Like [`plan`], keeping every slot of `previous` (a reload): counters and flows already in
+/// the kernel are indexed by group, country and ASN slots, so a name must keep its slot.
+/// New groups, codes and ASNs take new slots; a group or named ASN that left the config
+/// keeps its slot (and its counters' label) until a restart.
 pub fn plan_after(
     config: &Config,
     geo: &GeoDb,
     previous: Option<&Labels>,
 ) -> Result<Plan, TablesError> {
+    let groups = group_slots(config, previous)?;
+    // The slot of each config group, in config order (`Config::inside_networks` numbers
+    // them 1.. in that order; 0 is ungrouped).
+    let slot_of_group: Vec<u32> = std::iter::once(GROUP_UNGROUPED)
+        .chain(config.groups.iter().map(|g| {
+            groups
+                .iter()
+                .position(|n| *n == g.name)
+                .map_or(GROUP_UNGROUPED, |i| i as u32)
+        }))
+        .collect();
+
     let mut codes: BTreeSet<CountryCode> = geo.countries();
     codes.extend(config.home.countries.iter().copied());
     codes.extend(config.home.allow.iter().copied());
@@ -251,21 +285,7 @@ pub fn plan_after(
         .filter_map(|(i, c)| Some(((*c)?, i as u32)))
         .collect();
 
-    let mut asns: Vec<u32> = previous.map_or_else(|| vec![0], |p| p.asns.clone());
-    let known: BTreeSet<u32> = asns.iter().copied().collect();
-    asns.extend(geo.asns().difference(&known).copied());
-    if asns.len() > ASN_SLOTS_MAX as usize {
-        return Err(TablesError::TooManyAsns {
-            count: asns.len() - 1,
-            max: ASN_SLOTS_MAX - 1,
-        });
-    }
-    let asn_slot: HashMap<u32, u32> = asns
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(i, a)| (*a, i as u32))
-        .collect();
+    let (asns, asn_slot) = asn_slots(config, geo, previous)?;
 
     let word = |l: &Location| {
         location(
@@ -275,7 +295,7 @@ pub fn plan_after(
             l.asn.and_then(|a| asn_slot.get(&a).copied()).unwrap_or(0),
         )
     };
-    let (v4, v6_ranges) = address_ranges(config, geo, word);
+    let (v4, v6_ranges) = address_ranges(config, geo, &slot_of_group, word);
     let v6 = v6_ranges
         .iter()
         .flat_map(|&(a, b, w)| {
@@ -283,13 +303,22 @@ pub fn plan_after(
         })
         .collect();
 
-    let mut groups = vec![UNGROUPED.to_owned()];
-    groups.extend(config.groups.iter().map(|g| g.name.clone()));
     let mut policy = Vec::with_capacity(groups.len() * countries.len());
-    for g in 0..groups.len() as u32 {
+    for (g, name) in groups.iter().enumerate() {
+        // The group's position in the config (`verdict` numbering); a group that left the
+        // config has no addresses any more and falls back to the home policy.
+        let in_config = if g == 0 {
+            GROUP_UNGROUPED
+        } else {
+            config
+                .groups
+                .iter()
+                .position(|c| c.name == *name)
+                .map_or(u32::MAX, |i| i as u32 + 1)
+        };
         for (slot, code) in countries.iter().enumerate() {
-            let v = verdict(config, g, *code);
-            policy.push((policy_index(g, slot as u32), v.code() as u8));
+            let v = verdict(config, in_config, *code);
+            policy.push((policy_index(g as u32, slot as u32), v.code() as u8));
         }
     }
     let country_codes = countries
@@ -320,14 +349,81 @@ pub fn plan_after(
     })
 }
 
+/// Group slots by name: `previous`'s slots first (slot 0 is [`UNGROUPED`]), then the
+/// config's new groups in order.
+fn group_slots(config: &Config, previous: Option<&Labels>) -> Result<Vec<String>, TablesError> {
+    let mut groups = previous.map_or_else(|| vec![UNGROUPED.to_owned()], |p| p.groups.clone());
+    for g in &config.groups {
+        if !groups.contains(&g.name) {
+            groups.push(g.name.clone());
+        }
+    }
+    if groups.len() > MAX_GROUPS as usize {
+        return Err(TablesError::TooManyGroupSlots {
+            count: groups.len() - 1,
+            max: MAX_GROUPS - 1,
+        });
+    }
+    Ok(groups)
+}
+
+/// ASN slots: the AS number of each slot (0 = free or unknown), and the slot the address
+/// words use for each AS number.
+///
+/// Slots `1..NAMED_ASN_SLOTS` hold the ASNs that `[metrics] asns` names (the kernel keeps
+/// per-ASN counters for these slots only); the ASNs of the GeoIP data take slots from
+/// `NAMED_ASN_SLOTS` up. Named ASNs are looked up by their named slot, the others by their
+/// data slot, so an ASN that leaves the list stops being counted on its own.
+fn asn_slots(
+    config: &Config,
+    geo: &GeoDb,
+    previous: Option<&Labels>,
+) -> Result<(Vec<u32>, HashMap<u32, u32>), TablesError> {
+    let named_end = NAMED_ASN_SLOTS as usize;
+    let mut asns: Vec<u32> = previous.map_or_else(|| vec![0; named_end], |p| p.asns.clone());
+    for &asn in &config.metrics.asns {
+        if asns[1..named_end].contains(&asn) {
+            continue;
+        }
+        let free = asns[1..named_end].iter().position(|a| *a == 0).ok_or(
+            TablesError::TooManyNamedAsns {
+                max: NAMED_ASN_SLOTS - 1,
+            },
+        )?;
+        asns[1 + free] = asn;
+    }
+    let known: BTreeSet<u32> = asns[named_end..].iter().copied().collect();
+    asns.extend(geo.asns().difference(&known).copied());
+    if asns.len() > ASN_SLOTS_MAX as usize {
+        return Err(TablesError::TooManyAsns {
+            count: asns.len() - named_end,
+            max: ASN_SLOTS_MAX - NAMED_ASN_SLOTS,
+        });
+    }
+    let mut slot: HashMap<u32, u32> = asns
+        .iter()
+        .enumerate()
+        .skip(named_end)
+        .map(|(i, a)| (*a, i as u32))
+        .collect();
+    for (i, a) in asns.iter().enumerate().take(named_end).skip(1) {
+        if config.metrics.asns.contains(a) {
+            slot.insert(*a, i as u32);
+        }
+    }
+    Ok((asns, slot))
+}
+
 /// Every address range with its word: the inside networks overlaid on the locations (an
-/// inside address is never located), adjacent equal words joined.
+/// inside address is never located), adjacent equal words joined. `slot_of_group` maps
+/// the config's group numbering to group slots.
 fn address_ranges(
     config: &Config,
     geo: &GeoDb,
+    slot_of_group: &[u32],
     word: impl Fn(&Location) -> u32,
 ) -> (Ranges<u32>, Ranges<u128>) {
-    let (inside4, inside6) = inside_ranges(config);
+    let (inside4, inside6) = inside_ranges(config, slot_of_group);
     let mut v4 = merge_under(
         inside4,
         geo.locations_v4()
@@ -352,8 +448,11 @@ type Ranges<T> = Vec<(T, T, u32)>;
 
 /// The inside networks as sorted, disjoint address ranges with inside words; where
 /// networks nest (a group inside a home network) the longest prefix wins.
-fn inside_ranges(config: &Config) -> (Ranges<u32>, Ranges<u128>) {
-    let mut nets: Vec<(IpNet, u32)> = config.inside_networks().collect();
+fn inside_ranges(config: &Config, slot_of_group: &[u32]) -> (Ranges<u32>, Ranges<u128>) {
+    let mut nets: Vec<(IpNet, u32)> = config
+        .inside_networks()
+        .map(|(net, g)| (net, slot_of_group[g as usize]))
+        .collect();
     // Longest first, so that each shorter prefix only fills what the longer ones leave.
     nets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
@@ -409,6 +508,187 @@ mod tests {
                 let got = out.iter().find(|r| r.0 <= x && x <= r.1).map(|r| r.2);
                 prop_assert_eq!(got, naive(&top, &base, x), "address {}", x);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
+
+    use monitor_common::geo::{asn_slot, group_slot};
+
+    use super::*;
+    use crate::dir24::Dir24;
+
+    /// A config over `dir`'s `geo.csv` and `asn.tsv`, with `groups` and `[metrics] asns`.
+    fn config(dir: &Path, groups: &[(&str, &str, &str)], asns: &str) -> Config {
+        let mut text = format!(
+            "[home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n\
+             [geoip]\nsources = [{{ format = \"csv\", path = \"{0}/geo.csv\" }}, \
+             {{ format = \"iptoasn\", path = \"{0}/asn.tsv\" }}]\n\
+             [metrics]\nasns = [{asns}]\n",
+            dir.display()
+        );
+        for (name, net, allow) in groups {
+            writeln!(
+                text,
+                "[[group]]\nname = \"{name}\"\nnetworks = [\"{net}\"]\nallow = [{allow}]"
+            )
+            .expect("write to a String");
+        }
+        Config::parse(&text, &dir.join("exfilmon.toml")).expect("valid config")
+    }
+
+    fn geo(dir: &Path) -> GeoDb {
+        std::fs::write(
+            dir.join("geo.csv"),
+            "203.0.113.0,203.0.113.63,CN\n203.0.113.64,203.0.113.127,SG\n",
+        )
+        .expect("write");
+        // AS64500..64502 are documentation ASNs (RFC 5398).
+        std::fs::write(
+            dir.join("asn.tsv"),
+            "203.0.113.0\t203.0.113.31\t64500\tCN\tA\n\
+             203.0.113.32\t203.0.113.63\t64501\tCN\tB\n\
+             203.0.113.64\t203.0.113.127\t64502\tSG\tC\n",
+        )
+        .expect("write");
+        GeoDb::load(&config(dir, &[], "").geoip.sources).expect("geo")
+    }
+
+    /// The word the plan's IPv4 table gives `addr`.
+    fn word(plan: &Plan, addr: Ipv4Addr) -> u32 {
+        let v4 = &plan.tables.geo.v4;
+        let mut l1 = vec![0u32; monitor_common::geo::L1_WORDS as usize];
+        let blocks = crate::dir24::blocks_needed(v4);
+        let mut l2 = vec![0u32; (blocks * monitor_common::geo::L2_BLOCK_WORDS) as usize];
+        let mut table = Dir24 {
+            l1: &mut l1,
+            l2: &mut l2,
+            base: 0,
+        };
+        table.fill(v4).expect("fits");
+        table.lookup(u32::from(addr))
+    }
+
+    #[test]
+    fn group_slots_follow_names_across_reloads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let geo = geo(dir.path());
+        let first = config(
+            dir.path(),
+            &[
+                ("phones", "192.0.2.0/26", ""),
+                ("laptops", "192.0.2.64/26", ""),
+            ],
+            "",
+        );
+        let plan1 = plan(&first, &geo).expect("plan");
+        assert_eq!(plan1.labels.groups, ["ungrouped", "phones", "laptops"]);
+
+        // Reordered, one removed, one added: the survivors keep their slots, the new group
+        // takes a new one, the removed one keeps its name.
+        let second = config(
+            dir.path(),
+            &[
+                ("cameras", "192.0.2.128/26", "\"CN\""),
+                ("laptops", "192.0.2.64/26", "\"SG\""),
+            ],
+            "",
+        );
+        let plan2 = plan_after(&second, &geo, Some(&plan1.labels)).expect("plan");
+        assert_eq!(
+            plan2.labels.groups,
+            ["ungrouped", "phones", "laptops", "cameras"]
+        );
+        assert_eq!(group_slot(word(&plan2, Ipv4Addr::new(192, 0, 2, 70))), 2);
+        assert_eq!(group_slot(word(&plan2, Ipv4Addr::new(192, 0, 2, 130))), 3);
+        assert_eq!(
+            group_slot(word(&plan2, Ipv4Addr::new(192, 0, 2, 10))),
+            GROUP_UNGROUPED,
+            "the removed group's network is plain home now"
+        );
+        // The policy follows the slots: laptops (slot 2) may reach SG, cameras (3) CN.
+        let slot = |code: &str| {
+            plan2
+                .labels
+                .countries
+                .iter()
+                .position(|c| c.is_some_and(|c| c.to_string() == code))
+                .expect("slot") as u32
+        };
+        let policy: HashMap<u32, u8> = plan2.tables.policy.iter().copied().collect();
+        assert_eq!(
+            policy[&policy_index(2, slot("SG"))],
+            Verdict::Allowed.code() as u8
+        );
+        assert_eq!(
+            policy[&policy_index(3, slot("CN"))],
+            Verdict::Allowed.code() as u8
+        );
+        assert_eq!(
+            policy[&policy_index(2, slot("CN"))],
+            Verdict::Violation.code() as u8
+        );
+    }
+
+    #[test]
+    fn group_slots_run_out_only_after_a_restarts_worth_of_groups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let geo = geo(dir.path());
+        // 62 groups, each with a /32 of its own; 31 at a time.
+        let groups: Vec<(String, String)> = (0..62)
+            .map(|i| (format!("g{i}"), format!("192.0.2.{}/32", i + 1)))
+            .collect();
+        let batch = |range: std::ops::Range<usize>| -> Config {
+            let refs: Vec<(&str, &str, &str)> = groups[range]
+                .iter()
+                .map(|(n, net)| (n.as_str(), net.as_str(), ""))
+                .collect();
+            config(dir.path(), &refs, "")
+        };
+        let plan1 = plan(&batch(0..31), &geo).expect("31 groups fit");
+        let err =
+            plan_after(&batch(31..62), &geo, Some(&plan1.labels)).expect_err("31 more do not");
+        assert!(
+            matches!(err, TablesError::TooManyGroupSlots { count: 62, max: 31 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn named_asns_take_the_reserved_slots_and_keep_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let geo = geo(dir.path());
+        let a = Ipv4Addr::new(203, 0, 113, 10); // AS64500
+        let b = Ipv4Addr::new(203, 0, 113, 40); // AS64501
+        let c = Ipv4Addr::new(203, 0, 113, 70); // AS64502
+
+        let plan1 = plan(&config(dir.path(), &[], "64501"), &geo).expect("plan");
+        assert_eq!(plan1.labels.asns[1], 64501);
+        assert_eq!(asn_slot(word(&plan1, b)), 1, "named: a reserved slot");
+        let data_slot_a = asn_slot(word(&plan1, a));
+        assert!(data_slot_a >= NAMED_ASN_SLOTS, "not named: a data slot");
+        assert_eq!(plan1.labels.asns[data_slot_a as usize], 64500);
+        assert_eq!(plan1.labels.asn_count(), 3);
+
+        // Reload naming 64502 instead: it takes the next reserved slot, 64501 keeps slot 1
+        // (its counters keep their label) but is no longer counted on its own.
+        let plan2 =
+            plan_after(&config(dir.path(), &[], "64502"), &geo, Some(&plan1.labels)).expect("plan");
+        assert_eq!(&plan2.labels.asns[..3], [0, 64501, 64502]);
+        assert_eq!(asn_slot(word(&plan2, c)), 2);
+        assert!(asn_slot(word(&plan2, b)) >= NAMED_ASN_SLOTS);
+        assert_eq!(
+            asn_slot(word(&plan2, a)),
+            data_slot_a,
+            "data slots are stable"
+        );
+        // Every slot a word uses names its AS number in the ASNS table.
+        let asns: HashMap<u32, u32> = plan2.tables.geo.asns.iter().copied().collect();
+        for (addr, want) in [(a, 64500), (b, 64501), (c, 64502)] {
+            assert_eq!(asns[&asn_slot(word(&plan2, addr))], want, "{addr}");
         }
     }
 }

@@ -156,6 +156,39 @@ impl Daemon {
         Metrics::parse(&self.scrape_text()?)
     }
 
+    /// Sends `signal` to the daemon (by PID).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let Some(child) = self.child.as_ref() else {
+            bail!("exfilmon is not running")
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        nix::sys::signal::kill(pid, signal).with_context(|| format!("kill -{signal} {pid}"))
+    }
+
+    /// Scrapes until `ready` holds for the metrics, or fails after `timeout` with the last
+    /// scrape and the daemon's log.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&Metrics) -> bool,
+    ) -> Result<Metrics> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let metrics = self.scrape()?;
+            if ready(&metrics) {
+                return Ok(metrics);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not within {timeout:?}; daemon log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM by PID, then waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).
     pub fn stop(mut self) -> Result<ExitStatus> {
         self.terminate()

@@ -9,12 +9,20 @@
     reason = "Prometheus values are f64; the test's counts are exact integers far below 2^53"
 )]
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
 
 use exfilmon_tests::{
-    Capture, Lab, Node, Prometheus, daemon::Daemon, exfilmon_bin, lab::INSIDE_IF,
+    Capture, Lab, Node, Prometheus,
+    daemon::{Daemon, Metrics},
+    exfilmon_bin,
+    lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
     promtool_check_metrics, require_root, scenario,
+    traffic::{udp_burst, udp_sink},
 };
+use nix::sys::signal::Signal;
+
+/// How long a scrape may take to show what the test did.
+const WAIT: Duration = Duration::from_secs(20);
 
 type Key = (String, String, String, String);
 
@@ -219,4 +227,89 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
         String::from_utf8_lossy(&tc.stdout).trim().is_empty(),
         "TC program left attached"
     );
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn sighup_reloads_the_config_without_losing_a_count() {
+    require_root("sighup_reloads_the_config_without_losing_a_count");
+    let lab = Lab::new().expect("lab");
+    let daemon = Daemon::start(&lab).expect("daemon");
+    let dst = SocketAddr::new(SERVER_CN_V4.into(), 9100);
+    let sink = udp_sink(lab.ns(Node::Inet), dst).expect("sink");
+    let mut sent = 0;
+    let mut burst = |count: usize| {
+        udp_burst(lab.ns(Node::Phone), Some(PHONE_V4.into()), dst, count, 100).expect("burst");
+        sent += count as u64;
+        assert_eq!(
+            sink.wait_for(sent, Duration::from_secs(10)).packets,
+            sent,
+            "every datagram arrived"
+        );
+    };
+    let to_cn = |verdict: &'static str| {
+        move |m: &Metrics| {
+            m.sum(
+                "exfilmon_packets_total",
+                &[
+                    ("group", "phones"),
+                    ("country", "CN"),
+                    ("direction", "outbound"),
+                    ("verdict", verdict),
+                ],
+            )
+        }
+    };
+    let reloads = |result: &'static str| {
+        move |m: &Metrics| m.sum("exfilmon_config_reloads_total", &[("result", result)])
+    };
+
+    burst(10);
+    daemon
+        .wait_for("10 violations", WAIT, |m| to_cn("violation")(m) == 10.0)
+        .expect("counted");
+
+    // Phones may reach CN now.
+    let good = std::fs::read_to_string(&daemon.config).expect("config");
+    let allowed = good.replace("allow = [\"SG\"]", "allow = [\"SG\", \"CN\"]");
+    assert_ne!(allowed, good, "the lab config lets phones reach SG");
+    std::fs::write(&daemon.config, &allowed).expect("write config");
+    daemon.signal(Signal::SIGHUP).expect("SIGHUP");
+    daemon
+        .wait_for("a successful reload", WAIT, |m| {
+            reloads("success")(m) == 1.0
+        })
+        .expect("reloaded");
+    burst(5);
+    let m = daemon
+        .wait_for("5 allowed", WAIT, |m| to_cn("allowed")(m) == 5.0)
+        .expect("the new policy applies");
+    assert_eq!(to_cn("violation")(&m), 10.0, "no count was lost or reset");
+    assert_eq!(m.sum("exfilmon_config_last_reload_successful", &[]), 1.0);
+
+    // A broken config is refused, named in the log, and the running one stays.
+    std::fs::write(
+        &daemon.config,
+        allowed.replace("[home]", "[home]\nnetworks = ["),
+    )
+    .expect("write");
+    daemon.signal(Signal::SIGHUP).expect("SIGHUP");
+    let m = daemon
+        .wait_for("a refused reload", WAIT, |m| reloads("failure")(m) == 1.0)
+        .expect("refused");
+    assert_eq!(m.sum("exfilmon_config_last_reload_successful", &[]), 0.0);
+    burst(5);
+    daemon
+        .wait_for("10 allowed", WAIT, |m| to_cn("allowed")(m) == 10.0)
+        .expect("still classifying with the running config");
+    let log = daemon.log();
+    assert!(
+        log.contains("reload refused") && log.contains("exfilmon.toml:"),
+        "the log names the file and line:\n{log}"
+    );
+    println!("{log}");
+    let lint = promtool_check_metrics(&daemon.scrape_text().expect("scrape"));
+    assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+    let status = daemon.stop().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
 }

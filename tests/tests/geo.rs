@@ -13,11 +13,11 @@ use monitor::{
     config::Config,
     ebpf::{InstallError, Monitor},
     geoip::GeoDb,
-    load_monitor,
+    load_monitor, reload,
     tables::{self, Labels, Plan, Verdict},
 };
 use monitor_common::{
-    class::{DIR_OUTBOUND, class_index},
+    class::{DIR_INBOUND, DIR_OUTBOUND, asn_counter_parts, class_index},
     flow::FAMILY_V4,
     programs, reason,
 };
@@ -313,4 +313,177 @@ fn flows_carry_the_asn_of_the_data() {
         assert_eq!(state.asn, asn, "flow to {remote}");
         assert_eq!(geo.lookup(IpAddr::V4(remote)).asn, Some(asn));
     }
+}
+
+/// The iptoasn and country sources of the ASN tests (AS64500/64501: RFC 5398).
+fn asn_sources(dir: &Path) -> String {
+    std::fs::write(dir.join("country.csv"), "203.0.113.0,203.0.113.63,CN\n").expect("write");
+    std::fs::write(
+        dir.join("ip2asn-combined.tsv"),
+        "203.0.113.0\t203.0.113.31\t64500\tCN\tEXAMPLE-A\n\
+         203.0.113.32\t203.0.113.63\t64501\tCN\tEXAMPLE-B\n",
+    )
+    .expect("write");
+    format!(
+        "[geoip]\nsources = [{{ format = \"csv\", path = \"{0}/country.csv\" }}, \
+         {{ format = \"iptoasn\", path = \"{0}/ip2asn-combined.tsv\" }}]",
+        dir.display()
+    )
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn named_asns_get_their_own_counters() {
+    require_root("named_asns_get_their_own_counters");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let geoip = format!("{}\n[metrics]\nasns = [64500]", asn_sources(dir.path()));
+    let config = config(dir.path(), &geoip);
+    let (_, plan, monitor) = load(&config);
+    let named = Ipv4Addr::new(203, 0, 113, 10); // AS64500
+    let other = Ipv4Addr::new(203, 0, 113, 40); // AS64501
+    let out = ipv4(PHONE, named, UDP, &udp(40000, 443, &[1; 100]));
+    for _ in 0..3 {
+        run(&monitor, &eth_v4(&out));
+    }
+    run(
+        &monitor,
+        &eth_v4(&ipv4(named, PHONE, UDP, &udp(443, 40000, &[1; 10]))),
+    );
+    run(
+        &monitor,
+        &eth_v4(&ipv4(PHONE, other, UDP, &udp(40000, 443, &[1; 8]))),
+    );
+
+    let counters = monitor.read_counters().expect("counters");
+    let mut seen: Vec<(String, u32, u32, u64, u64)> = counters
+        .asns
+        .iter()
+        .map(|(index, c)| {
+            let (group, slot, dir) = asn_counter_parts(*index);
+            (
+                plan.labels.group(group).to_owned(),
+                plan.labels.asns[slot as usize],
+                dir,
+                c.packets,
+                c.bytes,
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "phones".to_owned(),
+                64500,
+                DIR_OUTBOUND,
+                3,
+                3 * out.len() as u64
+            ),
+            ("phones".to_owned(), 64500, DIR_INBOUND, 1, 20 + 8 + 10),
+        ],
+        "only the named ASN is counted, per group and direction, in layer-3 bytes"
+    );
+    // The class counters still count all five.
+    let all: u64 = counters.classes.iter().map(|(_, c)| c.packets).sum();
+    assert_eq!(all, 5);
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn reload_applies_the_new_config_and_keeps_every_slot() {
+    require_root("reload_applies_the_new_config_and_keeps_every_slot");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), &asn_sources(dir.path()));
+    let (_, plan, mut monitor) = load(&config);
+    let labels = std::sync::RwLock::new(plan.labels);
+    let cn = Ipv4Addr::new(203, 0, 113, 10);
+    let frame = eth_v4(&ipv4(PHONE, cn, UDP, &udp(40000, 443, &[1; 8])));
+    run(&monitor, &frame);
+
+    // The new config puts a group before phones, lets phones reach CN and names AS64500.
+    let text = std::fs::read_to_string(&config.path).expect("read config");
+    let text = text
+        .replace(
+            "[[group]]\nname = \"phones\"",
+            "[[group]]\nname = \"cameras\"\nnetworks = [\"192.0.2.128/26\"]\n\
+             [[group]]\nname = \"phones\"",
+        )
+        .replace("allow = [\"SG\"]", "allow = [\"SG\", \"CN\"]")
+        + "[metrics]\nasns = [64500]\n";
+    std::fs::write(&config.path, text).expect("write config");
+    let r = reload::reload(&mut monitor, &config, &labels)
+        .unwrap_or_else(|e| panic!("reload: {}", monitor::error_chain(&e)));
+    assert_eq!(r.installed.generation, 1);
+    assert_eq!(r.config.groups[0].name, "cameras");
+    let labels = labels.read().expect("labels").clone();
+    assert_eq!(
+        labels.groups,
+        ["ungrouped", "phones", "cameras"],
+        "phones keep slot 1"
+    );
+    run(&monitor, &frame);
+    assert_eq!(
+        class_packets(&monitor, &labels, "CN", Verdict::Violation),
+        1,
+        "the packet before the reload is still counted"
+    );
+    assert_eq!(
+        class_packets(&monitor, &labels, "CN", Verdict::Allowed),
+        1,
+        "the new policy applies"
+    );
+    let counters = monitor.read_counters().expect("counters");
+    assert_eq!(counters.asns.len(), 1, "AS64500 is counted from now on");
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn a_reload_of_a_bad_config_changes_nothing() {
+    require_root("a_reload_of_a_bad_config_changes_nothing");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), &asn_sources(dir.path()));
+    let (_, plan, mut monitor) = load(&config);
+    let labels = std::sync::RwLock::new(plan.labels.clone());
+    let good = std::fs::read_to_string(&config.path).expect("read config");
+    let cn = Ipv4Addr::new(203, 0, 113, 10);
+    let frame = eth_v4(&ipv4(PHONE, cn, UDP, &udp(40000, 443, &[1; 8])));
+
+    for (bad, want) in [
+        (
+            good.replace("allow = [\"SG\"]", "allow = [\"SG\", \"XYZ\"]"),
+            "group[0].allow[1]",
+        ),
+        (
+            good.replace("ip2asn-combined.tsv", "missing.tsv"),
+            "missing.tsv",
+        ),
+    ] {
+        std::fs::write(&config.path, bad).expect("write config");
+        let err = reload::reload(&mut monitor, &config, &labels).expect_err("refused");
+        let text = monitor::error_chain(&err);
+        assert!(text.contains(want), "{want} in {text}");
+        assert_eq!(monitor.live_generation(), Some(0), "no switch");
+        run(&monitor, &frame);
+    }
+    // A GeoIP file that is corrupt at a line: named, and nothing applied.
+    std::fs::write(&config.path, &good).expect("write config");
+    std::fs::write(
+        dir.path().join("country.csv"),
+        "203.0.113.0,203.0.113.63,CN\nnot,a,row\n",
+    )
+    .expect("write");
+    let err = reload::reload(&mut monitor, &config, &labels).expect_err("refused");
+    assert!(
+        monitor::error_chain(&err).contains("country.csv:2"),
+        "{}",
+        monitor::error_chain(&err)
+    );
+    run(&monitor, &frame);
+    assert_eq!(
+        class_packets(&monitor, &plan.labels, "CN", Verdict::Violation),
+        3,
+        "the old tables and policy kept classifying"
+    );
+    assert_eq!(labels.read().expect("labels").groups, plan.labels.groups);
 }

@@ -99,22 +99,8 @@ impl Monitor {
     pub fn install_geo(&mut self, tables: &GeoTables) -> Result<Installed, InstallError> {
         let live = self.geo.live;
         let idle = live.map_or(0, |g| (g + 1) % GENERATIONS);
-
-        // Check every capacity before writing anything (the level-2 room is checked by
-        // `Dir24::fill`, the first writer, before it writes).
-        if tables.v6.len() > self.sizes.geo6 as usize {
-            return Err(InstallError::Ipv6Capacity {
-                needed: tables.v6.len(),
-                capacity: self.sizes.geo6,
-            });
-        }
-        let asn_needed = tables.asn_slots();
-        if asn_needed > self.sizes.asn_slots {
-            return Err(InstallError::AsnCapacity {
-                needed: asn_needed,
-                capacity: self.sizes.asn_slots,
-            });
-        }
+        // Every capacity is checked before anything is written.
+        self.check_fits(tables)?;
 
         // IPv4: both levels through mmap, only the idle generation's words.
         let l2_capacity = self.sizes.l2_blocks;
@@ -189,6 +175,32 @@ impl Monitor {
             l2_capacity,
             prefixes_v6: tables.v6.len(),
         })
+    }
+
+    /// Whether `tables` fit the maps as loaded (their sizes are fixed until a restart).
+    pub fn check_fits(&self, tables: &GeoTables) -> Result<(), InstallError> {
+        let l2_needed = tables.l2_blocks();
+        if l2_needed > self.sizes.l2_blocks {
+            return Err(TooManyBlocks {
+                needed: l2_needed,
+                capacity: self.sizes.l2_blocks,
+            }
+            .into());
+        }
+        if tables.v6.len() > self.sizes.geo6 as usize {
+            return Err(InstallError::Ipv6Capacity {
+                needed: tables.v6.len(),
+                capacity: self.sizes.geo6,
+            });
+        }
+        let asn_needed = tables.asn_slots();
+        if asn_needed > self.sizes.asn_slots {
+            return Err(InstallError::AsnCapacity {
+                needed: asn_needed,
+                capacity: self.sizes.asn_slots,
+            });
+        }
+        Ok(())
     }
 
     /// The live generation, if tables were installed.

@@ -17,7 +17,7 @@ use aya::{
 pub use bench::BenchSizes;
 pub use geo::{GeoTables, InstallError, Installed};
 use monitor_common::{
-    class::{CLASS_ENTRIES, ClassCounter},
+    class::ClassCounter,
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::{GENERATIONS, L2_BLOCK_WORDS},
@@ -152,6 +152,8 @@ pub struct TestRunOutcome {
 pub struct Counters {
     /// Non-zero class counters: (class index, packets, bytes).
     pub classes: Vec<(u32, ClassCounter)>,
+    /// Non-zero per-ASN counters: (`class::asn_counter_index`, packets, bytes).
+    pub asns: Vec<(u32, ClassCounter)>,
     /// Every reason counter by id.
     pub reasons: Vec<u64>,
 }
@@ -375,37 +377,35 @@ impl Monitor {
 
     /// Takes the counter maps for the metrics collector.
     pub fn take_counters(&mut self) -> Result<CounterMaps, EbpfError> {
-        let classes = self
-            .ebpf
-            .take_map(maps::CLASS_COUNTERS)
-            .ok_or(EbpfError::MissingMap {
-                map: maps::CLASS_COUNTERS,
-            })?;
-        let reasons = self
-            .ebpf
-            .take_map(maps::REASONS)
-            .ok_or(EbpfError::MissingMap { map: maps::REASONS })?;
-        let Map::PerCpuArray(classes) = classes else {
-            return Err(EbpfError::MissingMap {
-                map: maps::CLASS_COUNTERS,
-            });
+        let mut per_cpu_array = |name: &'static str| match self.ebpf.take_map(name) {
+            Some(Map::PerCpuArray(m)) => Ok(m),
+            _ => Err(EbpfError::MissingMap { map: name }),
         };
-        let reasons =
-            PerCpuArray::try_from(reasons).map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
-        Ok(CounterMaps { classes, reasons })
+        let classes = per_cpu_array(maps::CLASS_COUNTERS)?;
+        let asns = per_cpu_array(maps::ASN_COUNTERS)?;
+        let reasons = PerCpuArray::try_from(Map::PerCpuArray(per_cpu_array(maps::REASONS)?))
+            .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
+        Ok(CounterMaps {
+            classes,
+            asns,
+            reasons,
+        })
     }
 
     /// Reads the counters without taking the maps (replay, tests).
     pub fn read_counters(&self) -> Result<Counters, EbpfError> {
-        let Map::PerCpuArray(classes) = self.map(maps::CLASS_COUNTERS)? else {
-            return Err(EbpfError::MissingMap {
-                map: maps::CLASS_COUNTERS,
-            });
+        let per_cpu_array = |name: &'static str| match self.map(name)? {
+            Map::PerCpuArray(m) => Ok(m),
+            _ => Err(EbpfError::MissingMap { map: name }),
         };
         let reasons: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(maps::REASONS)?)
             .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
         Ok(Counters {
-            classes: read_class_counters(classes)?,
+            classes: read_counter_array(
+                per_cpu_array(maps::CLASS_COUNTERS)?,
+                maps::CLASS_COUNTERS,
+            )?,
+            asns: read_counter_array(per_cpu_array(maps::ASN_COUNTERS)?, maps::ASN_COUNTERS)?,
             reasons: read_reasons(&reasons)?,
         })
     }
@@ -424,13 +424,15 @@ impl Monitor {
 /// The counter maps, owned by the metrics collector.
 pub struct CounterMaps {
     classes: MapData,
+    asns: MapData,
     reasons: PerCpuArray<MapData, u64>,
 }
 
 impl CounterMaps {
     pub fn read(&self) -> Result<Counters, EbpfError> {
         Ok(Counters {
-            classes: read_class_counters(&self.classes)?,
+            classes: read_counter_array(&self.classes, maps::CLASS_COUNTERS)?,
+            asns: read_counter_array(&self.asns, maps::ASN_COUNTERS)?,
             reasons: read_reasons(&self.reasons)?,
         })
     }
@@ -449,16 +451,18 @@ fn read_reasons<T: std::borrow::Borrow<MapData>>(
         .collect()
 }
 
-/// Reads the whole per-CPU class counter array with `BPF_MAP_LOOKUP_BATCH` (a few
-/// syscalls instead of one per class) and sums each class over the CPUs.
-fn read_class_counters(map: &MapData) -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
+/// Reads a whole per-CPU counter array (`name`) with `BPF_MAP_LOOKUP_BATCH` (a few
+/// syscalls instead of one per entry) and sums each entry over the CPUs. Only non-zero
+/// entries are returned.
+fn read_counter_array(
+    map: &MapData,
+    name: &'static str,
+) -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
     const CHUNK: u32 = 4096;
     let cpus = nr_cpus()
-        .map_err(|(_, source)| EbpfError::Batch {
-            map: maps::CLASS_COUNTERS,
-            source,
-        })?
+        .map_err(|(_, source)| EbpfError::Batch { map: name, source })?
         .get() as usize;
+    let entries = map.info().map_or(u32::MAX, |i| i.max_entries());
     let fd = map.fd().as_fd().as_raw_fd();
     let mut keys = vec![0u32; CHUNK as usize];
     let mut values = vec![ClassCounter::default(); CHUNK as usize * cpus];
@@ -496,7 +500,7 @@ fn read_class_counters(map: &MapData) -> Result<Vec<(u32, ClassCounter)>, EbpfEr
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::ENOENT) {
                 return Err(EbpfError::Batch {
-                    map: maps::CLASS_COUNTERS,
+                    map: name,
                     source: err,
                 });
             }
@@ -511,7 +515,7 @@ fn read_class_counters(map: &MapData) -> Result<Vec<(u32, ClassCounter)>, EbpfEr
                 out.push((*key, sum));
             }
         }
-        if done || cursor + 1 >= CLASS_ENTRIES {
+        if done || cursor + 1 >= entries {
             return Ok(out);
         }
     }
