@@ -18,6 +18,22 @@ pub struct BenchPacket {
 }
 const _: () = assert!(size_of::<BenchPacket>() == 40);
 
+impl BenchPacket {
+    /// An IPv4 packet from `src`:`sport` to `dst`:443 (addresses in host order).
+    #[must_use]
+    pub fn v4(src: u32, dst: u32, sport: u16) -> Self {
+        let mut p = Self {
+            sport: sport.to_be_bytes(),
+            dport: 443u16.to_be_bytes(),
+            ..Self::default()
+        };
+        let (s, d) = (src.to_be_bytes(), dst.to_be_bytes());
+        p.src = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        p.dst = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        p
+    }
+}
+
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` byte arrays and integers with explicit padding.
 unsafe impl aya::Pod for BenchPacket {}

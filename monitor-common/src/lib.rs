@@ -64,4 +64,7 @@ pub mod programs {
     pub const BENCH_LPM: &str = "exfilmon_bench_lpm";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";
+    /// Benchmark only: submits one flow-start event per run for the next workload packet,
+    /// through the classifier's own ring buffer code (the drain benchmark's producer).
+    pub const BENCH_EVENTS: &str = "exfilmon_bench_events";
 }

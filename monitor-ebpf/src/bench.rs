@@ -1,9 +1,15 @@
 //! The benchmark's frame rewrite (see `monitor_common::bench`). Never on a live path: only
 //! the bench programs call it, and the daemon never attaches them.
 
-use monitor_common::bench::BenchPacket;
+use monitor_common::{
+    bench::BenchPacket,
+    flow::{EVENT_FLOW_START, FAMILY_V4, FlowKey, FlowState},
+};
 
-use crate::maps::{BENCH_CURSOR, BENCH_WORKLOAD};
+use crate::{
+    flow,
+    maps::{BENCH_CURSOR, BENCH_WORKLOAD},
+};
 
 const ETH_LEN: usize = 14;
 
@@ -11,20 +17,9 @@ const ETH_LEN: usize = 14;
 /// UDP/TCP frame (without IPv4 options or IPv6 extension headers).
 #[inline(always)]
 pub fn rewrite(start: usize, end: usize) {
-    let Some(cursor) = BENCH_CURSOR.get_ptr_mut(0) else {
+    let Some(entry) = next_packet() else {
         return;
     };
-    // SAFETY: per-CPU slot, only this program on this CPU touches it.
-    let at = unsafe { *cursor };
-    let (next, entry) = match BENCH_WORKLOAD.get(at) {
-        Some(e) => (at + 1, e),
-        None => match BENCH_WORKLOAD.get(0) {
-            Some(e) => (1, e),
-            None => return,
-        },
-    };
-    // SAFETY: as above.
-    unsafe { *cursor = next };
     if start + ETH_LEN > end {
         return;
     }
@@ -43,6 +38,48 @@ pub fn rewrite(start: usize, end: usize) {
         }
         _ => {}
     }
+}
+
+/// The next workload packet, wrapping around at the end.
+#[inline(always)]
+fn next_packet() -> Option<&'static BenchPacket> {
+    let cursor = BENCH_CURSOR.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot, only this program on this CPU touches it.
+    let at = unsafe { *cursor };
+    let (next, entry) = match BENCH_WORKLOAD.get(at) {
+        Some(e) => (at + 1, e),
+        None => (1, BENCH_WORKLOAD.get(0)?),
+    };
+    // SAFETY: as above.
+    unsafe { *cursor = next };
+    Some(entry)
+}
+
+/// Submits a flow-start event for the next workload packet (an IPv4 flow), through the
+/// classifier's own `emit`: the ring buffer benchmark's producer.
+#[inline(always)]
+pub fn emit_event() {
+    let Some(p) = next_packet() else {
+        return;
+    };
+    let key = FlowKey {
+        inside: p.src,
+        remote: p.dst,
+        inside_port: u16::from_be_bytes(p.sport),
+        remote_port: u16::from_be_bytes(p.dport),
+        proto: 17,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    };
+    let st = FlowState {
+        packets_out: 1,
+        bytes_out: 64,
+        reported_bytes: 64,
+        group: 1,
+        verdict: 3,
+        ..FlowState::default()
+    };
+    flow::emit(EVENT_FLOW_START, &key, &st);
 }
 
 #[inline(always)]

@@ -130,7 +130,7 @@ fn update(st: *mut FlowState, key: &FlowKey, p: &Packet, outbound: bool, now: u6
 
 /// Submits one event; a failed reservation is counted, never retried.
 #[inline(always)]
-fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
+pub fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
     let wakeup_at = CONFIG.get(0).map_or(0, |c| c.wakeup_bytes);
     let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_at {
         BPF_RB_FORCE_WAKEUP

@@ -60,6 +60,13 @@ pub fn exfilmon_bench_pass(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Benchmark only: submits one flow event per run (the ring buffer drain benchmark).
+#[xdp]
+pub fn exfilmon_bench_events(_ctx: XdpContext) -> u32 {
+    bench::emit_event();
+    xdp_action::XDP_PASS
+}
+
 #[classifier]
 pub fn exfilmon_tc_egress(ctx: TcContext) -> i32 {
     tc(&ctx)

@@ -9,7 +9,7 @@ use std::{
 
 use aya::maps::{HashMap, MapData, RingBuf};
 use monitor_common::flow::{FlowKey, FlowState};
-use prometheus::Registry;
+use prometheus::{IntCounter, Registry};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -143,54 +143,39 @@ pub async fn run(
     tracing::info!(listen = %config.metrics.listen, "serving /metrics");
 
     let clock = Clock::now();
-    let mut log = config
+    let log = config
         .events
         .log
         .as_deref()
         .map(|p| EventLog::open(p, clock))
         .transpose()?;
+    let mut sink = EventSink::new(&dm, log);
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring =
         unsafe { AsyncFd::register_with_interest(monitor.take_events()?, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
     let mut flows_map: HashMap<MapData, FlowKey, FlowState> = monitor.take_flows()?;
-    let mut table = FlowTable::default();
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut sweep_tick = tokio::time::interval(sweep_interval(&config));
     let mut config = config;
     let mut monitor = Some(monitor);
     let mut reloading: Option<ReloadTask> = None;
 
-    let mut handle = |kind: EventKind, record: FlowRecord, log: &mut Option<EventLog>| {
-        dm.flow_events.with_label_values(&[kind.as_str()]).inc();
-        if kind == EventKind::FlowStart {
-            tracing::info!(group = %record.group, src = %record.src, dst = %record.dst, country = %record.country, "violation flow");
-        }
-        if let Some(log) = log
-            && let Err(e) = log.write(kind, &record)
-        {
-            dm.event_errors.with_label_values(&["log_write"]).inc();
-            tracing::warn!(error = %crate::error_chain(&e), "event log write failed");
-        }
-    };
-
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut table, &labels, &dm, &mut handle, &mut log);
+                sink.drain(guard.get_inner_mut(), &labels);
                 guard.clear_ready();
             }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut table, &labels, &dm, &mut handle, &mut log);
-                if let Some(log) = log.as_mut() {
-                    let _ = log.flush();
-                }
+                sink.drain(ring.get_mut(), &labels);
+                sink.flush_log();
             }
             _ = sweep_tick.tick() => {
-                sweep(&mut flows_map, &mut table, &labels, config.flows.idle_timeout, &mut handle, &mut log);
-                dm.flows_tracked.set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+                sweep(&mut flows_map, &mut sink, &labels, config.flows.idle_timeout);
+                dm.flows_tracked.set(i64::try_from(sink.table.len()).unwrap_or(i64::MAX));
             }
             _ = sighup.recv() => {
                 if reloading.is_some() {
@@ -228,7 +213,7 @@ pub async fn run(
                     }
                 }
                 // Reopened on every SIGHUP, so that log rotation works as usual.
-                reopen_log(&mut log, &config, clock, &dm);
+                reopen_log(&mut sink.log, &config, clock, &dm);
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
@@ -241,16 +226,9 @@ pub async fn run(
     {
         monitor = Some(m);
     }
-    drain(
-        ring.get_mut(),
-        &mut table,
-        &labels,
-        &dm,
-        &mut handle,
-        &mut log,
-    );
-    report_unreported(&flows_map, &mut table, &labels, &mut handle, &mut log);
-    if let Some(log) = log.as_mut() {
+    sink.drain(ring.get_mut(), &labels);
+    report_unreported(&flows_map, &mut sink, &labels);
+    if let Some(log) = sink.log.as_mut() {
         log.flush()?;
     }
     let _ = stop_tx.send(true);
@@ -328,27 +306,79 @@ fn sweep_interval(config: &Config) -> Duration {
     (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    table: &mut FlowTable,
-    labels: &RwLock<Labels>,
-    dm: &DaemonMetrics,
-    handle: &mut impl FnMut(EventKind, FlowRecord, &mut Option<EventLog>),
-    log: &mut Option<EventLog>,
-) {
-    let labels = labels
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    while let Some(item) = ring.next() {
-        match events::decode(&item) {
-            Ok((kind, key, st)) => {
-                let record = table.apply(kind, key, &st, &labels);
-                handle(kind, record, log);
+/// The daemon's end of the ring buffer: every event counted by kind, the tracked flows
+/// kept, and each event written to the event log when there is one. The benchmark drains
+/// through the same code.
+pub struct EventSink {
+    /// The flows the daemon tracks.
+    pub table: FlowTable,
+    /// The JSON-lines event log, if configured.
+    pub log: Option<EventLog>,
+    /// `exfilmon_flow_events_total` by kind, resolved once (not per event).
+    kinds: [IntCounter; 4],
+    decode_errors: IntCounter,
+    log_errors: IntCounter,
+}
+
+impl EventSink {
+    #[must_use]
+    pub fn new(dm: &DaemonMetrics, log: Option<EventLog>) -> Self {
+        let kind = |k: EventKind| dm.flow_events.with_label_values(&[k.as_str()]);
+        Self {
+            table: FlowTable::default(),
+            log,
+            kinds: [
+                kind(EventKind::FlowStart),
+                kind(EventKind::FlowUpdate),
+                kind(EventKind::FlowEnd),
+                kind(EventKind::FlowIdle),
+            ],
+            decode_errors: dm.event_errors.with_label_values(&["decode"]),
+            log_errors: dm.event_errors.with_label_values(&["log_write"]),
+        }
+    }
+
+    /// Drains every record in the ring; returns how many there were.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, labels: &RwLock<Labels>) -> u64 {
+        let labels = labels
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            n += 1;
+            match events::decode(&item) {
+                Ok((kind, key, st)) => self.handle(kind, &key, &st, &labels),
+                Err(e) => {
+                    self.decode_errors.inc();
+                    tracing::warn!(error = %e, "undecodable ring buffer record");
+                }
             }
-            Err(e) => {
-                dm.event_errors.with_label_values(&["decode"]).inc();
-                tracing::warn!(error = %e, "undecodable ring buffer record");
-            }
+        }
+        n
+    }
+
+    /// Applies one flow event.
+    pub fn handle(&mut self, kind: EventKind, key: &FlowKey, st: &FlowState, labels: &Labels) {
+        self.kinds[kind as usize].inc();
+        self.table.apply(kind, key);
+        if kind == EventKind::FlowStart {
+            // Per flow, so debug: the event log is the record of violation flows.
+            tracing::debug!(?key, "violation flow");
+        }
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.write(kind, &FlowRecord::new(key, st, labels))
+        {
+            self.log_errors.inc();
+            tracing::warn!(error = %crate::error_chain(&e), "event log write failed");
+        }
+    }
+
+    fn flush_log(&mut self) {
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.flush()
+        {
+            self.log_errors.inc();
+            tracing::warn!(error = %crate::error_chain(&e), "event log flush failed");
         }
     }
 }
@@ -357,18 +387,15 @@ fn drain(
 /// the event log ends with the final counts. The flows stay in the kernel's table.
 fn report_unreported(
     flows: &HashMap<MapData, FlowKey, FlowState>,
-    table: &mut FlowTable,
+    sink: &mut EventSink,
     labels: &RwLock<Labels>,
-    handle: &mut impl FnMut(EventKind, FlowRecord, &mut Option<EventLog>),
-    log: &mut Option<EventLog>,
 ) {
     let labels = labels
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (key, st) in flows.iter().filter_map(Result::ok) {
         if st.reported_bytes != st.bytes_out + st.bytes_in {
-            let record = table.apply(EventKind::FlowUpdate, key, &st, &labels);
-            handle(EventKind::FlowUpdate, record, log);
+            sink.handle(EventKind::FlowUpdate, &key, &st, &labels);
         }
     }
 }
@@ -377,11 +404,9 @@ fn report_unreported(
 /// their final totals (unless a FIN/RST end already reported exactly these).
 fn sweep(
     flows: &mut HashMap<MapData, FlowKey, FlowState>,
-    table: &mut FlowTable,
+    sink: &mut EventSink,
     labels: &RwLock<Labels>,
     idle: Duration,
-    handle: &mut impl FnMut(EventKind, FlowRecord, &mut Option<EventLog>),
-    log: &mut Option<EventLog>,
 ) {
     let now = events::monotonic_ns();
     let idle_ns = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
@@ -397,10 +422,11 @@ fn sweep(
         if flows.remove(&key).is_err() {
             continue; // evicted or removed meanwhile
         }
-        let record = table.apply(EventKind::FlowIdle, key, &st, &labels);
         let already_reported = st.ended != 0 && st.reported_bytes == st.bytes_out + st.bytes_in;
-        if !already_reported {
-            handle(EventKind::FlowIdle, record, log);
+        if already_reported {
+            sink.table.apply(EventKind::FlowIdle, &key);
+        } else {
+            sink.handle(EventKind::FlowIdle, &key, &st, &labels);
         }
     }
 }

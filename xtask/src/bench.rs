@@ -21,6 +21,8 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
             "exfilmon-tests",
             "--bin",
             "exfilmon-bench",
+            "--bin",
+            "exfilmon-bench-events",
         ])
         .current_dir(&root)
         .status()
@@ -35,6 +37,17 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .context("running exfilmon-bench")?;
     if !status.success() {
         bail!("exfilmon-bench failed ({status})");
+    }
+    // The ring buffer → daemon path; `--quick` is the only option the two share.
+    println!("\nring buffer → daemon:");
+    let quick = extra.iter().any(|a| a == "--quick");
+    let status = Command::new(root.join("target/release/exfilmon-bench-events"))
+        .args(quick.then_some("--quick"))
+        .current_dir(&root)
+        .status()
+        .context("running exfilmon-bench-events")?;
+    if !status.success() {
+        bail!("exfilmon-bench-events failed ({status})");
     }
     Ok(())
 }
