@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use monitor_common::flow::{FlowKey, FlowState};
 use prometheus::{IntCounter, Registry};
 use tokio::{
@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     config::{Config, Hook as CfgHook, XdpMode as CfgMode},
-    ebpf::{EbpfError, Hook, Monitor},
+    ebpf::{EbpfError, FlowMap, Hook, Monitor},
     events::{self, Clock, EventKind, EventLog, FlowRecord, FlowTable},
     geoip::SourceInfo,
     metrics::{self, DaemonMetrics, KernelCollector},
@@ -155,7 +155,7 @@ pub async fn run(
     let mut ring =
         unsafe { AsyncFd::register_with_interest(monitor.take_events()?, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-    let mut flows_map: HashMap<MapData, FlowKey, FlowState> = monitor.take_flows()?;
+    let mut flows_map = monitor.take_flows()?;
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut sweep_tick = tokio::time::interval(sweep_interval(&config));
     let mut config = config;
@@ -385,15 +385,18 @@ impl EventSink {
 
 /// At shutdown: reports every tracked flow whose totals moved since its last event, so
 /// the event log ends with the final counts. The flows stay in the kernel's table.
-fn report_unreported(
-    flows: &HashMap<MapData, FlowKey, FlowState>,
-    sink: &mut EventSink,
-    labels: &RwLock<Labels>,
-) {
+fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>) {
+    let all = match flows.read() {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "reading the flow table at shutdown failed; final totals are not logged");
+            return;
+        }
+    };
     let labels = labels
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (key, st) in flows.iter().filter_map(Result::ok) {
+    for (key, st) in all {
         if st.reported_bytes != st.bytes_out + st.bytes_in {
             sink.handle(EventKind::FlowUpdate, &key, &st, &labels);
         }
@@ -402,24 +405,25 @@ fn report_unreported(
 
 /// Ends flows idle past the timeout: removes them from the kernel's table and reports
 /// their final totals (unless a FIN/RST end already reported exactly these).
-fn sweep(
-    flows: &mut HashMap<MapData, FlowKey, FlowState>,
-    sink: &mut EventSink,
-    labels: &RwLock<Labels>,
-    idle: Duration,
-) {
+fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idle: Duration) {
     let now = events::monotonic_ns();
     let idle_ns = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-    let expired: Vec<(FlowKey, FlowState)> = flows
-        .iter()
-        .filter_map(Result::ok)
+    let all = match flows.read() {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "reading the flow table failed; idle flows are swept next time");
+            return;
+        }
+    };
+    let expired: Vec<(FlowKey, FlowState)> = all
+        .into_iter()
         .filter(|(_, st)| now.saturating_sub(st.last_ns) >= idle_ns)
         .collect();
     let labels = labels
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (key, st) in expired {
-        if flows.remove(&key).is_err() {
+        if !flows.remove(&key) {
             continue; // evicted or removed meanwhile
         }
         let already_reported = st.ended != 0 && st.reported_bytes == st.bytes_out + st.bytes_in;

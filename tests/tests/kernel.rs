@@ -45,6 +45,11 @@ struct Harness {
 fn config_text(extra_flows: &str) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().expect("tempdir");
     let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/geoip.csv");
+    let max_entries = if extra_flows.contains("max_entries") {
+        ""
+    } else {
+        "max_entries = 1024"
+    };
     let text = format!(
         r#"
 [home]
@@ -61,7 +66,7 @@ allow = ["US"]
 [geoip]
 sources = [{{ format = "csv", path = "{geo}" }}]
 [flows]
-max_entries = 1024
+{max_entries}
 ring_bytes = 262144
 {extra_flows}
 "#
@@ -595,4 +600,29 @@ fn tc_programs_classify_like_xdp_and_return_ok() {
         (3, 3 * 58)
     );
     h.assert_outcomes_sum();
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn the_flow_table_is_read_whole_in_batches() {
+    // More flows than one batch (4096), as the daemon's sweep reads them.
+    let mut h = Harness::with_flows(
+        "the_flow_table_is_read_whole_in_batches",
+        "max_entries = 20000",
+    );
+    let n: u16 = 10_000;
+    for port in 0..n {
+        h.run(&eth_v4(&ipv4(
+            PHONE,
+            CN,
+            UDP,
+            &udp(10_000 + port, 443, &[1; 8]),
+        )));
+    }
+    assert_eq!(h.reason(reason::FLOW_CREATED), u64::from(n));
+    let flows = h.monitor.flows().expect("flows");
+    let ports: std::collections::BTreeSet<u16> = flows.iter().map(|(k, _)| k.inside_port).collect();
+    assert_eq!(flows.len(), usize::from(n), "every flow, once");
+    assert_eq!(ports.len(), usize::from(n));
+    assert!(flows.iter().all(|(_, st)| st.packets_out == 1));
 }

@@ -371,13 +371,22 @@ impl Monitor {
     }
 
     /// Takes the flow table for the sweeper.
-    pub fn take_flows(&mut self) -> Result<HashMap<MapData, FlowKey, FlowState>, EbpfError> {
+    pub fn take_flows(&mut self) -> Result<FlowMap, EbpfError> {
         let name = maps::FLOWS;
         let map = self
             .ebpf
             .take_map(name)
             .ok_or(EbpfError::MissingMap { map: name })?;
-        HashMap::try_from(map).map_err(|s| map_err(name, "wrong type", s))
+        let fd = map_data(&map)
+            .ok_or(EbpfError::MissingMap { map: name })?
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| EbpfError::Batch { map: name, source })?;
+        Ok(FlowMap {
+            map: HashMap::try_from(map).map_err(|s| map_err(name, "wrong type", s))?,
+            fd,
+        })
     }
 
     /// Takes the counter maps for the metrics collector.
@@ -417,13 +426,35 @@ impl Monitor {
 
     /// A copy of the flow table (replay, tests).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
-        let flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(self.map(maps::FLOWS)?)
-            .map_err(|s| map_err(maps::FLOWS, "wrong type", s))?;
-        flows
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|s| map_err(maps::FLOWS, "iterate", s))
+        let data =
+            map_data(self.map(maps::FLOWS)?).ok_or(EbpfError::MissingMap { map: maps::FLOWS })?;
+        read_flows(data.fd().as_fd())
     }
+}
+
+/// The kernel's flow table, owned by the daemon.
+pub struct FlowMap {
+    map: HashMap<MapData, FlowKey, FlowState>,
+    /// The same map, for batch reads.
+    fd: std::os::fd::OwnedFd,
+}
+
+impl FlowMap {
+    /// Every flow, read in batches (a few syscalls per 4096 flows).
+    pub fn read(&self) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
+        read_flows(self.fd.as_fd())
+    }
+
+    /// Removes a flow; false if it was gone already (evicted or removed meanwhile).
+    pub fn remove(&mut self, key: &FlowKey) -> bool {
+        self.map.remove(key).is_ok()
+    }
+}
+
+fn read_flows(fd: std::os::fd::BorrowedFd<'_>) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
+    let mut out = Vec::new();
+    lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, |k, v| out.push((*k, v[0])))?;
+    Ok(out)
 }
 
 /// The counter maps, owned by the metrics collector.
@@ -456,42 +487,59 @@ fn read_reasons<T: std::borrow::Borrow<MapData>>(
         .collect()
 }
 
-/// Reads a whole per-CPU counter array (`name`) with `BPF_MAP_LOOKUP_BATCH` (a few
-/// syscalls instead of one per entry) and sums each entry over the CPUs. Only non-zero
-/// entries are returned.
+/// Reads a whole per-CPU counter array (`name`) in batches and sums each entry over the
+/// CPUs. Only non-zero entries are returned.
 fn read_counter_array(
     map: &MapData,
     name: &'static str,
 ) -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
-    const CHUNK: u32 = 4096;
     let cpus = nr_cpus()
         .map_err(|(_, source)| EbpfError::Batch { map: name, source })?
         .get() as usize;
-    let entries = map.info().map_or(u32::MAX, |i| i.max_entries());
-    let fd = map.fd().as_fd().as_raw_fd();
-    let mut keys = vec![0u32; CHUNK as usize];
-    let mut values = vec![ClassCounter::default(); CHUNK as usize * cpus];
     let mut out = Vec::new();
-    let mut cursor = 0u32;
+    lookup_batch::<u32, ClassCounter>(map.fd().as_fd(), name, cpus, |key, per_cpu| {
+        let mut sum = ClassCounter::default();
+        for c in per_cpu {
+            sum.packets = sum.packets.wrapping_add(c.packets);
+            sum.bytes = sum.bytes.wrapping_add(c.bytes);
+        }
+        if sum.packets != 0 {
+            out.push((*key, sum));
+        }
+    })?;
+    Ok(out)
+}
+
+/// Reads every entry of a map with `BPF_MAP_LOOKUP_BATCH`, a few thousand per syscall
+/// instead of two syscalls per entry. `per_key` is the number of values per key (the CPU
+/// count for per-CPU maps, else 1). Entries that change meanwhile may be seen old or new.
+fn lookup_batch<K: Copy + Default, V: Copy + Default>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    name: &'static str,
+    per_key: usize,
+    mut each: impl FnMut(&K, &[V]),
+) -> Result<(), EbpfError> {
+    const CHUNK: u32 = 4096;
+    let mut keys = vec![K::default(); CHUNK as usize];
+    let mut values = vec![V::default(); CHUNK as usize * per_key];
+    // The batch cursor is opaque: a key for arrays, a bucket number for hashes.
+    let mut cursor = [0u64; 8];
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                std::ptr::addr_of!(cursor) as u64
-            },
-            out_batch: std::ptr::addr_of_mut!(cursor) as u64,
+            in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
+            out_batch: cursor.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
             count: CHUNK,
-            map_fd: u32::try_from(fd).unwrap_or(u32::MAX),
+            map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
             elem_flags: 0,
             flags: 0,
         };
         first = false;
-        // SAFETY: `attr` points at buffers sized for `count` keys and `count × cpus` values
-        // (ClassCounter is 16 bytes, already 8-byte aligned as the kernel lays them out).
+        // SAFETY: `attr` points at buffers sized for `count` keys and `count × per_key`
+        // values of the map's key and value types (the kernel lays per-CPU values out
+        // 8-byte aligned, as `V` is), and at a cursor larger than any batch token.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -511,17 +559,10 @@ fn read_counter_array(
             }
         }
         for (i, key) in keys.iter().take(attr.count as usize).enumerate() {
-            let mut sum = ClassCounter::default();
-            for c in &values[i * cpus..(i + 1) * cpus] {
-                sum.packets = sum.packets.wrapping_add(c.packets);
-                sum.bytes = sum.bytes.wrapping_add(c.bytes);
-            }
-            if sum.packets != 0 {
-                out.push((*key, sum));
-            }
+            each(key, &values[i * per_key..(i + 1) * per_key]);
         }
-        if done || cursor + 1 >= entries {
-            return Ok(out);
+        if done {
+            return Ok(());
         }
     }
 }
