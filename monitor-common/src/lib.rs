@@ -62,4 +62,10 @@ pub mod programs {
     pub const BENCH_LPM: &str = "exfilmon_bench_lpm";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";
+    /// Live benchmark only: the generator run in live-frames mode (rewrite, checksum, `XDP_TX`).
+    pub const LIVE_GEN: &str = "exfilmon_live_gen";
+    /// Live benchmark only: the generator for one fixed frame (`XDP_TX`, no rewrite).
+    pub const LIVE_TX: &str = "exfilmon_live_tx";
+    /// Live benchmark only: a bare `XDP_PASS`, the receiving veth's baseline.
+    pub const LIVE_PASS: &str = "exfilmon_live_pass";
 }

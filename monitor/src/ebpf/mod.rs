@@ -179,7 +179,14 @@ impl Monitor {
             loader
                 .map_max_entries(maps::BENCH_WORKLOAD, b.workload.max(1))
                 .map_max_entries(maps::BENCH_TRIE4, b.trie4.max(1));
-            names.extend([programs::BENCH, programs::BENCH_LPM, programs::BENCH_PASS]);
+            names.extend([
+                programs::BENCH,
+                programs::BENCH_LPM,
+                programs::BENCH_PASS,
+                programs::LIVE_GEN,
+                programs::LIVE_TX,
+                programs::LIVE_PASS,
+            ]);
         }
         let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
         for name in names {
