@@ -27,22 +27,13 @@ pub fn this_thread() -> Result<Duration> {
     read(ClockId::CLOCK_THREAD_CPUTIME_ID).context("reading CLOCK_THREAD_CPUTIME_ID")
 }
 
-/// CPU time of process `pid`, all its threads.
+/// CPU time of process `pid`, all its threads. (The kernel reads another process's
+/// clock for anyone, but a thread clock only for threads of the caller's own process:
+/// use this for a kernel thread such as `ksoftirqd/N`, a process of one thread.)
 pub fn process(pid: i32) -> Result<Duration> {
     let clock = ClockId::pid_cpu_clock_id(Pid::from_raw(pid))
         .with_context(|| format!("clock_getcpuclockid({pid})"))?;
     read(clock).with_context(|| format!("reading the CPU clock of process {pid}"))
-}
-
-/// CPU time of one thread `tid` of any process (the kernel's `MAKE_THREAD_CPUCLOCK(tid,
-/// CPUCLOCK_SCHED)`; libc has no wrapper for a thread that is not the caller's).
-pub fn thread(tid: i32) -> Result<Duration> {
-    const CPUCLOCK_SCHED: i32 = 2;
-    const CPUCLOCK_PERTHREAD: i32 = 4;
-    read(ClockId::from_raw(
-        ((!tid) << 3) | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED,
-    ))
-    .with_context(|| format!("reading the CPU clock of thread {tid}"))
 }
 
 /// CPU time of process `pid` and all its descendants that run now (pmacctd forks its

@@ -34,10 +34,13 @@ pub const DENIED: [&str; 5] = ["CN", "RU", "IR", "KP", "BY"];
 /// The inside network.
 pub const INSIDE: (Ipv4Addr, u8) = (Ipv4Addr::new(192, 0, 2, 0), 24);
 
-/// The one flow of the fixed workload: a phone calling home to a denied country.
+/// The source of the fixed workloads' one flow.
 pub const FIXED_SRC: (Ipv4Addr, u16) = (Ipv4Addr::new(192, 0, 2, 10), 40_000);
-/// Its destination, in 203.0.113.160/28 (the 27th /28 overall: `IR`).
-pub const FIXED_DST: (Ipv4Addr, u16) = (Ipv4Addr::new(203, 0, 113, 170), 443);
+/// The destination of the fixed violation flow (a phone calling home to a denied
+/// country): 203.0.113.160/28 is the 27th /28, `IR`.
+pub const FIXED_DST_DENIED: (Ipv4Addr, u16) = (Ipv4Addr::new(203, 0, 113, 170), 443);
+/// The destination of the fixed allowed flow: 198.51.100.0/28, `US`.
+pub const FIXED_DST_ALLOWED: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 51, 100, 5), 443);
 /// UDP payload of every frame: 64-byte frames, 50 layer-3 bytes.
 const PAYLOAD: usize = 22;
 /// Layer-3 bytes of every frame the generator sends (IPv4 20 + UDP 8 + payload 22).
@@ -75,9 +78,13 @@ pub fn write_config(dir: &Path, attach: Option<(&str, u16)>) -> Result<PathBuf> 
         .map(|c| format!("\"{c}\""))
         .collect();
     let (net, len) = INSIDE;
+    // The group is the home network as two halves: on this branch, a group network equal
+    // to a home network loses to it in the kernel table (the home network's "ungrouped"
+    // wins the tie), while `exfilmon lookup` picks the group.
     let mut text = format!(
         "[home]\nnetworks = [\"{net}/{len}\"]\ncountries = [\"IN\"]\n\
-         [[group]]\nname = \"subscribers\"\nnetworks = [\"{net}/{len}\"]\nallow = [{}]\n\
+         [[group]]\nname = \"subscribers\"\n\
+         networks = [\"192.0.2.0/25\", \"192.0.2.128/25\"]\nallow = [{}]\n\
          [geoip]\nsources = [{{ format = \"csv\", path = \"geoip.csv\" }}]\n\
          [flows]\nmax_entries = 262144\n",
         allow.join(", ")
@@ -100,10 +107,17 @@ fn frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
     eth_v4(&ipv4(src.0, dst.0, UDP, &udp(src.1, dst.1, &[0; PAYLOAD])))
 }
 
-/// The fixed workload's frame (one 5-tuple, sent as it is by `programs::LIVE_TX`).
+/// A fixed workload's frame (one 5-tuple, sent as it is by `programs::LIVE_TX`): to a
+/// denied country (a violation: exfilmon updates its flow entry for every packet) or to
+/// an allowed one (counted only).
 #[must_use]
-pub fn fixed_frame() -> Vec<u8> {
-    frame(FIXED_SRC, FIXED_DST)
+pub fn fixed_frame(violation: bool) -> Vec<u8> {
+    let dst = if violation {
+        FIXED_DST_DENIED
+    } else {
+        FIXED_DST_ALLOWED
+    };
+    frame(FIXED_SRC, dst)
 }
 
 /// The template the random workload's packets are written into (by `programs::LIVE_GEN`).
@@ -264,7 +278,7 @@ impl<'a> Generator<'a> {
                 set.set(cpu)?;
                 nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
             }
-            let soft0 = softirqd.map(cpu::thread).transpose()?;
+            let soft0 = softirqd.map(cpu::process).transpose()?;
             let cpu0 = cpu::this_thread()?;
             let start = Instant::now();
             let deadline = start + limit;
@@ -290,7 +304,7 @@ impl<'a> Generator<'a> {
             let wall = start.elapsed();
             let thread_cpu = cpu::this_thread()? - cpu0;
             let ksoftirqd_cpu = match (softirqd, soft0) {
-                (Some(pid), Some(t0)) => cpu::thread(pid)? - t0,
+                (Some(pid), Some(t0)) => cpu::process(pid)? - t0,
                 _ => Duration::ZERO,
             };
             Ok(Sent {
