@@ -135,12 +135,13 @@ pub fn flush_frame() -> Vec<u8> {
     frame((FLUSH_SRC, FLUSH_PORT), (FLUSH_DST, FLUSH_PORT))
 }
 
-/// `n` random flows: sources across 192.0.2.1–253, source ports across 1024–65535,
-/// destinations across both outside /24s (every country), destination port 443.
+/// `n` packets of `flows` random flows (in turn): sources across 192.0.2.1–253, source
+/// ports across 1024–65535, destinations across both outside /24s (every country),
+/// destination port 443.
 #[must_use]
-pub fn random_workload(n: u32, seed: u64) -> Vec<BenchPacket> {
+pub fn random_workload(n: u32, flows: u32, seed: u64) -> Vec<BenchPacket> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..n)
+    let table: Vec<BenchPacket> = (0..flows.max(1))
         .map(|_| {
             let src = Ipv4Addr::new(192, 0, 2, rng.random_range(1..=253));
             let dst = if rng.random_bool(0.5) {
@@ -157,7 +158,8 @@ pub fn random_workload(n: u32, seed: u64) -> Vec<BenchPacket> {
             p.dst[..4].copy_from_slice(&dst.octets());
             p
         })
-        .collect()
+        .collect();
+    (0..n as usize).map(|i| table[i % table.len()]).collect()
 }
 
 /// What one generator run sent and what it cost.
@@ -222,8 +224,10 @@ impl<'a> Generator<'a> {
         self.run(program, frame, packets, None, limit)
     }
 
-    /// Sends `packets` frames at `rate` packets per second (in bursts every 2 ms),
-    /// stopping early after `limit`.
+    /// Sends `packets` frames at `rate` packets per second, stopping early after `limit`.
+    /// The frames go in bursts every 50 ms: each live-frames run costs a page-pool set-up
+    /// and teardown that takes milliseconds of wall time (an RCU grace period), so runs of
+    /// a few frames cannot keep a rate.
     pub fn paced(
         &self,
         program: &'static str,
@@ -283,8 +287,8 @@ impl<'a> Generator<'a> {
             let start = Instant::now();
             let deadline = start + limit;
             let chunk = match rate {
-                // Two milliseconds' worth per burst.
-                Some(r) => (r / 500).max(1),
+                // 50 milliseconds' worth per burst.
+                Some(r) => (r / 20).max(1),
                 None => 1 << 16,
             };
             let mut sent = 0u64;
@@ -315,4 +319,10 @@ impl<'a> Generator<'a> {
             })
         })
     }
+}
+
+/// CPUs this machine has.
+#[must_use]
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }

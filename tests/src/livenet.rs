@@ -146,6 +146,17 @@ impl LiveNet {
             .with_context(|| format!("no ifindex for {GEN_IF} in {out}"))
     }
 
+    /// The id of the XDP program attached to `mon0`, if any.
+    pub fn mon_xdp_prog_id(&self) -> Result<Option<u32>> {
+        let out = self.mon.ip(&["-j", "link", "show", "dev", MON_IF])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
+        let xdp = &v[0]["xdp"];
+        let id = xdp["prog"]["id"]
+            .as_u64()
+            .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64());
+        Ok(id.and_then(|i| u32::try_from(i).ok()))
+    }
+
     /// `mon0`'s receive counters now.
     pub fn rx(&self) -> Result<RxCounters> {
         let stats = self.mon.run("ethtool", ["-S", MON_IF])?;

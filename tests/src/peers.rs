@@ -128,7 +128,11 @@ impl Peer {
                          ! 0: the memory table grows as needed (the default, 16 pools of\n\
                          ! 8 KiB, holds about a thousand flows)\n\
                          imt_mem_pools_number: 0\n\
-                         imt_buckets: 65537\n",
+                         imt_buckets: 65537\n\
+                         ! Batch the core-to-plugin transfers, as CONFIG-KEYS advises for heavy\n\
+                         ! traffic (unbatched, every packet is a transfer of its own).\n\
+                         plugin_pipe_size: 10240000\n\
+                         plugin_buffer_size: 10240\n",
                         control.display()
                     ),
                 )?;
@@ -252,6 +256,51 @@ impl Peer {
                         .args(["-s", "-O", "json"]),
                 )?;
                 parse_pmacct(&out)
+            }
+        }
+    }
+
+    /// Whether the peer has counted a packet of the flush flow, after `measured` packets
+    /// of other flows: then it has counted every one of those. Cheap enough to poll, so
+    /// that polling does not add to the peer's CPU time: a counter for softflowd (its
+    /// `statistics` count every packet processed; the wire is quiet, so more than
+    /// `measured` means flush packets; [`PeerTotals::flush_packets`] confirms it
+    /// afterwards), one exact-key lookup for pmacctd (`pmacct -N`).
+    pub fn flush_seen(&self, measured: u64) -> Result<bool> {
+        match self.kind {
+            PeerKind::Softflowd => {
+                let out = control_output(
+                    Command::new("softflowctl")
+                        .arg("-c")
+                        .arg(&self.control)
+                        .arg("statistics"),
+                )?;
+                let processed: u64 = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Packets processed:"))
+                    .with_context(|| format!("softflowctl statistics: no packet count in {out:?}"))?
+                    .trim()
+                    .parse()
+                    .context("softflowctl statistics: bad packet count")?;
+                Ok(processed > measured)
+            }
+            PeerKind::Pmacctd => {
+                let key = format!("{FLUSH_SRC},{FLUSH_DST},{FLUSH_PORT},{FLUSH_PORT},udp");
+                let out = control_output(
+                    Command::new("pmacct")
+                        .arg("-p")
+                        .arg(&self.control)
+                        .args(["-c", "src_host,dst_host,src_port,dst_port,proto", "-N"])
+                        .arg(&key)
+                        .args(["-n", "packets", "-S"]),
+                )?;
+                let mut n = 0u64;
+                for line in out.lines().filter(|l| !l.trim().is_empty()) {
+                    n += line.trim().parse::<u64>().with_context(|| {
+                        format!("pmacct -N {key}: unexpected answer {out:?}")
+                    })?;
+                }
+                Ok(n > 0)
             }
         }
     }

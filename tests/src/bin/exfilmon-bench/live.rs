@@ -101,7 +101,7 @@ pub fn run(args: LiveArgs, dir: &std::path::Path) -> Result<LiveReport> {
     )
     .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))
     .context("loading exfilmon with the bench programs")?;
-    monitor.write_bench_workload(&live::random_workload(RANDOM_FLOWS, 0x11fe))?;
+    monitor.write_bench_workload(&live::random_workload(RANDOM_FLOWS, RANDOM_FLOWS, 0x11fe))?;
     let drain = Drain::start(&mut monitor)?;
     let net = LiveNet::new()?;
 
