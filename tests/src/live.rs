@@ -252,9 +252,7 @@ impl<'a> Generator<'a> {
         let mut sent = 0;
         while !done()? {
             if sent >= max || Instant::now() > deadline {
-                anyhow::bail!(
-                    "flushing: the peer did not see the flush flow after {sent} packets"
-                );
+                anyhow::bail!("flushing: the peer did not see the flush flow after {sent} packets");
             }
             sent += self
                 .run(programs::LIVE_TX, &frame, 256, None, limit)?
@@ -294,7 +292,7 @@ impl<'a> Generator<'a> {
             let mut sent = 0u64;
             while sent < packets && Instant::now() < deadline {
                 if let Some(r) = rate {
-                    let due = start + Duration::from_secs_f64(sent as f64 / r as f64);
+                    let due = start + Duration::from_nanos(sent.saturating_mul(1_000_000_000) / r);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
@@ -306,9 +304,9 @@ impl<'a> Generator<'a> {
                 sent += n;
             }
             let wall = start.elapsed();
-            let thread_cpu = cpu::this_thread()? - cpu0;
+            let thread_cpu = cpu::this_thread()?.saturating_sub(cpu0);
             let ksoftirqd_cpu = match (softirqd, soft0) {
-                (Some(pid), Some(t0)) => cpu::process(pid)? - t0,
+                (Some(pid), Some(t0)) => cpu::process(pid)?.saturating_sub(t0),
                 _ => Duration::ZERO,
             };
             Ok(Sent {
@@ -325,4 +323,22 @@ impl<'a> Generator<'a> {
 #[must_use]
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// exfilmon's (packets, layer-3 bytes) from a daemon's /metrics, over every class.
+pub fn exfilmon_totals(daemon: &crate::daemon::Daemon) -> Result<(u64, u64)> {
+    let m = daemon.scrape()?;
+    Ok((
+        counter(m.sum("exfilmon_packets_total", &[])),
+        counter(m.sum("exfilmon_bytes_total", &[])),
+    ))
+}
+
+#[expect(
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation,
+    reason = "a counter's value: whole, not negative, far below 2^53"
+)]
+fn counter(v: f64) -> u64 {
+    v as u64
 }

@@ -203,9 +203,9 @@ impl Peer {
         fds.flatten().any(|fd| {
             fs::read_link(fd.path()).is_ok_and(|target| {
                 let t = target.to_string_lossy();
-                inodes
-                    .iter()
-                    .any(|i| t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) == Some(i))
+                inodes.iter().any(|i| {
+                    t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) == Some(i)
+                })
             })
         })
     }
@@ -296,9 +296,10 @@ impl Peer {
                 )?;
                 let mut n = 0u64;
                 for line in out.lines().filter(|l| !l.trim().is_empty()) {
-                    n += line.trim().parse::<u64>().with_context(|| {
-                        format!("pmacct -N {key}: unexpected answer {out:?}")
-                    })?;
+                    n += line
+                        .trim()
+                        .parse::<u64>()
+                        .with_context(|| format!("pmacct -N {key}: unexpected answer {out:?}"))?;
                 }
                 Ok(n > 0)
             }
@@ -386,7 +387,9 @@ fn parse_softflowd(text: &str) -> Result<PeerTotals> {
         let endpoint = |s: &str| -> Option<(String, String)> {
             let (addr, port) = s.rsplit_once(':')?;
             Some((
-                addr.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                addr.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
                 port.to_owned(),
             ))
         };
@@ -454,7 +457,10 @@ mod tests {
             EXPIRY EVENT for flow 1 in 252 seconds\n\n\
             ACTIVE seq:2 [192.0.2.254]:9 <> [198.51.100.254]:9 proto:17 octets>:50 packets>:1 octets<:0 packets<:0 start:x\n";
         let t = parse_softflowd(text).unwrap();
-        assert_eq!((t.packets, t.bytes, t.flows, t.flush_packets), (2, 100, 1, 1));
+        assert_eq!(
+            (t.packets, t.bytes, t.flows, t.flush_packets),
+            (2, 100, 1, 1)
+        );
     }
 
     #[test]
@@ -462,6 +468,9 @@ mod tests {
         let text = "{\"ip_src\": \"192.0.2.1\", \"ip_dst\": \"203.0.113.2\", \"port_src\": 36146, \"port_dst\": 443, \"ip_proto\": \"udp\", \"packets\": 3, \"bytes\": 150}\n\
             {\"ip_src\": \"192.0.2.254\", \"ip_dst\": \"198.51.100.254\", \"port_src\": 9, \"port_dst\": 9, \"ip_proto\": \"udp\", \"packets\": 4, \"bytes\": 200}\n";
         let t = parse_pmacct(text).unwrap();
-        assert_eq!((t.packets, t.bytes, t.flows, t.flush_packets), (3, 150, 1, 4));
+        assert_eq!(
+            (t.packets, t.bytes, t.flows, t.flush_packets),
+            (3, 150, 1, 4)
+        );
     }
 }

@@ -253,7 +253,7 @@ fn program_ns(
             generator.blast(gen_program, frame, args.packets / 2, args.limit)?;
             net.rx_settled(Duration::from_secs(2))?;
             let (n1, t1) = monitor.program_stats(program)?;
-            anyhow::Ok((t1 - t0).as_nanos() as f64 / (n1 - n0).max(1) as f64)
+            anyhow::Ok(t1.saturating_sub(t0).as_nanos() as f64 / (n1 - n0).max(1) as f64)
         })();
         monitor.detach_xdp(program, link)?;
         out[i] = result?;
@@ -309,10 +309,7 @@ impl Drain {
             .spawn(move || {
                 // Unpinned: the scheduler puts it on the other CPU, away from the pinned
                 // generator, as the daemon's reader would be.
-                let _ = nix::sched::sched_setaffinity(
-                    nix::unistd::Pid::from_raw(0),
-                    &all_cpus(),
-                );
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all_cpus());
                 while !s.load(Ordering::Relaxed) {
                     let mut n = 0;
                     while ring.next().is_some() {

@@ -161,6 +161,28 @@ pub fn run(args: &PeerArgs, dir: &std::path::Path) -> Result<PeersReport> {
     Ok(report(args, rounds))
 }
 
+/// One round's setting.
+struct Ctx<'a> {
+    args: &'a PeerArgs,
+    net: &'a LiveNet,
+    round: usize,
+    dir: &'a std::path::Path,
+}
+
+impl Ctx<'_> {
+    /// The round's traffic, paced and bounded.
+    fn paced(&self, monitor: &Monitor) -> Result<Sent> {
+        let limit = Duration::from_secs(2 * self.args.packets / self.args.rate.max(1) + 10);
+        Generator::new(monitor, self.net, Some(self.args.cpu))?.paced(
+            programs::LIVE_GEN,
+            &live::template_frame(),
+            self.args.packets,
+            self.args.rate,
+            limit,
+        )
+    }
+}
+
 fn run_round(
     args: &PeerArgs,
     monitor: &mut Monitor,
@@ -168,33 +190,13 @@ fn run_round(
     round: usize,
     dir: &std::path::Path,
 ) -> Result<Round> {
-    let frame = live::template_frame();
-    let limit = Duration::from_secs_f64(args.packets as f64 / args.rate as f64 * 2.0 + 10.0);
-    let paced = |monitor: &Monitor| -> Result<Sent> {
-        Generator::new(monitor, net, Some(args.cpu))?.paced(
-            programs::LIVE_GEN,
-            &frame,
-            args.packets,
-            args.rate,
-            limit,
-        )
+    let ctx = Ctx {
+        args,
+        net,
+        round,
+        dir,
     };
-
-    // A: the baseline.
-    let link = net
-        .mon_ns()
-        .enter(|| monitor.attach_xdp_native(programs::LIVE_PASS, MON_IF))
-        .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))?;
-    let pass0 = monitor.program_stats(programs::LIVE_PASS)?;
-    let a = paced(monitor);
-    let pass1 = monitor.program_stats(programs::LIVE_PASS)?;
-    monitor.detach_xdp(programs::LIVE_PASS, link)?;
-    let a = a?;
-    let pass_ns = (pass1.1 - pass0.1).as_nanos() as f64 / (pass1.0 - pass0.0).max(1) as f64;
-    println!(
-        "  round {round} A XDP_PASS:  path {:.0} ns/packet, XDP_PASS {pass_ns:.1} ns (BPF statistics)",
-        per_packet(a.path_cpu(), a.packets)
-    );
+    let (a, pass_ns) = baseline(&ctx, monitor)?;
 
     // B: the daemon alone.
     let port = free_port()?;
@@ -207,91 +209,43 @@ fn run_round(
     )?;
     let daemon_pid = daemon.pid().context("the daemon is not running")?;
     let prog_id = wait_attached(net)?;
-    let before = exfilmon_totals(&daemon)?;
+    let before = live::exfilmon_totals(&daemon)?;
     let stats0 = prog_stats(prog_id)?;
     let cpu0 = cpu::process(daemon_pid)?;
     let rx0 = net.rx()?;
-    let b = paced(monitor)?;
+    let b = ctx.paced(monitor)?;
     let rx = net.rx_settled(Duration::from_secs(2))?.since(rx0);
     let cpu1 = cpu::process(daemon_pid)?;
     let stats1 = prog_stats(prog_id)?;
-    let after = exfilmon_totals(&daemon)?;
-    let exf_process = per_packet(cpu1 - cpu0, b.packets);
-    let exf_xdp = (stats1.1 - stats0.1).as_nanos() as f64 / (stats1.0 - stats0.0).max(1) as f64;
+    let after = live::exfilmon_totals(&daemon)?;
+    let exf_process = per_packet(cpu1.saturating_sub(cpu0), b.packets);
+    let exf_xdp = run_ns(stats0, stats1);
     // The statistics' own clock reads are most of a bare XDP_PASS's figure: take exfilmon's
     // program beyond that.
     let exf_kernel = exf_xdp - pass_ns;
     let exf_path = per_packet(b.path_cpu(), b.packets) - per_packet(a.path_cpu(), a.packets);
+    let counted = (after.0 - before.0, after.1 - before.1);
     println!(
         "  round {round} B exfilmon:  process {exf_process:.1} + XDP {exf_kernel:.1} ns/packet \
-         ({exf_xdp:.1} − XDP_PASS's {pass_ns:.1}; path +{exf_path:.0} over A); counted {} of {} packets",
-        after.0 - before.0,
-        b.packets
+         ({exf_xdp:.1} − XDP_PASS's {pass_ns:.1}; path +{exf_path:.0} over A); counted {} of {} \
+         packets",
+        counted.0, b.packets
     );
     let mut totals = vec![totals_row(
         round,
         "exfilmon",
         &b,
         rx.xdp_packets,
-        (after.0 - before.0, after.1 - before.1),
+        counted,
         None,
-        (after.0 - before.0, after.1 - before.1),
+        counted,
     )];
-
     let mut peers = Vec::new();
     for kind in [PeerKind::Softflowd, PeerKind::Pmacctd] {
         check_interrupted()?;
-        let all = format!("0-{}", live::cpus().saturating_sub(1));
-        let peer = Peer::start(kind, net.mon_ns(), MON_IF, dir, &all)?;
-        let before = exfilmon_totals(&daemon)?;
-        let cpu0 = peer.cpu()?;
-        let rx0 = net.rx()?;
-        let sent = paced(monitor)?;
-        let exf = exfilmon_totals(&daemon)?;
-        let generator = Generator::new(monitor, net, Some(args.cpu))?;
-        generator
-            .flush(
-                || peer.flush_seen(sent.packets),
-                50_000,
-                Duration::from_secs(10),
-            )
-            .with_context(|| format!("{} never counted the flush flow", kind.name()))?;
-        let cpu1 = peer.cpu()?;
-        let rx = net.rx_settled(Duration::from_secs(2))?.since(rx0);
-        let t = peer
-            .totals()
-            .with_context(|| format!("reading {}'s totals", kind.name()))?;
-        if t.flush_packets == 0 {
-            bail!(
-                "{} processed more packets than were sent, but none of the flush flow: \
-                 something else is on the wire",
-                kind.name()
-            );
-        }
-        let process = per_packet(cpu1 - cpu0, t.packets + t.flush_packets);
-        let kernel = per_packet(sent.path_cpu(), sent.packets) - per_packet(b.path_cpu(), b.packets);
-        println!(
-            "  round {round} {} {}: process {process:.0} + packet path {kernel:.0} ns/packet; \
-             counted {} packets, {} bytes, {} flows (exfilmon {} packets, {} bytes)",
-            if kind == PeerKind::Softflowd { "C" } else { "D" },
-            kind.name(),
-            t.packets,
-            t.bytes,
-            t.flows,
-            exf.0 - before.0,
-            exf.1 - before.1
-        );
-        totals.push(totals_row(
-            round,
-            kind.name(),
-            &sent,
-            rx.xdp_packets,
-            (t.packets, t.bytes),
-            Some(t),
-            (exf.0 - before.0, exf.1 - before.1),
-        ));
+        let (process, kernel, row) = peer_run(&ctx, monitor, &daemon, &b, kind)?;
         peers.push((kind, process, kernel));
-        peer.stop()?;
+        totals.push(row);
     }
     let status = daemon.stop()?;
     if !status.success() {
@@ -302,6 +256,102 @@ fn run_round(
         peers,
         totals,
     })
+}
+
+/// A: the baseline, a bare `XDP_PASS` on mon0. Returns the run and the program's mean
+/// run time from the BPF statistics.
+fn baseline(ctx: &Ctx<'_>, monitor: &mut Monitor) -> Result<(Sent, f64)> {
+    let link = ctx
+        .net
+        .mon_ns()
+        .enter(|| monitor.attach_xdp_native(programs::LIVE_PASS, MON_IF))
+        .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))?;
+    let run = (|| {
+        let s0 = monitor.program_stats(programs::LIVE_PASS)?;
+        let a = ctx.paced(monitor)?;
+        let s1 = monitor.program_stats(programs::LIVE_PASS)?;
+        anyhow::Ok((a, run_ns(s0, s1)))
+    })();
+    monitor.detach_xdp(programs::LIVE_PASS, link)?;
+    let (a, pass_ns) = run?;
+    println!(
+        "  round {} A XDP_PASS:  path {:.0} ns/packet, XDP_PASS {pass_ns:.1} ns (BPF statistics)",
+        ctx.round,
+        per_packet(a.path_cpu(), a.packets)
+    );
+    Ok((a, pass_ns))
+}
+
+/// C or D: `kind` on mon0 next to the daemon. Returns its process and kernel ns per packet
+/// and its totals.
+fn peer_run(
+    ctx: &Ctx<'_>,
+    monitor: &Monitor,
+    daemon: &Daemon,
+    b: &Sent,
+    kind: PeerKind,
+) -> Result<(f64, f64, TotalsRow)> {
+    let all = format!("0-{}", live::cpus().saturating_sub(1));
+    let peer = Peer::start(kind, ctx.net.mon_ns(), MON_IF, ctx.dir, &all)?;
+    let before = live::exfilmon_totals(daemon)?;
+    let cpu0 = peer.cpu()?;
+    let rx0 = ctx.net.rx()?;
+    let sent = ctx.paced(monitor)?;
+    let exf = live::exfilmon_totals(daemon)?;
+    Generator::new(monitor, ctx.net, Some(ctx.args.cpu))?
+        .flush(
+            || peer.flush_seen(sent.packets),
+            50_000,
+            Duration::from_secs(10),
+        )
+        .with_context(|| format!("{} never counted the flush flow", kind.name()))?;
+    let cpu1 = peer.cpu()?;
+    let rx = ctx.net.rx_settled(Duration::from_secs(2))?.since(rx0);
+    let t = peer
+        .totals()
+        .with_context(|| format!("reading {}'s totals", kind.name()))?;
+    if t.flush_packets == 0 {
+        bail!(
+            "{} processed more packets than were sent, but none of the flush flow: \
+             something else is on the wire",
+            kind.name()
+        );
+    }
+    let process = per_packet(cpu1.saturating_sub(cpu0), t.packets + t.flush_packets);
+    let kernel = per_packet(sent.path_cpu(), sent.packets) - per_packet(b.path_cpu(), b.packets);
+    let exfilmon = (exf.0 - before.0, exf.1 - before.1);
+    println!(
+        "  round {} {} {}: process {process:.0} + packet path {kernel:.0} ns/packet; counted \
+         {} packets, {} bytes, {} flows (exfilmon {} packets, {} bytes)",
+        ctx.round,
+        if kind == PeerKind::Softflowd {
+            "C"
+        } else {
+            "D"
+        },
+        kind.name(),
+        t.packets,
+        t.bytes,
+        t.flows,
+        exfilmon.0,
+        exfilmon.1
+    );
+    let row = totals_row(
+        ctx.round,
+        kind.name(),
+        &sent,
+        rx.xdp_packets,
+        (t.packets, t.bytes),
+        Some(t),
+        exfilmon,
+    );
+    peer.stop()?;
+    Ok((process, kernel, row))
+}
+
+/// Mean run time per run between two (run count, run time) readings.
+fn run_ns(before: (u64, Duration), after: (u64, Duration)) -> f64 {
+    per_packet(after.1.saturating_sub(before.1), after.0 - before.0)
 }
 
 fn totals_row(
@@ -402,7 +452,11 @@ pub fn print_table(report: &PeersReport) {
             r.target.map_or_else(String::new, |x| {
                 format!(
                     "≥ {x:.0}× {}",
-                    if r.times_exfilmon >= x { "met" } else { "MISSED" }
+                    if r.times_exfilmon >= x {
+                        "met"
+                    } else {
+                        "MISSED"
+                    }
                 )
             }),
         ]);
@@ -446,15 +500,6 @@ fn per_packet(d: Duration, packets: u64) -> f64 {
     d.as_nanos() as f64 / packets.max(1) as f64
 }
 
-/// exfilmon's (packets, layer-3 bytes) from its /metrics.
-fn exfilmon_totals(daemon: &Daemon) -> Result<(u64, u64)> {
-    let m = daemon.scrape()?;
-    Ok((
-        m.sum("exfilmon_packets_total", &[]) as u64,
-        m.sum("exfilmon_bytes_total", &[]) as u64,
-    ))
-}
-
 /// Waits until the daemon's XDP program is on mon0; returns its id.
 fn wait_attached(net: &LiveNet) -> Result<u32> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -481,11 +526,11 @@ fn prog_stats(id: u32) -> Result<(u64, Duration)> {
 }
 
 fn which(tool: &str) -> Result<()> {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| d.join(tool).is_file())
-    }) || ["/usr/sbin", "/sbin"]
-        .iter()
-        .any(|d| std::path::Path::new(d).join(tool).is_file());
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(tool).is_file());
     if !found {
         bail!("{tool} is not installed (Debian packages softflowd and pmacct; `make setup`)");
     }
