@@ -142,6 +142,7 @@ pub fn run(args: LiveArgs, dir: &std::path::Path) -> Result<LiveReport> {
                 [programs::XDP, programs::LIVE_PASS]
             };
             for program in order {
+                crate::check_interrupted()?;
                 let before = class_totals(&monitor)?;
                 let r = measure_rate(&mut monitor, &net, program, gen_program, frame, args)?;
                 lost += r.sent.saturating_sub(r.received);
