@@ -88,21 +88,7 @@ pub const METHOD: &str = "veth pair between two namespaces; generator: BPF_PROG_
 
 /// Runs the section.
 pub fn run(args: LiveArgs, dir: &std::path::Path) -> Result<LiveReport> {
-    let config_path = live::write_config(dir, None)?;
-    let config = Config::load(&config_path)?;
-    let geo = monitor::geoip::GeoDb::load(&config.geoip.sources)?;
-    let plan = monitor::tables::plan(&config, &geo)?;
-    let mut monitor = monitor::load_monitor_with(
-        &config,
-        &plan,
-        Some(monitor::ebpf::BenchSizes {
-            workload: RANDOM_FLOWS,
-            trie4: 1,
-        }),
-    )
-    .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))
-    .context("loading exfilmon with the bench programs")?;
-    monitor.write_bench_workload(&live::random_workload(RANDOM_FLOWS, RANDOM_FLOWS, 0x11fe))?;
+    let mut monitor = load(dir, RANDOM_FLOWS)?;
     let drain = Drain::start(&mut monitor)?;
     let net = LiveNet::new()?;
 
@@ -193,6 +179,26 @@ pub fn run(args: LiveArgs, dir: &std::path::Path) -> Result<LiveReport> {
         rounds: args.rounds,
         rows,
     })
+}
+
+/// exfilmon loaded as the tests load it, with the bench programs, and a random workload of
+/// `RANDOM_FLOWS` packets over `flows` flows for the generator.
+pub fn load(dir: &std::path::Path, flows: u32) -> Result<Monitor> {
+    let config = Config::load(&live::write_config(dir, None)?)?;
+    let geo = monitor::geoip::GeoDb::load(&config.geoip.sources)?;
+    let plan = monitor::tables::plan(&config, &geo)?;
+    let mut monitor = monitor::load_monitor_with(
+        &config,
+        &plan,
+        Some(monitor::ebpf::BenchSizes {
+            workload: RANDOM_FLOWS,
+            trie4: 1,
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))
+    .context("loading exfilmon with the bench programs")?;
+    monitor.write_bench_workload(&live::random_workload(RANDOM_FLOWS, flows, 0x11fe))?;
+    Ok(monitor)
 }
 
 pub fn program_label(program: &str) -> &'static str {

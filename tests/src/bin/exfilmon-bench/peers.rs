@@ -41,11 +41,11 @@ use exfilmon_tests::{
     livenet::{LiveNet, MON_IF},
     peers::{Peer, PeerKind, PeerTotals},
 };
-use monitor::{config::Config, ebpf::Monitor};
+use monitor::ebpf::Monitor;
 use monitor_common::programs;
 use serde::Serialize;
 
-use crate::{check_interrupted, live::RANDOM_FLOWS, median};
+use crate::{check_interrupted, median};
 
 /// Distinct flows of the peers' traffic: random flows across every country, each with
 /// many packets, so that what is measured is per-packet work rather than flow creation.
@@ -133,19 +133,7 @@ pub fn run(args: &PeerArgs, dir: &std::path::Path) -> Result<PeersReport> {
         );
     }
     // The generator and the baseline program, loaded as in the live section.
-    let config = Config::load(&live::write_config(dir, None)?)?;
-    let geo = monitor::geoip::GeoDb::load(&config.geoip.sources)?;
-    let plan = monitor::tables::plan(&config, &geo)?;
-    let mut monitor = monitor::load_monitor_with(
-        &config,
-        &plan,
-        Some(monitor::ebpf::BenchSizes {
-            workload: RANDOM_FLOWS,
-            trie4: 1,
-        }),
-    )
-    .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))?;
-    monitor.write_bench_workload(&live::random_workload(RANDOM_FLOWS, PEER_FLOWS, 0x11fe))?;
+    let mut monitor = crate::live::load(dir, PEER_FLOWS)?;
     let net = LiveNet::new()?;
     // One setting for every run of the section; the descriptor turns them off again.
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
