@@ -67,4 +67,10 @@ pub mod programs {
     /// Benchmark only: submits one flow-start event per run for the next workload packet,
     /// through the classifier's own ring buffer code (the drain benchmark's producer).
     pub const BENCH_EVENTS: &str = "exfilmon_bench_events";
+    /// Live benchmark only: the generator run in live-frames mode (rewrite, checksum, `XDP_TX`).
+    pub const LIVE_GEN: &str = "exfilmon_live_gen";
+    /// Live benchmark only: the generator for one fixed frame (`XDP_TX`, no rewrite).
+    pub const LIVE_TX: &str = "exfilmon_live_tx";
+    /// Live benchmark only: a bare `XDP_PASS`, the receiving veth's baseline.
+    pub const LIVE_PASS: &str = "exfilmon_live_pass";
 }

@@ -67,6 +67,30 @@ pub fn exfilmon_bench_events(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Live benchmark only (never attached): the traffic generator. Run with
+/// `BPF_PROG_TEST_RUN` in live-frames mode, it writes the next workload packet into its frame,
+/// fixes the IPv4 header checksum and sends the frame out of the veth the test run names
+/// (`XDP_TX` becomes a redirect there), so the peer veth receives it.
+#[xdp]
+pub fn exfilmon_live_gen(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    bench::rewrite(start, end);
+    bench::ipv4_checksum(start, end);
+    xdp_action::XDP_TX
+}
+
+/// Live benchmark only: sends its frame as it is (`XDP_TX`), for one fixed flow.
+#[xdp]
+pub fn exfilmon_live_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// Live benchmark only: the receiver's baseline, `XDP_PASS` and nothing else.
+#[xdp]
+pub fn exfilmon_live_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[classifier]
 pub fn exfilmon_tc_egress(ctx: TcContext) -> i32 {
     tc(&ctx)

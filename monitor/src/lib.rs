@@ -17,7 +17,7 @@ use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};
 
 use crate::{
     config::Config,
-    ebpf::{EbpfError, InstallError, Monitor, Sizes},
+    ebpf::{BenchSizes, EbpfError, InstallError, Monitor, Sizes},
     tables::Plan,
 };
 
@@ -33,11 +33,22 @@ pub enum LoadError {
 /// Loads the kernel programs sized for `plan` and writes the settings and tables of
 /// `config` into them. Nothing is attached yet.
 pub fn load_monitor(config: &Config, plan: &Plan) -> Result<Monitor, LoadError> {
-    let mut monitor = Monitor::load(Sizes::for_geo(
+    load_monitor_with(config, plan, None)
+}
+
+/// [`load_monitor`], with the benchmark's programs and maps too when `bench` is given.
+pub fn load_monitor_with(
+    config: &Config,
+    plan: &Plan,
+    bench: Option<BenchSizes>,
+) -> Result<Monitor, LoadError> {
+    let mut sizes = Sizes::for_geo(
         config.flows.max_entries,
         config.flows.ring_bytes,
         &plan.tables.geo,
-    ))?;
+    );
+    sizes.bench = bench;
+    let mut monitor = Monitor::load(sizes)?;
     monitor.write_config(kernel_config(config))?;
     monitor.write_tables(&plan.tables)?;
     monitor.install_geo(&plan.tables.geo)?;

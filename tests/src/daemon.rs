@@ -120,6 +120,12 @@ impl Daemon {
         }
     }
 
+    /// The daemon's PID while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
     /// The daemon's stderr so far.
     #[must_use]
     pub fn log(&self) -> String {

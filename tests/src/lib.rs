@@ -12,14 +12,20 @@
 //! * [`traffic`]: bounded traffic generators (UDP bursts, TCP exchanges, ping).
 //! * [`capture`]: tcpdump captures inside a namespace.
 //! * [`prometheus`]: a throw-away Prometheus server and `promtool` linting.
+//! * [`livenet`], [`live`], [`peers`], [`cpu`]: the live benchmark's veth pair, its
+//!   XDP live-frames generator and workloads, softflowd and pmacctd, and CPU clocks.
 
 use std::path::{Path, PathBuf};
 
 pub mod capture;
+pub mod cpu;
 pub mod daemon;
 pub mod lab;
+pub mod live;
+pub mod livenet;
 pub mod netns;
 pub mod packet;
+pub mod peers;
 pub mod prometheus;
 pub mod scenario;
 pub mod traffic;

@@ -23,12 +23,17 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
             "exfilmon-bench",
             "--bin",
             "exfilmon-bench-events",
+            // The peers section runs the real daemon.
+            "-p",
+            "monitor",
+            "--bin",
+            "exfilmon",
         ])
         .current_dir(&root)
         .status()
-        .context("building exfilmon-bench")?;
+        .context("building exfilmon-bench and exfilmon")?;
     if !status.success() {
-        bail!("building exfilmon-bench failed ({status})");
+        bail!("building exfilmon-bench and exfilmon failed ({status})");
     }
     let status = Command::new(root.join("target/release/exfilmon-bench"))
         .args(extra)

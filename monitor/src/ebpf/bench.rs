@@ -1,11 +1,12 @@
 //! The benchmark's access to the kernel object: its workload, the LPM-trie build of the
-//! IPv4 lookup, and timed `BPF_PROG_TEST_RUN`s. Only the `exfilmon-bench` tool uses this.
+//! IPv4 lookup, timed `BPF_PROG_TEST_RUN`s, and the live-frames generator of the veth
+//! benchmark. Only the `exfilmon-bench` tool and its tests use this.
 
 use std::time::Duration;
 
 use aya::{
     maps::{Array, LpmTrie, lpm_trie::Key},
-    programs::{TestRun as _, TestRunOptions},
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use monitor_common::{bench::BenchPacket, maps};
 
@@ -74,6 +75,112 @@ impl Monitor {
                 .test_run(opts)
                 .map(|r| r.duration)
                 .map_err(|source| EbpfError::TestRun { program, source }),
+            _ => Err(EbpfError::MissingMap { map: program }),
+        }
+    }
+}
+
+/// `struct xdp_md`, the context a live-frames test run takes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+impl Monitor {
+    /// Sends `count` copies of `frame` out of interface `ifindex` with a live generator
+    /// (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES`, `batch` frames per kernel
+    /// batch): `programs::LIVE_GEN` rewrites each from the workload, `programs::LIVE_TX`
+    /// sends it as it is. The index is resolved in the calling thread's network namespace.
+    /// Returns the kernel's time for the run.
+    pub fn live_send(
+        &self,
+        program: &'static str,
+        frame: &[u8],
+        ifindex: u32,
+        count: u32,
+        batch: u32,
+    ) -> Result<Duration, EbpfError> {
+        let md = XdpMd {
+            data: 0,
+            data_end: u32::try_from(frame.len()).unwrap_or(u32::MAX),
+            data_meta: 0,
+            ingress_ifindex: ifindex,
+            rx_queue_index: 0,
+            egress_ifindex: 0,
+        };
+        // SAFETY: `XdpMd` is `#[repr(C)]` plain u32s without padding.
+        let ctx = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(&md).cast::<u8>(), size_of::<XdpMd>())
+        };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(ctx),
+            repeat: count,
+            attrs: TestRunAttrs::new().xdp_live_frames(batch),
+            ..TestRunOptions::new()
+        };
+        self.xdp_program(program)?
+            .test_run(opts)
+            .map(|r| r.duration)
+            .map_err(|source| EbpfError::TestRun { program, source })
+    }
+
+    /// Attaches XDP program `program` to `interface` (in the calling thread's network
+    /// namespace) in driver mode; the id detaches it again.
+    pub fn attach_xdp_native(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+    ) -> Result<XdpLinkId, EbpfError> {
+        let ifname = std::ffi::CString::new(interface).map_err(|_| EbpfError::InterfaceName {
+            interface: interface.to_owned(),
+        })?;
+        self.xdp_program_mut(program)?
+            .attach(ifname.as_c_str(), XdpMode::Driver)
+            .map_err(|source| EbpfError::Attach {
+                program,
+                interface: interface.to_owned(),
+                source,
+            })
+    }
+
+    /// Detaches what [`Monitor::attach_xdp_native`] attached.
+    pub fn detach_xdp(&mut self, program: &'static str, link: XdpLinkId) -> Result<(), EbpfError> {
+        self.xdp_program_mut(program)?
+            .detach(link)
+            .map_err(|source| EbpfError::Attach {
+                program,
+                interface: "(detach)".to_owned(),
+                source,
+            })
+    }
+
+    /// The kernel's run count and total run time of `program` (both only advance while
+    /// BPF run-time statistics are enabled).
+    pub fn program_stats(&self, program: &'static str) -> Result<(u64, Duration), EbpfError> {
+        let info = self
+            .xdp_program(program)?
+            .info()
+            .map_err(|source| EbpfError::TestRun { program, source })?;
+        Ok((info.run_count(), info.run_time()))
+    }
+
+    fn xdp_program(&self, program: &'static str) -> Result<&Xdp, EbpfError> {
+        match self.ebpf.program(program) {
+            Some(aya::programs::Program::Xdp(p)) => Ok(p),
+            _ => Err(EbpfError::MissingMap { map: program }),
+        }
+    }
+
+    fn xdp_program_mut(&mut self, program: &'static str) -> Result<&mut Xdp, EbpfError> {
+        match self.ebpf.program_mut(program) {
+            Some(aya::programs::Program::Xdp(p)) => Ok(p),
             _ => Err(EbpfError::MissingMap { map: program }),
         }
     }

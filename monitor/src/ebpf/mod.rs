@@ -186,6 +186,9 @@ impl Monitor {
                 programs::BENCH_LPM,
                 programs::BENCH_PASS,
                 programs::BENCH_EVENTS,
+                programs::LIVE_GEN,
+                programs::LIVE_TX,
+                programs::LIVE_PASS,
             ]);
         }
         let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;

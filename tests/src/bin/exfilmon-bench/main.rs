@@ -1,9 +1,15 @@
 //! exfilmon's benchmark suite (`make bench`). It reports; it asserts nothing.
 //!
-//! Every figure is nanoseconds per packet from `BPF_PROG_TEST_RUN` with `repeat`, measured
-//! against `exfilmon_bench_pass` — the same frame rewrite followed by `XDP_PASS` — in the
-//! same run, so the difference is the classifier's own cost and the ratio is comparable
-//! across machines. Rounds alternate the programs and the median of each is reported.
+//! Three sections, each against a baseline measured in the same run:
+//!
+//! * `testrun`: nanoseconds per packet from `BPF_PROG_TEST_RUN` with `repeat`, measured
+//!   against `exfilmon_bench_pass` — the same frame rewrite followed by `XDP_PASS` — so the
+//!   difference is the classifier's own cost and the ratio is comparable across machines.
+//!   Rounds alternate the programs and the median of each is reported.
+//! * `live`: packets per second through a veth pair, exfilmon's XDP program against a bare
+//!   `XDP_PASS` (see `live.rs`).
+//! * `peers`: CPU per packet and flow totals of exfilmon, softflowd and pmacctd on the same
+//!   traffic on the same interface (see `peers.rs`).
 #![expect(
     clippy::cast_precision_loss,
     reason = "reported figures: nanoseconds and counts far below 2^52"
@@ -16,6 +22,11 @@ use std::{
     path::PathBuf,
     time::Instant,
 };
+
+mod live;
+mod peers;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -52,6 +63,39 @@ struct Args {
     /// Concurrent flow counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1024,65536,1048576")]
     flows: Vec<u32>,
+    /// Sections to run.
+    #[arg(long, value_delimiter = ',', default_value = "testrun,live,peers")]
+    sections: Vec<Section>,
+    /// Live section: packets per measured run (default 4M; 1M with --quick).
+    #[arg(long)]
+    live_packets: Option<u64>,
+    /// Live section: longest measured run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    live_seconds: u64,
+    /// Peers section: packets per run (default 1M; 200k with --quick).
+    #[arg(long)]
+    peer_packets: Option<u64>,
+    /// Peers section: packets per second, a rate every peer keeps up with.
+    #[arg(long, default_value_t = 50_000)]
+    peer_rate: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Testrun,
+    Live,
+    Peers,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Fails once Ctrl-C or SIGTERM arrived, so that the bench unwinds between two bounded
+/// runs and every namespace, peer process and attached program is cleaned up by its drop.
+fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
 }
 
 /// Countries whose traffic is a violation in the bench policy; everything else is allowed.
@@ -82,6 +126,10 @@ struct Report {
     rounds: usize,
     datasets: Vec<Dataset>,
     rows: Vec<Row>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<live::LiveReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<peers::PeersReport>,
 }
 
 #[derive(Serialize)]
@@ -107,19 +155,59 @@ fn main() -> anyhow::Result<()> {
     if !exfilmon_tests::is_root() {
         bail!("the benchmark loads eBPF programs: run it as root (make bench does)");
     }
+    ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
     let machine = machine();
-    pin_to_last_cpu();
+    let cpu = pin_to_last_cpu();
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     let mut datasets = Vec::new();
 
-    let tor = bench_config(dir.path(), None)?;
-    run_dataset(&args, "tor-geoipdb", &tor, &mut rows, &mut datasets)?;
-    if !args.quick {
-        let synthetic = synthetic_csv(dir.path(), 500_000)?;
-        let config = bench_config(dir.path(), Some(&synthetic))?;
-        run_dataset(&args, "synthetic-500k", &config, &mut rows, &mut datasets)?;
+    if args.sections.contains(&Section::Testrun) {
+        let tor = bench_config(dir.path(), None)?;
+        run_dataset(&args, "tor-geoipdb", &tor, &mut rows, &mut datasets)?;
+        if !args.quick {
+            let synthetic = synthetic_csv(dir.path(), 500_000)?;
+            let config = bench_config(dir.path(), Some(&synthetic))?;
+            run_dataset(&args, "synthetic-500k", &config, &mut rows, &mut datasets)?;
+        }
     }
+    let live = if args.sections.contains(&Section::Live) {
+        check_interrupted()?;
+        println!("live veth, exfilmon against XDP_PASS:");
+        let live_dir = tempfile::tempdir()?;
+        Some(live::run(
+            live::LiveArgs {
+                packets: args
+                    .live_packets
+                    .unwrap_or(if args.quick { 1 << 20 } else { 4 << 20 }),
+                limit: std::time::Duration::from_secs(args.live_seconds),
+                rounds: if args.quick { 1 } else { args.rounds },
+                cpu,
+            },
+            live_dir.path(),
+        )?)
+    } else {
+        None
+    };
+    let peers = if args.sections.contains(&Section::Peers) {
+        check_interrupted()?;
+        println!("peers on the same veth: exfilmon, softflowd, pmacctd:");
+        let peer_dir = tempfile::tempdir()?;
+        Some(peers::run(
+            &peers::PeerArgs {
+                packets: args
+                    .peer_packets
+                    .unwrap_or(if args.quick { 200_000 } else { 1_000_000 }),
+                rate: args.peer_rate,
+                rounds: if args.quick { 1 } else { 3 },
+                cpu,
+            },
+            peer_dir.path(),
+        )?)
+    } else {
+        None
+    };
 
     let report = Report {
         machine,
@@ -127,6 +215,8 @@ fn main() -> anyhow::Result<()> {
         rounds: args.rounds,
         datasets,
         rows,
+        live,
+        peers,
     };
     print_table(&report);
     if let Some(parent) = args.json.parent() {
@@ -557,7 +647,7 @@ fn ns(d: std::time::Duration) -> f64 {
     d.as_nanos() as f64
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -611,12 +701,14 @@ fn synthetic_csv(dir: &std::path::Path, n: usize) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn pin_to_last_cpu() {
+/// Pins the calling thread (and so the threads it starts) to the last CPU; returns it.
+fn pin_to_last_cpu() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut set = nix::sched::CpuSet::new();
     if set.set(cpus - 1).is_ok() {
         let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
     }
+    cpus - 1
 }
 
 fn machine() -> Machine {
@@ -638,6 +730,22 @@ fn machine() -> Machine {
 }
 
 fn print_table(report: &Report) {
+    if !report.rows.is_empty() {
+        print_testrun_table(report);
+    }
+    if let Some(live) = &report.live {
+        live::print_table(live);
+    }
+    if let Some(peers) = &report.peers {
+        peers::print_table(peers);
+    }
+    println!(
+        "machine: {} ({} vCPU), Linux {}",
+        report.machine.cpu, report.machine.cpus, report.machine.kernel
+    );
+}
+
+fn print_testrun_table(report: &Report) {
     let mut t = comfy_table::Table::new();
     t.set_header([
         "dataset",
@@ -670,8 +778,4 @@ fn print_table(report: &Report) {
         ]);
     }
     println!("{t}");
-    println!(
-        "machine: {} ({} vCPU), Linux {}",
-        report.machine.cpu, report.machine.cpus, report.machine.kernel
-    );
 }
