@@ -102,3 +102,21 @@ pub fn write_config(dir: &Path, text: &str) -> monitor::config::Config {
     monitor::config::Config::load(&path)
         .unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)))
 }
+
+/// Writes a benchmark's results as pretty JSON to `path` (creating its directory) and
+/// says where.
+///
+/// # Errors
+///
+/// When the directory or file cannot be written.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("results: {}", path.display());
+    Ok(())
+}

@@ -149,14 +149,7 @@ pub fn random_workload(n: u32, flows: u32, seed: u64) -> Vec<BenchPacket> {
             } else {
                 Ipv4Addr::new(203, 0, 113, rng.random_range(1..=254))
             };
-            let mut p = BenchPacket {
-                sport: rng.random_range(1024u16..=65535).to_be_bytes(),
-                dport: 443u16.to_be_bytes(),
-                ..BenchPacket::default()
-            };
-            p.src[..4].copy_from_slice(&src.octets());
-            p.dst[..4].copy_from_slice(&dst.octets());
-            p
+            BenchPacket::v4(src.into(), dst.into(), rng.random_range(1024u16..=65535))
         })
         .collect();
     (0..n as usize).map(|i| table[i % table.len()]).collect()

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Parser;
 use exfilmon_tests::packet::{UDP, eth_v4, ipv4, udp};
 use monitor::{
@@ -135,13 +135,7 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_file(log);
         }
     }
-    if let Some(parent) = args.json.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&runs)?)
-        .with_context(|| format!("writing {}", args.json.display()))?;
-    println!("results: {}", args.json.display());
-    Ok(())
+    exfilmon_tests::write_json(&args.json, &runs)
 }
 
 /// One run: load, produce for `args.seconds` on the last CPU, drain on CPU 0.

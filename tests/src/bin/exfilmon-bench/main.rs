@@ -219,13 +219,7 @@ fn main() -> anyhow::Result<()> {
         peers,
     };
     print_table(&report);
-    if let Some(parent) = args.json.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.json.display()))?;
-    println!("results: {}", args.json.display());
-    Ok(())
+    exfilmon_tests::write_json(&args.json, &report)
 }
 
 /// A config whose one group (10.0.0.0/9) may reach every country but `DENIED`.
@@ -452,17 +446,6 @@ impl Destinations {
     }
 }
 
-fn packet_v4(src: u32, dst: u32, sport: u16) -> BenchPacket {
-    let mut p = BenchPacket {
-        sport: sport.to_be_bytes(),
-        dport: 443u16.to_be_bytes(),
-        ..BenchPacket::default()
-    };
-    p.src[..4].copy_from_slice(&src.to_be_bytes());
-    p.dst[..4].copy_from_slice(&dst.to_be_bytes());
-    p
-}
-
 /// `flows` flows (inside address, port, destination); `packets` packets drawn from them
 /// with the given popularity shape.
 fn established(
@@ -489,7 +472,7 @@ fn established(
                 p.dst = dst.to_be_bytes();
                 p
             } else {
-                packet_v4(src, dests.any(rng), sport)
+                BenchPacket::v4(src, dests.any(rng), sport)
             }
         })
         .collect();
@@ -538,7 +521,7 @@ fn new_flow_storm(
             } else {
                 dests.allowed[rng.random_range(0..dests.allowed.len())]
             };
-            packet_v4(src, dst, 1024 + (i >> 23) as u16 + (i % 7) as u16)
+            BenchPacket::v4(src, dst, 1024 + (i >> 23) as u16 + (i % 7) as u16)
         })
         .collect()
 }
