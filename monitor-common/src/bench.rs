@@ -37,3 +37,6 @@ impl BenchPacket {
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` byte arrays and integers with explicit padding.
 unsafe impl aya::Pod for BenchPacket {}
+
+/// Flow events the ring buffer benchmark's producer submits per program run.
+pub const EVENTS_PER_RUN: u32 = 8;

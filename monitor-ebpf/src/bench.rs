@@ -55,6 +55,10 @@ fn next_packet() -> Option<&'static BenchPacket> {
     Some(entry)
 }
 
+/// Events `exfilmon_bench_events` submits per run, so that the test run's own per-run cost
+/// is spread over several (`monitor_common::bench::EVENTS_PER_RUN`).
+pub const EVENTS_PER_RUN: u32 = monitor_common::bench::EVENTS_PER_RUN;
+
 /// Submits a flow-start event for the next workload packet (an IPv4 flow), through the
 /// classifier's own `emit`: the ring buffer benchmark's producer.
 #[inline(always)]

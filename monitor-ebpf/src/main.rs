@@ -60,10 +60,13 @@ pub fn exfilmon_bench_pass(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Benchmark only: submits one flow event per run (the ring buffer drain benchmark).
+/// Benchmark only: submits `bench::EVENTS_PER_RUN` flow events per run (the ring buffer
+/// drain benchmark's producer).
 #[xdp]
 pub fn exfilmon_bench_events(_ctx: XdpContext) -> u32 {
-    bench::emit_event();
+    for _ in 0..bench::EVENTS_PER_RUN {
+        bench::emit_event();
+    }
     xdp_action::XDP_PASS
 }
 

@@ -3,7 +3,7 @@
 //! daemon's memory once it tracks 1M flows. It reports; it asserts nothing.
 //!
 //! Producer: `exfilmon_bench_events`, run with `BPF_PROG_TEST_RUN` on the last CPU, submits
-//! one flow-start event per run through the classifier's own `emit` (same reserve/submit,
+//! eight flow-start events per run through the classifier's own `emit` (same reserve/submit,
 //! same wakeup threshold), paced to the target rate, cycling over `--flows` distinct flows.
 //! Consumer: the daemon's `EventSink` in a tokio current-thread runtime on CPU 0, woken as
 //! the daemon is (ring readable, or the 200 ms drain tick). Loss is the kernel's
@@ -35,7 +35,10 @@ use monitor::{
     metrics::DaemonMetrics,
     tables::{self, Labels},
 };
-use monitor_common::{bench::BenchPacket, programs, reason};
+use monitor_common::{
+    bench::{BenchPacket, EVENTS_PER_RUN},
+    programs, reason,
+};
 use serde::Serialize;
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -237,9 +240,11 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
     })
 }
 
-/// Submits events at `rate` per second for `seconds`, in batches of test runs.
+/// Submits events at `rate` per second for `seconds`, in batches of test runs. A batch is
+/// large because every `BPF_PROG_TEST_RUN` call with `repeat > 1` swaps the XDP dispatcher
+/// in and out, which takes milliseconds.
 fn produce(monitor: &Monitor, seconds: u64, rate: u64) -> anyhow::Result<Produced> {
-    const BATCH: u32 = 4096;
+    const BATCH: u32 = 1 << 15;
     let frame = eth_v4(&ipv4(
         std::net::Ipv4Addr::new(10, 0, 0, 1),
         std::net::Ipv4Addr::new(203, 0, 113, 10),
@@ -252,7 +257,7 @@ fn produce(monitor: &Monitor, seconds: u64, rate: u64) -> anyhow::Result<Produce
     let mut kernel = Duration::ZERO;
     while Instant::now() < end {
         kernel += monitor.bench_run(programs::BENCH_EVENTS, &frame, BATCH)? * BATCH;
-        sent += u64::from(BATCH);
+        sent += u64::from(BATCH * EVENTS_PER_RUN);
         // Pace: sleep while ahead of the target rate.
         let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
         if let Some(ahead) = due.checked_duration_since(Instant::now()) {
