@@ -127,7 +127,7 @@ pub async fn run(
         .set(i64::try_from(plan.tables.geo.prefix_count_v4()).unwrap_or(i64::MAX));
     dm.geoip_prefixes
         .with_label_values(&["ipv6"])
-        .set(i64::try_from(plan.tables.geo.v6.len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(plan.tables.geo.prefix_count_v6()).unwrap_or(i64::MAX));
     dm.geoip_level2_blocks
         .set(i64::from(plan.tables.geo.l2_blocks()));
     dm.set_geoip_sources(sources);

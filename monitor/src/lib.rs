@@ -11,6 +11,7 @@ pub mod geoip;
 pub mod metrics;
 pub mod replay;
 pub mod tables;
+pub mod tier6;
 
 use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};
 

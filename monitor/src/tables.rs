@@ -20,7 +20,8 @@ use crate::{
     config::Config,
     country::CountryCode,
     ebpf::{GeoTables, Tables},
-    geoip::{GeoDb, Location, coalesce, merge_under, range_to_prefixes_v6},
+    geoip::{GeoDb, Location, coalesce, merge_under},
+    tier6::{Tier6, TooManyWords},
 };
 
 /// The label value of slot 0, inside addresses in no configured group.
@@ -37,6 +38,8 @@ pub enum TablesError {
     TooManyCountries { count: usize, max: u32 },
     #[error("{count} distinct AS numbers in the GeoIP data, but only {max} slots")]
     TooManyAsns { count: usize, max: u32 },
+    #[error(transparent)]
+    Ipv6Table(#[from] TooManyWords),
 }
 
 /// A verdict, as the kernel encodes it (`VERDICT_*`).
@@ -275,13 +278,8 @@ pub fn plan_after(
             l.asn.and_then(|a| asn_slot.get(&a).copied()).unwrap_or(0),
         )
     };
-    let (v4, v6_ranges) = address_ranges(config, geo, word);
-    let v6 = v6_ranges
-        .iter()
-        .flat_map(|&(a, b, w)| {
-            range_to_prefixes_v6(a, b).map(move |n| (n.network().octets(), n.prefix_len(), w))
-        })
-        .collect();
+    let (v4, v6) = address_ranges(config, geo, word);
+    let v6_table = Tier6::build(&v6)?;
 
     let mut groups = vec![UNGROUPED.to_owned()];
     groups.extend(config.groups.iter().map(|g| g.name.clone()));
@@ -303,6 +301,7 @@ pub fn plan_after(
             geo: GeoTables {
                 v4,
                 v6,
+                v6_table,
                 asns: asns
                     .iter()
                     .enumerate()
