@@ -433,8 +433,72 @@ mod tests {
             })
     }
 
+    /// Sorted disjoint ranges with arbitrary ends, clustered around a few random addresses
+    /// at every scale, with gaps; words 1... Many ends sit on the first or last address of
+    /// an aligned block (low bits all zero or all one), where the builder's blocks start
+    /// and end.
+    fn arb_ranges() -> impl Strategy<Value = Vec<(u128, u128, u32)>> {
+        (
+            prop::collection::vec(any::<u128>(), 1..4),
+            prop::collection::vec(
+                (
+                    any::<u8>(),
+                    any::<u128>(),
+                    0u32..128,
+                    0u32..128,
+                    0u8..3,
+                    1u32..50,
+                ),
+                1..60,
+            ),
+        )
+            .prop_map(|(bases, cuts)| {
+                let mut points: Vec<u128> = cuts
+                    .iter()
+                    .map(|&(pick, off, shift, low, mode, _)| {
+                        let p = bases[pick as usize % bases.len()].wrapping_add(off >> shift);
+                        let ones = (1u128 << low) - 1;
+                        match mode {
+                            0 => p,
+                            1 => p | ones,
+                            _ => p & !ones,
+                        }
+                    })
+                    .collect();
+                points.sort_unstable();
+                points.dedup();
+                points
+                    .windows(2)
+                    .zip(&cuts)
+                    .filter(|(_, c)| c.5 % 4 != 0)
+                    .map(|(w, c)| (w[0], w[1] - 1, c.5))
+                    .collect()
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn lookup_agrees_with_a_range_scan_at_block_edges(
+            ranges in arb_ranges(),
+            probes in prop::collection::vec(any::<u128>(), 32),
+            factor in 1u64..16,
+            min_stride in 1u32..=8,
+            max_depth in 0u32..=V6_MAX_DEPTH,
+        ) {
+            let params = Params { factor, min_stride, max_depth };
+            let t = Tier6::build_with(&ranges, params).expect("fits");
+            let mut all = probes;
+            for &(a, b, _) in &ranges {
+                all.extend([a.wrapping_sub(1), a, a.wrapping_add(1), b.wrapping_sub(1), b]);
+                all.push(b.wrapping_add(1));
+            }
+            for addr in all {
+                let want = ranges.iter().find(|r| r.0 <= addr && addr <= r.1).map_or(0, |r| r.2);
+                prop_assert_eq!(t.lookup(addr), want, "address {:#x}", addr);
+            }
+        }
+
         #[test]
         fn lookup_agrees_with_a_naive_longest_prefix_match(
             prefixes in arb_prefixes(),
