@@ -353,7 +353,10 @@ type Ranges<T> = Vec<(T, T, u32)>;
 /// networks nest (a group inside a home network) the longest prefix wins.
 fn inside_ranges(config: &Config) -> (Ranges<u32>, Ranges<u128>) {
     let mut nets: Vec<(IpNet, u32)> = config.inside_networks().collect();
-    // Longest first, so that each shorter prefix only fills what the longer ones leave.
+    // Longest first, so that each shorter prefix only fills what the longer ones leave;
+    // of equal ones the last listed (a group's over the home network it repeats), as
+    // `inside_group` decides.
+    nets.reverse();
     nets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (net, group) in nets {
@@ -391,6 +394,30 @@ mod tests {
             .filter(|(_, c)| c.1 % 3 != 0)
             .map(|(w, c)| (w[0], w[1] - 1, c.1))
             .collect()
+    }
+
+    #[test]
+    fn a_group_network_equal_to_a_home_network_belongs_to_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let geoip = dir.path().join("geoip");
+        std::fs::write(&geoip, "16777216,16777471,AU\n").expect("write geoip");
+        let config = Config::parse_with_geoip_defaults(
+            "[home]\nnetworks = [\"10.0.0.0/8\", \"2001:db8:1::/48\"]\n\
+             [[group]]\nname = \"g\"\nnetworks = [\"10.0.0.0/8\", \"2001:db8:1::/48\"]\n",
+            &dir.path().join("test.toml"),
+            &[geoip],
+        )
+        .expect("config");
+        let (v4, v6) = inside_ranges(&config);
+        assert_eq!(v4, vec![(0x0a00_0000, 0x0aff_ffff, inside(1))]);
+        assert_eq!(v6.len(), 1);
+        assert_eq!(v6[0].2, inside(1));
+        let addr: IpAddr = "2001:db8:1::5".parse().expect("address");
+        assert_eq!(
+            inside_group(&config, addr),
+            Some(1),
+            "the same answer as userspace"
+        );
     }
 
     proptest! {
