@@ -290,12 +290,15 @@ fn a_reload_that_does_not_fit_keeps_the_live_tables() {
 fn a_generation_refilled_keeps_nothing_of_its_previous_data() {
     require_root("a_generation_refilled_keeps_nothing_of_its_previous_data");
     let dir = tempfile::tempdir().expect("tempdir");
-    // A /64 with a /128 inside: the /128 is too deep for the array levels and lands in the
+    // A /64 with a /128 cut out: the /128 is too deep for the array levels and lands in the
     // fallback trie, so both parts of the IPv6 table hold data in generation 0.
-    let first = "2001:db8:ff:86::,2001:db8:ff:86:ffff:ffff:ffff:ffff,CN\n\
+    let first = "2001:db8:ff:86::,2001:db8:ff:86::,CN\n\
                  2001:db8:ff:86::1,2001:db8:ff:86::1,RU\n\
+                 2001:db8:ff:86::2,2001:db8:ff:86:ffff:ffff:ffff:ffff,CN\n\
                  2001:db8:ff:87::,2001:db8:ff:87::ffff,SG\n";
-    let other = "2001:db8:ff:87::,2001:db8:ff:87::ffff,SG\n";
+    // The other data sends the same spot to the trie (another /128), without the first's.
+    let other = "2001:db8:ff:86::3,2001:db8:ff:86::3,SG\n\
+                 2001:db8:ff:87::,2001:db8:ff:87::ffff,SG\n";
     let config = config(dir.path(), &csv_source(dir.path(), "first.csv", first));
     let (_, plan, mut monitor) = load(&config);
     assert!(
@@ -305,6 +308,7 @@ fn a_generation_refilled_keeps_nothing_of_its_previous_data() {
     let config2 = self::config(dir.path(), &csv_source(dir.path(), "other.csv", other));
     let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
     let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
+    assert!(!plan2.tables.geo.v6_table.trie.is_empty());
     // Generation 1, then generation 0 again, both with the other data.
     for generation in [1, 0] {
         let installed = monitor.install_geo(&plan2.tables.geo).expect("install");
