@@ -308,7 +308,10 @@ fn a_generation_refilled_keeps_nothing_of_its_previous_data() {
     let config2 = self::config(dir.path(), &csv_source(dir.path(), "other.csv", other));
     let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
     let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
-    assert!(!plan2.tables.geo.v6_table.trie.is_empty());
+    assert!(
+        !plan2.tables.geo.v6_table.trie.is_empty(),
+        "the other /128 is in the fallback trie too"
+    );
     // Generation 1, then generation 0 again, both with the other data.
     for generation in [1, 0] {
         let installed = monitor.install_geo(&plan2.tables.geo).expect("install");
