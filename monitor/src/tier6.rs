@@ -13,7 +13,8 @@
 //! [`Params::factor`] words per address range in the node, so memory follows the data and a
 //! dense /16 is crossed in one step.
 //!
-//! Depth is bounded: a node at depth [`Params::max_depth`] that would still need a pointer
+//! Depth is bounded: a block that the levels left cannot resolve (at [`Params::max_depth`],
+//! or earlier where even its shallowest cut is too deep to reach, as for an isolated /128)
 //! holds [`V6_TRIE`] instead, and the prefixes of its block go into the generation's small
 //! LPM trie. Exact by construction: a block's word is a final word only where one address
 //! range covers the whole block.
@@ -39,8 +40,9 @@ pub struct Params {
 
 impl Default for Params {
     /// Measured on the tor data (see README, Performance): 8 words per range and strides
-    /// of at least 4 give 2.5 array reads per lookup below the root on average, in about
-    /// as much memory as the kernel LPM trie, with 1% of the prefixes left to the trie.
+    /// of at least 4 give 2.5 node reads below the root per range on average, 16 MiB of
+    /// nodes per generation (the kernel LPM trie of the same data takes 25 MiB), and 2% of
+    /// the ranges left to the trie.
     fn default() -> Self {
         Params {
             factor: 8,
@@ -230,7 +232,18 @@ impl Builder<'_> {
             return Ok(cover.words[piece]);
         }
         let last = cover.find(piece, end);
-        if depth >= self.params.max_depth {
+        let stride = self.stride(len, (last - piece + 1) as u64);
+        // Where even the shallowest cut in the block is out of reach of the levels left
+        // (at this node's stride; deeper nodes cut fewer pieces, so their strides are no
+        // wider), array levels would only lead to the trie: go there now. An isolated /128
+        // then costs one trie prefix and no node block.
+        let shallowest = cover.starts[piece + 1..=last]
+            .iter()
+            .map(|s| 128 - s.trailing_zeros())
+            .min()
+            .unwrap_or(len);
+        let levels = (shallowest.saturating_sub(len)).div_ceil(stride);
+        if depth + levels > self.params.max_depth {
             for i in piece..=last {
                 let (first, to) = (cover.starts[i].max(base), cover.end(i).min(end));
                 let word = cover.words[i];
@@ -243,7 +256,6 @@ impl Builder<'_> {
             }
             return Ok(V6_TRIE);
         }
-        let stride = self.stride(len, (last - piece + 1) as u64);
         let block = self.out.nodes.len();
         let size = 1usize << stride;
         if block + size > WORDS_LIMIT as usize {
