@@ -23,7 +23,13 @@ pub mod maps {
     pub const GEO4_L1: &str = "GEO4_L1";
     /// `Array<u64>`, mmap-able: DIR-24-8 level-2 blocks of both generations.
     pub const GEO4_L2: &str = "GEO4_L2";
-    /// `LpmTrie<[u8; 16], u32>`: IPv6 address → address word, generation 0.
+    /// `Array<u64>`, mmap-able: the IPv6 tiered table's root, one word per /16, two words
+    /// per entry, both generations (see `geo`).
+    pub const GEO6_ROOT: &str = "GEO6_ROOT";
+    /// `Array<u64>`, mmap-able: the IPv6 tiered table's node blocks, both generations.
+    pub const GEO6_NODES: &str = "GEO6_NODES";
+    /// `LpmTrie<[u8; 16], u32>`: the IPv6 fallback of generation 0, for the spots where the
+    /// data nests deeper than the tiered table goes.
     pub const GEO6_0: &str = "GEO6_0";
     /// The same, generation 1.
     pub const GEO6_1: &str = "GEO6_1";
@@ -32,6 +38,9 @@ pub mod maps {
     /// `LpmTrie<[u8; 4], u32>`: IPv4 location words as a kernel LPM trie. Only the
     /// benchmark's LPM build fills it, to measure DIR-24-8 against the trie.
     pub const BENCH_TRIE4: &str = "BENCH_TRIE4";
+    /// `LpmTrie<[u8; 16], u32>`: every IPv6 prefix in one kernel LPM trie, for the
+    /// benchmark's LPM build.
+    pub const BENCH_TRIE6: &str = "BENCH_TRIE6";
     /// `Array<bench::BenchPacket>`: the benchmark's workload, one entry per packet.
     pub const BENCH_WORKLOAD: &str = "BENCH_WORKLOAD";
     /// `PerCpuArray<u32>`, one entry: the benchmark's position in its workload.
@@ -60,7 +69,7 @@ pub mod programs {
     /// Benchmark only: rewrites each test-run frame from the workload, then classifies it
     /// exactly as `exfilmon_xdp` does.
     pub const BENCH: &str = "exfilmon_bench";
-    /// Benchmark only: the same with IPv4 locations from the kernel LPM trie.
+    /// Benchmark only: the same with locations from kernel LPM tries (both families).
     pub const BENCH_LPM: &str = "exfilmon_bench_lpm";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";

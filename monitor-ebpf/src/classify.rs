@@ -8,45 +8,49 @@ use monitor_common::{
     },
     config::FLAG_TRACK_UNKNOWN,
     flow::FAMILY_V4,
-    geo::{GEO_L2, INSIDE, asn_slot, country_slot, group_slot, l1_index, l2_index},
+    geo::{
+        GEO_L2, INSIDE, V6_MAX_DEPTH, V6_NODE, V6_ROOT_BITS, V6_TRIE, asn_slot, country_slot,
+        group_slot, l1_index, l2_index, v6_block, v6_chunk, v6_root_index, v6_stride,
+    },
     reason,
 };
 
 use crate::{
     flow,
     maps::{
-        ASN_COUNTERS, BENCH_TRIE4, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1, GEO4_L2,
-        GEO6_0, GEO6_1, POLICY, count,
+        ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
+        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, POLICY, count,
     },
     parse::{Packet, addr_bytes, parse},
 };
 
-/// Where IPv4 locations come from: the DIR-24-8 table, or (benchmark only) the LPM trie.
+/// Where locations come from: the product's tables (IPv4 DIR-24-8, IPv6 tiered), or
+/// (benchmark only) one kernel LPM trie per family.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Ipv4Lookup {
-    Dir24,
+pub enum Lookup {
+    Tables,
     Trie,
 }
 
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, v4: Ipv4Lookup) {
+pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup) {
     let outcome = match parse(start, end, wire_len) {
-        Ok(p) => classify(&p, v4),
+        Ok(p) => classify(&p, how),
         Err(reason) => reason,
     };
     count(outcome);
 }
 
 #[inline(always)]
-fn classify(p: &Packet, v4: Ipv4Lookup) -> u32 {
+fn classify(p: &Packet, how: Lookup) -> u32 {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return reason::LINK_LOCAL;
     }
     // One table says whether an address is inside (and its group) or where it is.
     let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
-    let src = lookup(p.family, &p.src, generation, v4);
-    let dst = lookup(p.family, &p.dst, generation, v4);
+    let src = lookup(p.family, &p.src, generation, how);
+    let dst = lookup(p.family, &p.dst, generation, how);
     match (src & INSIDE != 0, dst & INSIDE != 0) {
         (true, true) => reason::INTERNAL,
         (false, false) => reason::TRANSIT,
@@ -123,23 +127,55 @@ fn link_scoped(family: u8, a: &[u32; 4]) -> bool {
 
 /// The address word of `addr` (0 when nothing is known).
 #[inline(always)]
-fn lookup(family: u8, addr: &[u32; 4], generation: u32, v4: Ipv4Lookup) -> u32 {
+fn lookup(family: u8, addr: &[u32; 4], generation: u32, how: Lookup) -> u32 {
     if family == FAMILY_V4 {
-        if v4 == Ipv4Lookup::Trie {
+        if how == Lookup::Trie {
             return BENCH_TRIE4
                 .get(&Key::new(32, addr[0].to_ne_bytes()))
                 .map_or(0, |w| *w);
         }
         locate4(generation, u32::from_be(addr[0]))
     } else {
+        if how == Lookup::Trie {
+            return BENCH_TRIE6
+                .get(&Key::new(128, addr_bytes(addr)))
+                .map_or(0, |w| *w);
+        }
+        locate6(generation, addr)
+    }
+}
+
+/// The IPv6 tiered table: the root word of the /16, then at most `V6_MAX_DEPTH` node
+/// words, one array read each; the generation's trie where the data nests deeper.
+#[inline(always)]
+fn locate6(generation: u32, addr: &[u32; 4]) -> u32 {
+    let hi = (u64::from(u32::from_be(addr[0])) << 32) | u64::from(u32::from_be(addr[1]));
+    let lo = (u64::from(u32::from_be(addr[2])) << 32) | u64::from(u32::from_be(addr[3]));
+    let mut word = word_at(&GEO6_ROOT, v6_root_index(generation, hi));
+    let mut len = V6_ROOT_BITS;
+    for _ in 0..V6_MAX_DEPTH {
+        if word & V6_NODE == 0 || word == V6_TRIE {
+            break;
+        }
+        let stride = v6_stride(word);
+        if len + stride > 128 {
+            // Only a corrupt table gets here (the builder never writes such a pointer).
+            return 0;
+        }
+        word = word_at(&GEO6_NODES, v6_block(word) + v6_chunk(hi, lo, len, stride));
+        len += stride;
+    }
+    if word == V6_TRIE {
         let key = Key::new(128, addr_bytes(addr));
-        let word = if generation & 1 == 0 {
+        let hit = if generation & 1 == 0 {
             GEO6_0.get(&key)
         } else {
             GEO6_1.get(&key)
         };
-        word.map_or(0, |w| *w)
+        return hit.map_or(0, |w| *w);
     }
+    // A pointer left after the last level would be a builder bug: unknown, never inside.
+    if word & V6_NODE == 0 { word } else { 0 }
 }
 
 /// DIR-24-8: the level-1 word of the /24, or the level-2 word it points to.

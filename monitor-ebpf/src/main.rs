@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use classify::Ipv4Lookup;
+use classify::Lookup;
 
 /// How much of an skb the TC programs make linear before parsing: enough for two VLAN tags,
 /// an IPv4 header with options or IPv6 with extension headers, and a TCP header.
@@ -29,27 +29,27 @@ const TC_PULL_LEN: u32 = 256;
 #[xdp]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    classify::packet(start, end, (end - start) as u32, Ipv4Lookup::Dir24);
+    classify::packet(start, end, (end - start) as u32, Lookup::Tables);
     xdp_action::XDP_PASS
 }
 
 /// Benchmark only (never attached): the next workload packet, classified as `exfilmon_xdp`.
 #[xdp]
 pub fn exfilmon_bench(ctx: XdpContext) -> u32 {
-    bench(&ctx, Ipv4Lookup::Dir24)
+    bench(&ctx, Lookup::Tables)
 }
 
-/// Benchmark only: the same, with IPv4 locations from a kernel LPM trie.
+/// Benchmark only: the same, with locations from one kernel LPM trie per family.
 #[xdp]
 pub fn exfilmon_bench_lpm(ctx: XdpContext) -> u32 {
-    bench(&ctx, Ipv4Lookup::Trie)
+    bench(&ctx, Lookup::Trie)
 }
 
 #[inline(always)]
-fn bench(ctx: &XdpContext, v4: Ipv4Lookup) -> u32 {
+fn bench(ctx: &XdpContext, lookup: Lookup) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
-    classify::packet(start, end, (end - start) as u32, v4);
+    classify::packet(start, end, (end - start) as u32, lookup);
     xdp_action::XDP_PASS
 }
 
@@ -113,7 +113,7 @@ fn tc(ctx: &TcContext) -> i32 {
         // parse what is linear; the parser counts what it cannot read.
         let _ = ctx.pull_data(want);
     }
-    classify::packet(ctx.data(), ctx.data_end(), len, Ipv4Lookup::Dir24);
+    classify::packet(ctx.data(), ctx.data_end(), len, Lookup::Tables);
     TC_ACT_OK as i32
 }
 

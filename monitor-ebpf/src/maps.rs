@@ -11,7 +11,7 @@ use monitor_common::{
     class::{ASN_COUNTER_ENTRIES, CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, POLICY_ENTRIES},
     config::KernelConfig,
     flow::{FlowKey, FlowState},
-    geo::L1_ENTRIES,
+    geo::{L1_ENTRIES, V6_ROOT_ENTRIES},
     reason::REASON_ENTRIES,
 };
 
@@ -32,8 +32,17 @@ pub static GEO4_L1: Array<u64> = Array::with_max_entries(L1_ENTRIES, BPF_F_MMAPA
 #[map]
 pub static GEO4_L2: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// IPv6 address → address word, one trie per generation (set by the daemon to
-/// the `GeoIP` prefix count).
+/// IPv6 address → address word: the tiered table's root, one word per /16, both
+/// generations, filled through mmap.
+#[map]
+pub static GEO6_ROOT: Array<u64> = Array::with_max_entries(V6_ROOT_ENTRIES, BPF_F_MMAPABLE);
+/// The tiered table's node blocks, both generations (set by the daemon to what the `GeoIP`
+/// data needs, with headroom).
+#[map]
+pub static GEO6_NODES: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// IPv6 fallback, one trie per generation: the prefixes of the few spots the tiered table
+/// does not reach (set by the daemon).
 #[map]
 pub static GEO6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
 #[map]
@@ -81,6 +90,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// IPv4 location words in a kernel LPM trie, for the LPM build of the benchmark.
 #[map]
 pub static BENCH_TRIE4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(1, 0);
+
+/// IPv6 location words in one kernel LPM trie (all prefixes), for the LPM build.
+#[map]
+pub static BENCH_TRIE6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
 
 /// The packets the bench programs write into their frames, in order.
 #[map]

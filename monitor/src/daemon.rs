@@ -265,7 +265,9 @@ fn finish_reload(r: &Reloaded, dm: &DaemonMetrics) {
         generation = r.installed.generation,
         ranges_v4 = r.geo.v4.len(),
         level2_blocks = r.installed.l2_used,
-        prefixes_v6 = r.installed.prefixes_v6,
+        ranges_v6 = r.geo.v6.len(),
+        v6_node_words = r.installed.v6_words,
+        v6_trie_prefixes = r.installed.v6_trie,
         groups = r.config.groups.len(),
         "reloaded; the new tables are live"
     );

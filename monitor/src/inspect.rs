@@ -10,7 +10,10 @@ use comfy_table::{CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use monitor::{
     config::Config, ebpf::Sizes, error_chain, geoip::SourceInfo, load_monitor, tables::Plan,
 };
-use monitor_common::{geo::L1_ENTRIES, maps};
+use monitor_common::{
+    geo::{L1_ENTRIES, V6_ROOT_ENTRIES},
+    maps,
+};
 
 /// The whole report: sources, totals and kernel memory.
 pub fn report(config: &Config, sources: &[SourceInfo], plan: &Plan) -> String {
@@ -18,11 +21,15 @@ pub fn report(config: &Config, sources: &[SourceInfo], plan: &Plan) -> String {
     let geo = &plan.tables.geo;
     let _ = write!(
         out,
-        "\n\nIPv4 ranges:       {}\nIPv4 prefixes:     {}\nlevel-2 blocks:    {}\nIPv6 prefixes:     {}\ncountries:         {}\nASNs:              {}\n\n",
+        "\n\nIPv4 ranges:       {}\nIPv4 prefixes:     {}\nlevel-2 blocks:    {}\nIPv6 ranges:       {}\nIPv6 prefixes:     {}\nIPv6 nodes:        {} ({} words)\nIPv6 trie:         {} prefixes\ncountries:         {}\nASNs:              {}\n\n",
         geo.v4.len(),
         geo.prefix_count_v4(),
         geo.l2_blocks(),
         geo.v6.len(),
+        geo.prefix_count_v6(),
+        geo.v6_table.node_count,
+        geo.v6_table.nodes.len(),
+        geo.v6_table.trie.len(),
         plan.labels.countries.len() - 1,
         plan.labels.asn_count(),
     );
@@ -55,15 +62,14 @@ fn sources_table(sources: &[SourceInfo], now: SystemTime) -> String {
     t.to_string()
 }
 
-/// Measured sizes when the programs can be loaded (root), computed ones for the two
-/// DIR-24-8 maps otherwise.
+/// Measured sizes when the programs can be loaded (root), computed ones for the array
+/// maps of the address tables otherwise.
 fn memory(config: &Config, plan: &Plan) -> String {
-    let l2_blocks = Sizes::for_geo(
+    let sizes = Sizes::for_geo(
         config.flows.max_entries,
         config.flows.ring_bytes,
         &plan.tables.geo,
-    )
-    .l2_blocks;
+    );
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let measured = if root {
@@ -81,12 +87,17 @@ fn memory(config: &Config, plan: &Plan) -> String {
             None,
         ),
         Err(why) => (
-            "kernel map memory (computed: the IPv4 DIR-24-8 maps only)",
+            "kernel map memory (computed: the array maps of the address tables only)",
             vec![
                 (maps::GEO4_L1.to_owned(), u64::from(L1_ENTRIES) * 8),
                 (
                     maps::GEO4_L2.to_owned(),
-                    u64::from(l2_blocks.max(1)) * 2 * 256 * 4,
+                    u64::from(sizes.l2_blocks.max(1)) * 2 * 256 * 4,
+                ),
+                (maps::GEO6_ROOT.to_owned(), u64::from(V6_ROOT_ENTRIES) * 8),
+                (
+                    maps::GEO6_NODES.to_owned(),
+                    u64::from(sizes.geo6_words.max(1)) * 2 * 4,
                 ),
             ],
             Some(format!(

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod reload;
 pub mod replay;
 pub mod tables;
+pub mod tier6;
 
 use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};
 

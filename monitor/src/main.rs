@@ -122,7 +122,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config = %config.path.display(),
                 ranges_v4 = plan.tables.geo.v4.len(),
                 level2_blocks = plan.tables.geo.l2_blocks(),
-                prefixes_v6 = plan.tables.geo.v6.len(),
+                ranges_v6 = plan.tables.geo.v6.len(),
+                v6_words = plan.tables.geo.v6_table.words(),
                 groups = config.groups.len(),
                 "loading kernel programs"
             );
@@ -150,7 +151,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config.groups.len(),
                 config.interfaces.len(),
                 plan.tables.geo.prefix_count_v4(),
-                plan.tables.geo.v6.len(),
+                plan.tables.geo.prefix_count_v6(),
                 plan.labels.countries.len() - 1,
                 plan.labels.asn_count(),
             );

@@ -339,7 +339,7 @@ impl DaemonMetrics {
             .set(count(geo.prefix_count_v4()));
         self.geoip_prefixes
             .with_label_values(&["ipv6"])
-            .set(count(geo.v6.len()));
+            .set(count(geo.prefix_count_v6()));
         self.geoip_level2_blocks.set(i64::from(geo.l2_blocks()));
     }
 

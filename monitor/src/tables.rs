@@ -20,7 +20,8 @@ use crate::{
     config::Config,
     country::CountryCode,
     ebpf::{GeoTables, Tables},
-    geoip::{GeoDb, Location, coalesce, merge_under, range_to_prefixes_v6},
+    geoip::{GeoDb, Location, coalesce, merge_under},
+    tier6::{Tier6, TooManyWords},
 };
 
 /// The label value of slot 0, inside addresses in no configured group.
@@ -47,6 +48,8 @@ pub enum TablesError {
          ASN removed by a reload keeps its slot until a restart, so restart to apply this config"
     )]
     TooManyNamedAsns { max: u32 },
+    #[error(transparent)]
+    Ipv6Table(#[from] TooManyWords),
 }
 
 /// A verdict, as the kernel encodes it (`VERDICT_*`).
@@ -295,13 +298,8 @@ pub fn plan_after(
             l.asn.and_then(|a| asn_slot.get(&a).copied()).unwrap_or(0),
         )
     };
-    let (v4, v6_ranges) = address_ranges(config, geo, &slot_of_group, word);
-    let v6 = v6_ranges
-        .iter()
-        .flat_map(|&(a, b, w)| {
-            range_to_prefixes_v6(a, b).map(move |n| (n.network().octets(), n.prefix_len(), w))
-        })
-        .collect();
+    let (v4, v6) = address_ranges(config, geo, &slot_of_group, word);
+    let v6_table = Tier6::build(&v6)?;
 
     let mut policy = Vec::with_capacity(groups.len() * countries.len());
     for (g, name) in groups.iter().enumerate() {
@@ -332,6 +330,7 @@ pub fn plan_after(
             geo: GeoTables {
                 v4,
                 v6,
+                v6_table,
                 asns: asns
                     .iter()
                     .enumerate()
@@ -453,7 +452,10 @@ fn inside_ranges(config: &Config, slot_of_group: &[u32]) -> (Ranges<u32>, Ranges
         .inside_networks()
         .map(|(net, g)| (net, slot_of_group[g as usize]))
         .collect();
-    // Longest first, so that each shorter prefix only fills what the longer ones leave.
+    // Longest first, so that each shorter prefix only fills what the longer ones leave;
+    // of equal ones the last listed (a group's over the home network it repeats), as
+    // `inside_group` decides.
+    nets.reverse();
     nets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (net, group) in nets {
@@ -491,6 +493,30 @@ mod tests {
             .filter(|(_, c)| c.1 % 3 != 0)
             .map(|(w, c)| (w[0], w[1] - 1, c.1))
             .collect()
+    }
+
+    #[test]
+    fn a_group_network_equal_to_a_home_network_belongs_to_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let geoip = dir.path().join("geoip");
+        std::fs::write(&geoip, "16777216,16777471,AU\n").expect("write geoip");
+        let config = Config::parse_with_geoip_defaults(
+            "[home]\nnetworks = [\"10.0.0.0/8\", \"2001:db8:1::/48\"]\n\
+             [[group]]\nname = \"g\"\nnetworks = [\"10.0.0.0/8\", \"2001:db8:1::/48\"]\n",
+            &dir.path().join("test.toml"),
+            &[geoip],
+        )
+        .expect("config");
+        let (v4, v6) = inside_ranges(&config, &[0, 1]);
+        assert_eq!(v4, vec![(0x0a00_0000, 0x0aff_ffff, inside(1))]);
+        assert_eq!(v6.len(), 1);
+        assert_eq!(v6[0].2, inside(1));
+        let addr: IpAddr = "2001:db8:1::5".parse().expect("address");
+        assert_eq!(
+            inside_group(&config, addr),
+            Some(1),
+            "the same answer as userspace"
+        );
     }
 
     proptest! {

@@ -1,6 +1,7 @@
 //! Kernel tests of the location tables: the DIR-24-8 and IPv6 lookups agree with the
 //! userspace `GeoIP` lookup on the real tor data, and a reload switches generations without
-//! resetting a counter, while a failed one leaves the live tables classifying.
+//! resetting a counter or leaving stale entries, while a failed one (either family) leaves
+//! the live tables classifying.
 
 use std::{
     fmt::Write as _,
@@ -108,6 +109,15 @@ fn kernel_locations_match_the_userspace_lookup_on_the_tor_data() {
     }
     for &(first, last, _) in geo.ranges_v6().iter().step_by(499).take(200) {
         for a in [first, last, last.wrapping_add(1)] {
+            remotes.push(IpAddr::V6(Ipv6Addr::from(a)));
+        }
+    }
+    // And the spots the tiered IPv6 table leaves to its fallback trie.
+    let fallback = &plan.tables.geo.v6_table.trie;
+    for &(net, len, _) in fallback.iter().step_by(fallback.len() / 100 + 1) {
+        let first = u128::from_be_bytes(net);
+        let last = first | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+        for a in [first, last] {
             remotes.push(IpAddr::V6(Ipv6Addr::from(a)));
         }
     }
@@ -272,6 +282,103 @@ fn a_reload_that_does_not_fit_keeps_the_live_tables() {
         class_packets(&monitor, &plan.labels, "CN", Verdict::Violation),
         1,
         "the live tables still classify"
+    );
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn a_generation_refilled_keeps_nothing_of_its_previous_data() {
+    require_root("a_generation_refilled_keeps_nothing_of_its_previous_data");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A /64 with a /128 cut out: the /128 is too deep for the array levels and lands in the
+    // fallback trie, so both parts of the IPv6 table hold data in generation 0.
+    let first = "2001:db8:ff:86::,2001:db8:ff:86::,CN\n\
+                 2001:db8:ff:86::1,2001:db8:ff:86::1,RU\n\
+                 2001:db8:ff:86::2,2001:db8:ff:86:ffff:ffff:ffff:ffff,CN\n\
+                 2001:db8:ff:87::,2001:db8:ff:87::ffff,SG\n";
+    // The other data sends the same spot to the trie (another /128), without the first's.
+    let other = "2001:db8:ff:86::3,2001:db8:ff:86::3,SG\n\
+                 2001:db8:ff:87::,2001:db8:ff:87::ffff,SG\n";
+    let config = config(dir.path(), &csv_source(dir.path(), "first.csv", first));
+    let (_, plan, mut monitor) = load(&config);
+    assert!(
+        !plan.tables.geo.v6_table.trie.is_empty(),
+        "the /128 is in the fallback trie"
+    );
+    let config2 = self::config(dir.path(), &csv_source(dir.path(), "other.csv", other));
+    let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
+    let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
+    assert!(
+        !plan2.tables.geo.v6_table.trie.is_empty(),
+        "the other /128 is in the fallback trie too"
+    );
+    // Generation 1, then generation 0 again, both with the other data.
+    for generation in [1, 0] {
+        let installed = monitor.install_geo(&plan2.tables.geo).expect("install");
+        assert_eq!(installed.generation, generation);
+    }
+    let phone6: Ipv6Addr = PHONE6.parse().expect("v6");
+    for remote in ["2001:db8:ff:86::10", "2001:db8:ff:86::1"] {
+        let remote: Ipv6Addr = remote.parse().expect("v6");
+        run(
+            &monitor,
+            &eth_v6(&ipv6(phone6, remote, &[], UDP, &udp(40000, 443, &[1; 8]))),
+        );
+    }
+    let labels = &plan2.labels;
+    assert_eq!(class_packets(&monitor, labels, "CN", Verdict::Violation), 0);
+    assert_eq!(class_packets(&monitor, labels, "RU", Verdict::Violation), 0);
+    assert_eq!(
+        class_packets(&monitor, labels, "??", Verdict::Unknown),
+        2,
+        "neither the arrays nor the trie of generation 0 kept the first data"
+    );
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn an_ipv6_reload_that_does_not_fit_keeps_the_live_tables() {
+    require_root("an_ipv6_reload_that_does_not_fit_keeps_the_live_tables");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        &csv_source(
+            dir.path(),
+            "small.csv",
+            "2001:db8:ff:86::,2001:db8:ff:86::ffff,CN\n",
+        ),
+    );
+    let (_, plan, mut monitor) = load(&config);
+    let capacity = monitor.sizes().geo6_words;
+
+    // One cut /48 in each of many /32s: every one needs node blocks of its own.
+    let mut rows = String::new();
+    for i in 0..capacity / 16 {
+        let net = Ipv6Addr::from((0x2a00_u128 << 112) | (u128::from(i) << 96) | (1 << 80));
+        let end = Ipv6Addr::from(u128::from(net) | 0xffff);
+        writeln!(rows, "{net},{end},SG").expect("write to a String");
+    }
+    let config2 = self::config(dir.path(), &csv_source(dir.path(), "big6.csv", &rows));
+    let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
+    let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
+    let err = monitor
+        .install_geo(&plan2.tables.geo)
+        .expect_err("the data does not fit");
+    assert!(
+        matches!(err, InstallError::Ipv6Words { needed, capacity: c } if needed > c as usize && c == capacity),
+        "{err}"
+    );
+    assert_eq!(monitor.live_generation(), Some(0), "no switch happened");
+    let cn6: Ipv6Addr = "2001:db8:ff:86::10".parse().expect("v6");
+    let phone6: Ipv6Addr = PHONE6.parse().expect("v6");
+    run(
+        &monitor,
+        &eth_v6(&ipv6(phone6, cn6, &[], UDP, &udp(40000, 443, &[1; 8]))),
+    );
+    assert_eq!(
+        class_packets(&monitor, &plan.labels, "CN", Verdict::Violation),
+        1,
+        "the live IPv6 table still classifies"
     );
 }
 

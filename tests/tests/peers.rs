@@ -32,6 +32,7 @@ fn peers_and_exfilmon_agree_on_totals() {
         Some(BenchSizes {
             workload: 4096,
             trie4: 1,
+            trie6: 1,
         }),
     )
     .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));

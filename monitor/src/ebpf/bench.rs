@@ -1,6 +1,7 @@
 //! The benchmark's access to the kernel object: its workload, the LPM-trie build of the
-//! IPv4 lookup, timed `BPF_PROG_TEST_RUN`s, and the live-frames generator of the veth
-//! benchmark. Only the `exfilmon-bench` tool and its tests use this.
+//! The benchmark's access to the kernel object: its workload, the LPM-trie builds of the
+//! IPv4 and IPv6 lookups, timed `BPF_PROG_TEST_RUN`s, and the live-frames generator of the
+//! veth benchmark. Only the `exfilmon-bench` tools and their tests use this.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use aya::{
 use monitor_common::{bench::BenchPacket, maps};
 
 use super::{EbpfError, Monitor, map_err};
-use crate::geoip::range_to_prefixes_v4;
+use crate::geoip::{range_to_prefixes_v4, range_to_prefixes_v6};
 
 /// Sizes of the benchmark's maps.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +21,8 @@ pub struct BenchSizes {
     pub workload: u32,
     /// Prefixes of the IPv4 LPM trie (the LPM build).
     pub trie4: u32,
+    /// Prefixes of the IPv6 LPM trie (the LPM build).
+    pub trie6: u32,
 }
 
 impl Monitor {
@@ -46,6 +49,27 @@ impl Monitor {
         let mut n = 0;
         for &(first, last, word) in ranges {
             for net in range_to_prefixes_v4(first, last) {
+                trie.insert(
+                    &Key::new(u32::from(net.prefix_len()), net.network().octets()),
+                    &word,
+                    0,
+                )
+                .map_err(|s| map_err(name, format!("insert {net}"), s))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Fills the IPv6 LPM trie of the LPM build with every prefix of `ranges`, as the
+    /// product's IPv6 table was before the tiered one. Returns the number of prefixes.
+    pub fn write_bench_trie6(&mut self, ranges: &[(u128, u128, u32)]) -> Result<usize, EbpfError> {
+        let name = maps::BENCH_TRIE6;
+        let mut trie: LpmTrie<_, [u8; 16], u32> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+        let mut n = 0;
+        for &(first, last, word) in ranges {
+            for net in range_to_prefixes_v6(first, last) {
                 trie.insert(
                     &Key::new(u32::from(net.prefix_len()), net.network().octets()),
                     &word,

@@ -7,20 +7,25 @@ use std::os::fd::AsFd as _;
 use aya::maps::{Array, LpmTrie, Map, MapData, lpm_trie::Key};
 use memmap2::{MmapMut, MmapOptions};
 use monitor_common::{
-    geo::{GENERATIONS, L1_WORDS, L2_BLOCK_WORDS},
+    geo::{GENERATIONS, L1_WORDS, L2_BLOCK_WORDS, V6_ROOT_WORDS},
     maps,
 };
 
 use super::{EbpfError, Monitor, map_err};
-use crate::dir24::{Dir24, TooManyBlocks};
+use crate::{
+    dir24::{Dir24, TooManyBlocks},
+    tier6::{Tier6, relocate},
+};
 
 /// Location tables ready for the kernel (built by `tables::plan`).
 #[derive(Debug, Default, Clone)]
 pub struct GeoTables {
     /// IPv4 ranges `(first, last, location word)`, sorted and disjoint.
     pub v4: Vec<(u32, u32, u32)>,
-    /// IPv6 prefixes and their location words.
-    pub v6: Vec<([u8; 16], u8, u32)>,
+    /// IPv6 ranges `(first, last, location word)`, sorted and disjoint.
+    pub v6: Vec<(u128, u128, u32)>,
+    /// The IPv6 tiered table built from `v6` (see `tier6`).
+    pub v6_table: Tier6,
     /// `(ASN slot, AS number)` of every slot in use.
     pub asns: Vec<(u32, u32)>,
 }
@@ -32,6 +37,15 @@ impl GeoTables {
         self.v4
             .iter()
             .map(|&(a, b, _)| crate::geoip::range_to_prefixes_v4(a, b).count())
+            .sum()
+    }
+
+    /// The IPv6 ranges as CIDR prefixes (what one trie would hold).
+    #[must_use]
+    pub fn prefix_count_v6(&self) -> usize {
+        self.v6
+            .iter()
+            .map(|&(a, b, _)| crate::geoip::range_to_prefixes_v6(a, b).count())
             .sum()
     }
 
@@ -56,7 +70,11 @@ pub struct Installed {
     /// Level-2 blocks in use, and the room there is, per generation.
     pub l2_used: u32,
     pub l2_capacity: u32,
-    pub prefixes_v6: usize,
+    /// Node words of the IPv6 tiered table in use, and the room there is, per generation.
+    pub v6_words: u32,
+    pub v6_capacity: u32,
+    /// Prefixes in the IPv6 fallback trie.
+    pub v6_trie: usize,
 }
 
 /// Why an install failed. The live tables are untouched whenever it does.
@@ -65,10 +83,15 @@ pub enum InstallError {
     #[error(transparent)]
     Blocks(#[from] TooManyBlocks),
     #[error(
-        "the IPv6 GeoIP data has {needed} prefixes, but each IPv6 table holds {capacity}; \
-         restart to size the tables to the new data"
+        "the IPv6 GeoIP data needs {needed} words of tiered-table nodes, but each generation \
+         holds {capacity}; restart to size the tables to the new data"
     )]
-    Ipv6Capacity { needed: usize, capacity: u32 },
+    Ipv6Words { needed: usize, capacity: u32 },
+    #[error(
+        "the IPv6 GeoIP data leaves {needed} prefixes to the fallback trie, but each trie \
+         holds {capacity}; restart to size the tables to the new data"
+    )]
+    Ipv6Trie { needed: usize, capacity: u32 },
     #[error(
         "the GeoIP data names {needed} ASN slots, but the ASN table holds {capacity}; restart \
          to size it to the new data"
@@ -89,7 +112,9 @@ pub enum InstallError {
 pub(super) struct GeoState {
     /// The live generation; `None` before the first install.
     live: Option<u32>,
-    /// The IPv6 keys written into each generation's trie, to remove them before reuse.
+    /// The IPv6 keys written into each generation's fallback trie, to remove them before
+    /// reuse. (The tiered table needs no such list: a fill rewrites the whole root of its
+    /// generation, and node words are only reached through the root.)
     v6_keys: [Vec<([u8; 16], u8)>; GENERATIONS as usize],
 }
 
@@ -101,6 +126,7 @@ impl Monitor {
         let idle = live.map_or(0, |g| (g + 1) % GENERATIONS);
         // Every capacity is checked before anything is written.
         self.check_fits(tables)?;
+        let v6 = &tables.v6_table;
 
         // IPv4: both levels through mmap, only the idle generation's words.
         let l2_capacity = self.sizes.l2_blocks;
@@ -117,6 +143,21 @@ impl Monitor {
             base: idle * l2_capacity,
         }
         .fill(&tables.v4)?;
+
+        // IPv6: the whole root of the idle generation, and its nodes, through mmap.
+        let v6_capacity = self.sizes.geo6_words;
+        let base = idle * v6_capacity;
+        let mut root = self.mmap(maps::GEO6_ROOT)?;
+        let mut nodes = self.mmap(maps::GEO6_NODES)?;
+        let root_gen = &mut words_mut(&mut root)
+            [(idle * V6_ROOT_WORDS) as usize..((idle + 1) * V6_ROOT_WORDS) as usize];
+        for (to, from) in root_gen.iter_mut().zip(&v6.root) {
+            *to = relocate(*from, base);
+        }
+        let nodes_gen = &mut words_mut(&mut nodes)[base as usize..];
+        for (to, from) in nodes_gen.iter_mut().zip(&v6.nodes) {
+            *to = relocate(*from, base);
+        }
         // Make the words visible before the generation switch below.
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 
@@ -132,7 +173,7 @@ impl Monitor {
             }
         }
 
-        // IPv6: empty the idle trie, then fill it.
+        // IPv6 fallback: empty the idle trie, then fill it.
         let name = if idle == 0 {
             maps::GEO6_0
         } else {
@@ -146,7 +187,7 @@ impl Monitor {
                 // A key may already be gone if an earlier install failed half-way.
                 let _ = trie.remove(&Key::new(u32::from(*len), *addr));
             }
-            for (addr, len, word) in &tables.v6 {
+            for (addr, len, word) in &v6.trie {
                 trie.insert(&Key::new(u32::from(*len), *addr), word, 0)
                     .map_err(|s| {
                         map_err(
@@ -157,7 +198,7 @@ impl Monitor {
                     })?;
             }
         }
-        self.geo.v6_keys[idle as usize] = tables.v6.iter().map(|(a, l, _)| (*a, *l)).collect();
+        self.geo.v6_keys[idle as usize] = v6.trie.iter().map(|(a, l, _)| (*a, *l)).collect();
 
         // The switch: one array write.
         {
@@ -173,7 +214,9 @@ impl Monitor {
             generation: idle,
             l2_used,
             l2_capacity,
-            prefixes_v6: tables.v6.len(),
+            v6_words: u32::try_from(v6.nodes.len()).unwrap_or(u32::MAX),
+            v6_capacity,
+            v6_trie: v6.trie.len(),
         })
     }
 
@@ -187,9 +230,16 @@ impl Monitor {
             }
             .into());
         }
-        if tables.v6.len() > self.sizes.geo6 as usize {
-            return Err(InstallError::Ipv6Capacity {
-                needed: tables.v6.len(),
+        let v6 = &tables.v6_table;
+        if v6.nodes.len() > self.sizes.geo6_words as usize {
+            return Err(InstallError::Ipv6Words {
+                needed: v6.nodes.len(),
+                capacity: self.sizes.geo6_words,
+            });
+        }
+        if v6.trie.len() > self.sizes.geo6 as usize {
+            return Err(InstallError::Ipv6Trie {
+                needed: v6.trie.len(),
                 capacity: self.sizes.geo6,
             });
         }

@@ -87,7 +87,9 @@ pub struct Sizes {
     pub ring_bytes: u32,
     /// Level-2 blocks of the IPv4 table, per generation.
     pub l2_blocks: u32,
-    /// Prefixes of each IPv6 trie.
+    /// Node words of the IPv6 tiered table, per generation.
+    pub geo6_words: u32,
+    /// Prefixes of each IPv6 fallback trie.
     pub geo6: u32,
     /// ASN slots.
     pub asn_slots: u32,
@@ -106,7 +108,15 @@ impl Sizes {
             flows,
             ring_bytes,
             l2_blocks: grow(geo.l2_blocks(), 256),
-            geo6: grow(u32::try_from(geo.v6.len()).unwrap_or(u32::MAX), 1024),
+            geo6_words: grow(
+                u32::try_from(geo.v6_table.nodes.len()).unwrap_or(u32::MAX),
+                1 << 16,
+            )
+            .min(crate::tier6::WORDS_LIMIT),
+            geo6: grow(
+                u32::try_from(geo.v6_table.trie.len()).unwrap_or(u32::MAX),
+                1024,
+            ),
             asn_slots: grow(asns, 1024).min(monitor_common::geo::ASN_SLOTS_MAX),
             bench: None,
         }
@@ -164,6 +174,7 @@ impl Monitor {
         let mut sizes = sizes;
         sizes.l2_blocks = sizes.l2_blocks.max(1);
         sizes.geo6 = sizes.geo6.max(1);
+        sizes.geo6_words = sizes.geo6_words.clamp(1, crate::tier6::WORDS_LIMIT);
         sizes.asn_slots = sizes.asn_slots.max(1);
         let l2_entries =
             u32::try_from(u64::from(sizes.l2_blocks) * u64::from(GENERATIONS * L2_BLOCK_WORDS / 2))
@@ -173,6 +184,8 @@ impl Monitor {
             .map_max_entries(maps::FLOWS, sizes.flows.max(1))
             .map_max_entries(maps::EVENTS, sizes.ring_bytes)
             .map_max_entries(maps::GEO4_L2, l2_entries)
+            // Two generations of words, two words per entry.
+            .map_max_entries(maps::GEO6_NODES, sizes.geo6_words * GENERATIONS / 2)
             .map_max_entries(maps::GEO6_0, sizes.geo6)
             .map_max_entries(maps::GEO6_1, sizes.geo6)
             .map_max_entries(maps::ASNS, sizes.asn_slots);
@@ -180,7 +193,8 @@ impl Monitor {
         if let Some(b) = sizes.bench {
             loader
                 .map_max_entries(maps::BENCH_WORKLOAD, b.workload.max(1))
-                .map_max_entries(maps::BENCH_TRIE4, b.trie4.max(1));
+                .map_max_entries(maps::BENCH_TRIE4, b.trie4.max(1))
+                .map_max_entries(maps::BENCH_TRIE6, b.trie6.max(1));
             names.extend([
                 programs::BENCH,
                 programs::BENCH_LPM,

@@ -153,6 +153,7 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
     sizes.bench = Some(BenchSizes {
         workload: args.flows,
         trie4: 1,
+        trie6: 1,
     });
     let mut monitor = Monitor::load(sizes)?;
     monitor.write_config(kernel_config(config))?;

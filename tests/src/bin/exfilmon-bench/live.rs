@@ -193,6 +193,7 @@ pub fn load(dir: &std::path::Path, flows: u32) -> Result<Monitor> {
         Some(monitor::ebpf::BenchSizes {
             workload: RANDOM_FLOWS,
             trie4: 1,
+            trie6: 1,
         }),
     )
     .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))

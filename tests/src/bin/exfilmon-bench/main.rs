@@ -107,7 +107,8 @@ struct Row {
     family: &'static str,
     workload: String,
     flows: u32,
-    /// Which IPv4 lookup the classifier used: `dir24` (the product) or `lpm` (kernel trie).
+    /// Which lookup the classifier used: the product's (`dir24` for IPv4, `tiered` for
+    /// IPv6) or `lpm` (one kernel LPM trie per family).
     lookup: &'static str,
     baseline_ns: f64,
     total_ns: f64,
@@ -145,7 +146,11 @@ struct Dataset {
     ranges_v4: usize,
     prefixes_v4: usize,
     level2_blocks: u32,
+    ranges_v6: usize,
     prefixes_v6: usize,
+    /// Node words of the IPv6 tiered table (one generation) and its fallback-trie prefixes.
+    v6_node_words: u32,
+    v6_trie_prefixes: usize,
     map_memory: Vec<(String, u64)>,
     load_seconds: f64,
 }
@@ -270,6 +275,7 @@ fn run_dataset(
     let geo = GeoDb::load(&config.geoip.sources)?;
     let plan = tables::plan(config, &geo)?;
     let trie4 = u32::try_from(plan.tables.geo.prefix_count_v4())?;
+    let trie6 = u32::try_from(plan.tables.geo.prefix_count_v6())?;
     let mut sizes = Sizes::for_geo(
         config.flows.max_entries,
         config.flows.ring_bytes,
@@ -278,6 +284,7 @@ fn run_dataset(
     sizes.bench = Some(BenchSizes {
         workload: args.packets,
         trie4,
+        trie6,
     });
     let mut monitor = Monitor::load(sizes)?;
     let mut kernel = kernel_config(config);
@@ -288,19 +295,26 @@ fn run_dataset(
     let installed = monitor.install_geo(&plan.tables.geo)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let prefixes = monitor.write_bench_trie4(&plan.tables.geo.v4)?;
+    let prefixes6 = monitor.write_bench_trie6(&plan.tables.geo.v6)?;
     println!(
-        "{name}: {} IPv4 ranges ({prefixes} prefixes, {} level-2 blocks), {} IPv6 prefixes, \
-         loaded in {load_seconds:.1} s",
+        "{name}: {} IPv4 ranges ({prefixes} prefixes, {} level-2 blocks), {} IPv6 ranges \
+         ({prefixes6} prefixes; tiered: {} node words, {} trie prefixes), loaded in \
+         {load_seconds:.1} s",
         plan.tables.geo.v4.len(),
         installed.l2_used,
-        plan.tables.geo.v6.len()
+        plan.tables.geo.v6.len(),
+        installed.v6_words,
+        installed.v6_trie,
     );
     datasets.push(Dataset {
         name: name.to_owned(),
         ranges_v4: plan.tables.geo.v4.len(),
         prefixes_v4: prefixes,
         level2_blocks: installed.l2_used,
-        prefixes_v6: plan.tables.geo.v6.len(),
+        ranges_v6: plan.tables.geo.v6.len(),
+        prefixes_v6: prefixes6,
+        v6_node_words: installed.v6_words,
+        v6_trie_prefixes: installed.v6_trie,
         map_memory: monitor.map_memory(),
         load_seconds,
     });
@@ -352,19 +366,22 @@ fn run_workloads(
         rows,
     )?;
     if !dests.v6.is_empty() {
-        let workload = established(&mut rng, dests, 1 << 16, Shape::Uniform, args.packets, true);
-        measure(
-            args,
-            monitor,
-            name,
-            "ipv6",
-            "uniform destinations, established",
-            1 << 16,
-            &workload,
-            false,
-            None,
-            rows,
-        )?;
+        for shape in [Shape::Zipf, Shape::Uniform] {
+            let workload = established(&mut rng, dests, 1 << 16, shape, args.packets, true);
+            let label = format!("{} destinations, established", shape.name());
+            measure(
+                args,
+                monitor,
+                name,
+                "ipv6",
+                &label,
+                1 << 16,
+                &workload,
+                true,
+                None,
+                rows,
+            )?;
+        }
     }
     Ok(())
 }
@@ -557,7 +574,8 @@ fn measure(
         ))
     };
     let repeat = u32::try_from(workload.len())?;
-    let mut programs_to_run = vec![("dir24", programs::BENCH)];
+    let product = if family == "ipv4" { "dir24" } else { "tiered" };
+    let mut programs_to_run = vec![(product, programs::BENCH)];
     if with_lpm {
         programs_to_run.push(("lpm", programs::BENCH_LPM));
     }
@@ -604,7 +622,7 @@ fn measure(
             flow_insert_failed: delta(reason::FLOW_INSERT_FAILED),
         };
         println!(
-            "  {family} {workload_name:<40} {flows:>8} flows  {lookup:<5} {:>7.1} ns/packet, \
+            "  {family} {workload_name:<40} {flows:>8} flows  {lookup:<6} {:>7.1} ns/packet, \
              +{:>6.1} over XDP_PASS ({:.1} ns)",
             row.total_ns, row.overhead_ns, row.baseline_ns
         );
