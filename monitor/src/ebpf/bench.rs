@@ -43,41 +43,36 @@ impl Monitor {
     /// Fills the IPv4 LPM trie of the LPM build with the same ranges as the DIR-24-8
     /// table. Returns the number of prefixes.
     pub fn write_bench_trie4(&mut self, ranges: &[(u32, u32, u32)]) -> Result<usize, EbpfError> {
-        let name = maps::BENCH_TRIE4;
-        let mut trie: LpmTrie<_, [u8; 4], u32> =
-            LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
-        let mut n = 0;
-        for &(first, last, word) in ranges {
-            for net in range_to_prefixes_v4(first, last) {
-                trie.insert(
-                    &Key::new(u32::from(net.prefix_len()), net.network().octets()),
-                    &word,
-                    0,
-                )
-                .map_err(|s| map_err(name, format!("insert {net}"), s))?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        let prefixes = ranges.iter().flat_map(|&(first, last, word)| {
+            range_to_prefixes_v4(first, last)
+                .map(move |n| (n.prefix_len(), n.network().octets(), word, n.to_string()))
+        });
+        self.fill_trie(maps::BENCH_TRIE4, prefixes)
     }
 
     /// Fills the IPv6 LPM trie of the LPM build with every prefix of `ranges`, as the
     /// product's IPv6 table was before the tiered one. Returns the number of prefixes.
     pub fn write_bench_trie6(&mut self, ranges: &[(u128, u128, u32)]) -> Result<usize, EbpfError> {
-        let name = maps::BENCH_TRIE6;
-        let mut trie: LpmTrie<_, [u8; 16], u32> =
+        let prefixes = ranges.iter().flat_map(|&(first, last, word)| {
+            range_to_prefixes_v6(first, last)
+                .map(move |n| (n.prefix_len(), n.network().octets(), word, n.to_string()))
+        });
+        self.fill_trie(maps::BENCH_TRIE6, prefixes)
+    }
+
+    /// Inserts `(prefix length, address, word, text)` prefixes into the trie `name`.
+    fn fill_trie<const N: usize>(
+        &mut self,
+        name: &'static str,
+        prefixes: impl Iterator<Item = (u8, [u8; N], u32, String)>,
+    ) -> Result<usize, EbpfError> {
+        let mut trie: LpmTrie<_, [u8; N], u32> =
             LpmTrie::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
         let mut n = 0;
-        for &(first, last, word) in ranges {
-            for net in range_to_prefixes_v6(first, last) {
-                trie.insert(
-                    &Key::new(u32::from(net.prefix_len()), net.network().octets()),
-                    &word,
-                    0,
-                )
-                .map_err(|s| map_err(name, format!("insert {net}"), s))?;
-                n += 1;
-            }
+        for (len, addr, word, text) in prefixes {
+            trie.insert(&Key::new(u32::from(len), addr), &word, 0)
+                .map_err(|s| map_err(name, format!("insert {text}"), s))?;
+            n += 1;
         }
         Ok(n)
     }
