@@ -220,22 +220,7 @@ impl Lab {
     /// exists: leftovers of a lab whose process was killed before its drop ran.
     /// Only names of exactly that form are touched.
     pub fn remove_stale() {
-        let Ok(entries) = std::fs::read_dir("/run/netns") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = stale_lab_pid(&name) else {
-                continue;
-            };
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                continue;
-            }
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &name])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        crate::netns::remove_stale_namespaces(stale_lab_pid);
     }
 
     #[allow(clippy::too_many_lines)] // one straight-line recipe reads best
@@ -583,12 +568,9 @@ fn veth(a: &NetNs, a_name: &str, b: &NetNs, b_name: &str) -> Result<()> {
 
 /// The PID in a default lab namespace name `exf{PID}-{N}-{node}`.
 fn stale_lab_pid(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix("exf")?;
-    let mut parts = rest.splitn(3, '-');
-    let pid = parts.next()?.parse().ok()?;
-    parts.next()?.parse::<u32>().ok()?;
-    let node = parts.next()?;
-    Node::ALL.iter().any(|n| n.suffix() == node).then_some(pid)
+    crate::netns::pid_in_name(name, "exf", |node| {
+        Node::ALL.iter().any(|n| n.suffix() == node)
+    })
 }
 
 #[cfg(test)]

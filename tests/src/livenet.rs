@@ -207,31 +207,12 @@ impl LiveNet {
 /// Deletes namespaces named `exfb{PID}-{N}-gen|mon` whose PID no longer runs: leftovers
 /// of a benchmark killed before its drop ran. Only names of exactly that form are touched.
 fn remove_stale() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = stale_pid(&name) else {
-            continue;
-        };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
+    crate::netns::remove_stale_namespaces(stale_pid);
 }
 
 /// The PID in a name `exfb{PID}-{N}-gen` or `exfb{PID}-{N}-mon`.
 fn stale_pid(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix("exfb")?;
-    let mut parts = rest.splitn(3, '-');
-    let pid = parts.next()?.parse().ok()?;
-    parts.next()?.parse::<u32>().ok()?;
-    matches!(parts.next()?, "gen" | "mon").then_some(pid)
+    crate::netns::pid_in_name(name, "exfb", |node| matches!(node, "gen" | "mon"))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::{
     ffi::OsStr,
     fs::File,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -250,6 +250,37 @@ fn parent_pid(pid: i32) -> Option<i32> {
     // The comm field may contain spaces and parentheses: parse after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Deletes the namespaces in `/run/netns` whose name `pid_of` reads a PID from and whose
+/// process no longer runs: leftovers of a test or benchmark killed before its drop ran.
+/// Names `pid_of` does not recognise are never touched.
+pub(crate) fn remove_stale_namespaces(pid_of: impl Fn(&str) -> Option<u32>) {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = pid_of(&name) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The PID in a namespace name `{prefix}{PID}-{N}-{node}` whose node `is_node` accepts.
+pub(crate) fn pid_in_name(name: &str, prefix: &str, is_node: impl Fn(&str) -> bool) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?;
+    let mut parts = rest.splitn(3, '-');
+    let pid = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u32>().ok()?;
+    is_node(parts.next()?).then_some(pid)
 }
 
 /// Runs a command to completion; fails with its stderr on a non-zero status.

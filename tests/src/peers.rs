@@ -356,18 +356,7 @@ impl Drop for Peer {
 /// Runs a control client to completion (never closing its output early: softflowd dies
 /// of SIGPIPE when its client hangs up mid-answer); fails with its stderr.
 fn control_output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::netns::run_checked(cmd)
 }
 
 fn is_flush(src: &str, sport: &str, dst: &str, dport: &str) -> bool {
