@@ -1144,22 +1144,17 @@ impl Ctx<'_> {
         {
             let key = format!("metrics.asns[{i}]");
             let value = *v.get_ref();
-            let Ok(asn) = u32::try_from(value) else {
-                return Err(ConfigError::OutOfRange {
-                    at: self.at(&v.span(), key),
-                    value,
-                    min: 1,
-                    max: u32::MAX.into(),
-                });
+            let asn = match u32::try_from(value) {
+                Ok(asn) if asn != 0 => asn,
+                _ => {
+                    return Err(ConfigError::OutOfRange {
+                        at: self.at(&v.span(), key),
+                        value,
+                        min: 1,
+                        max: u32::MAX.into(),
+                    });
+                }
             };
-            if asn == 0 {
-                return Err(ConfigError::OutOfRange {
-                    at: self.at(&v.span(), key),
-                    value,
-                    min: 1,
-                    max: u32::MAX.into(),
-                });
-            }
             if let Some(first) = asns.iter().position(|a| *a == asn) {
                 return Err(ConfigError::DuplicateAsn {
                     at: self.at(&v.span(), key),

@@ -388,8 +388,8 @@ impl EventSink {
 /// At shutdown: reports every tracked flow whose totals moved since its last event, so
 /// the event log ends with the final counts. The flows stay in the kernel's table.
 fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>) {
-    let all = match flows.read() {
-        Ok(all) => all,
+    let moved = match flows.select(|st| st.reported_bytes != st.bytes_out + st.bytes_in) {
+        Ok(moved) => moved,
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "reading the flow table at shutdown failed; final totals are not logged");
             return;
@@ -398,10 +398,8 @@ fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labe
     let labels = labels
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (key, st) in all {
-        if st.reported_bytes != st.bytes_out + st.bytes_in {
-            sink.handle(EventKind::FlowUpdate, &key, &st, &labels);
-        }
+    for (key, st) in moved {
+        sink.handle(EventKind::FlowUpdate, &key, &st, &labels);
     }
 }
 
@@ -410,17 +408,13 @@ fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labe
 fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idle: Duration) {
     let now = events::monotonic_ns();
     let idle_ns = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-    let all = match flows.read() {
-        Ok(all) => all,
+    let expired = match flows.select(|st| now.saturating_sub(st.last_ns) >= idle_ns) {
+        Ok(expired) => expired,
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "reading the flow table failed; idle flows are swept next time");
             return;
         }
     };
-    let expired: Vec<(FlowKey, FlowState)> = all
-        .into_iter()
-        .filter(|(_, st)| now.saturating_sub(st.last_ns) >= idle_ns)
-        .collect();
     let labels = labels
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -15,7 +15,7 @@ use std::sync::RwLock;
 use crate::{
     LoadError,
     config::{Config, ConfigError},
-    ebpf::{EbpfError, GeoTables, InstallError, Installed, Monitor},
+    ebpf::{GeoTables, InstallError, Installed, Monitor},
     geoip::{GeoDb, GeoIpError, SourceInfo},
     kernel_config,
     tables::{self, Labels, TablesError},
@@ -120,12 +120,6 @@ fn keep_restart_settings(running: &Config, new: &mut Config) -> Vec<&'static str
         new.flows.ring_bytes = running.flows.ring_bytes;
     }
     changed
-}
-
-impl From<EbpfError> for ReloadError {
-    fn from(e: EbpfError) -> Self {
-        Self::Apply(e.into())
-    }
 }
 
 #[cfg(test)]

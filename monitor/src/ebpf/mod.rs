@@ -445,7 +445,7 @@ impl Monitor {
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
         let data =
             map_data(self.map(maps::FLOWS)?).ok_or(EbpfError::MissingMap { map: maps::FLOWS })?;
-        read_flows(data.fd().as_fd())
+        read_flows(data.fd().as_fd(), |_| true)
     }
 }
 
@@ -457,9 +457,13 @@ pub struct FlowMap {
 }
 
 impl FlowMap {
-    /// Every flow, read in batches (a few syscalls per 4096 flows).
-    pub fn read(&self) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
-        read_flows(self.fd.as_fd())
+    /// The flows whose state `keep` accepts, read in batches (a few syscalls per 4096
+    /// flows); only those are copied out, so a sweep of 1M flows allocates for the few.
+    pub fn select(
+        &self,
+        keep: impl Fn(&FlowState) -> bool,
+    ) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
+        read_flows(self.fd.as_fd(), keep)
     }
 
     /// Removes a flow; false if it was gone already (evicted or removed meanwhile).
@@ -468,9 +472,16 @@ impl FlowMap {
     }
 }
 
-fn read_flows(fd: std::os::fd::BorrowedFd<'_>) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
+fn read_flows(
+    fd: std::os::fd::BorrowedFd<'_>,
+    keep: impl Fn(&FlowState) -> bool,
+) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
     let mut out = Vec::new();
-    lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, |k, v| out.push((*k, v[0])))?;
+    lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, |k, v| {
+        if keep(&v[0]) {
+            out.push((*k, v[0]));
+        }
+    })?;
     Ok(out)
 }
 
