@@ -78,6 +78,23 @@ fn class_packets(monitor: &Monitor, labels: &Labels, country: &str, verdict: Ver
         .map_or(0, |(_, c)| c.packets)
 }
 
+/// Installs the GeoIP rows `rows` (written to `dir/name`) as a reload after `labels`,
+/// expecting them not to fit.
+fn install_too_big(
+    monitor: &mut Monitor,
+    dir: &Path,
+    name: &str,
+    rows: &str,
+    labels: &Labels,
+) -> InstallError {
+    let config = config(dir, &csv_source(dir, name, rows));
+    let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
+    let plan = tables::plan_after(&config, &geo, Some(labels)).expect("plan");
+    monitor
+        .install_geo(&plan.tables.geo)
+        .expect_err("the data does not fit")
+}
+
 fn run(monitor: &Monitor, frame: &[u8]) {
     let out = monitor.test_run(programs::XDP, frame).expect("test run");
     assert_eq!(out.action, XDP_PASS);
@@ -262,12 +279,7 @@ fn a_reload_that_does_not_fit_keeps_the_live_tables() {
         let half = Ipv4Addr::from(0x0a00_0000 + (i << 8) + 127);
         writeln!(rows, "{net},{half},SG").expect("write to a String");
     }
-    let config2 = self::config(dir.path(), &csv_source(dir.path(), "big.csv", &rows));
-    let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
-    let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
-    let err = monitor
-        .install_geo(&plan2.tables.geo)
-        .expect_err("the data does not fit");
+    let err = install_too_big(&mut monitor, dir.path(), "big.csv", &rows, &plan.labels);
     assert!(
         matches!(err, InstallError::Blocks(b) if b.needed > capacity),
         "{err}"
@@ -358,12 +370,7 @@ fn an_ipv6_reload_that_does_not_fit_keeps_the_live_tables() {
         let end = Ipv6Addr::from(u128::from(net) | 0xffff);
         writeln!(rows, "{net},{end},SG").expect("write to a String");
     }
-    let config2 = self::config(dir.path(), &csv_source(dir.path(), "big6.csv", &rows));
-    let geo2 = GeoDb::load(&config2.geoip.sources).expect("geoip");
-    let plan2 = tables::plan_after(&config2, &geo2, Some(&plan.labels)).expect("plan");
-    let err = monitor
-        .install_geo(&plan2.tables.geo)
-        .expect_err("the data does not fit");
+    let err = install_too_big(&mut monitor, dir.path(), "big6.csv", &rows, &plan.labels);
     assert!(
         matches!(err, InstallError::Ipv6Words { needed, capacity: c } if needed > c as usize && c == capacity),
         "{err}"
