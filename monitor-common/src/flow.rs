@@ -43,7 +43,10 @@ pub struct FlowState {
     pub tcp_flags: u8,
     /// Non-zero once an end event was sent (TCP FIN or RST).
     pub ended: u8,
-    pub _pad: [u8; 6],
+    pub rule: u16,
+    /// The watch entry the flow was attributed to (`watch`), 0 for none.
+    pub watch: u16,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<FlowState>() == 80);
 

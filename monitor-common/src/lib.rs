@@ -11,6 +11,7 @@ pub mod config;
 pub mod flow;
 pub mod geo;
 pub mod reason;
+pub mod watch;
 
 /// Map names, shared so that the loader, the collector and the kernel agree.
 pub mod maps {
@@ -57,8 +58,18 @@ pub mod maps {
     pub const REASONS: &str = "REASONS";
     /// `LruHashMap<FlowKey, FlowState>`: violation flows.
     pub const FLOWS: &str = "FLOWS";
-    /// `RingBuf` of `FlowEvent`s.
+    /// `RingBuf` of `FlowEvent`s and `watch::DnsEvent`s (decoded by their first word).
     pub const EVENTS: &str = "EVENTS";
+    /// `Array<u64>`: the watch prefilter bitmap (`watch::bucket_v4`, `bucket_v6`).
+    pub const WATCH_BITS: &str = "WATCH_BITS";
+    /// `HashMap<[u8; 16], u32>`: DNS-learned address (`watch::mapped_v4` for IPv4) → entry.
+    pub const WATCH_LEARNED: &str = "WATCH_LEARNED";
+    /// `LpmTrie<[u8; 16], u32>`: watched prefix (IPv4 mapped) → entry.
+    pub const WATCH_PREFIXES: &str = "WATCH_PREFIXES";
+    /// `Array<u32>` indexed by named ASN slot: the watch entry of a watched AS number.
+    pub const WATCH_ASNS: &str = "WATCH_ASNS";
+    /// `PerCpuArray<ClassCounter>` indexed by `watch::watch_counter_index`.
+    pub const WATCH_COUNTERS: &str = "WATCH_COUNTERS";
 }
 
 /// Program names as the kernel object exports them.

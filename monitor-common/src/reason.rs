@@ -42,6 +42,19 @@ pub const RINGBUF_SUBMITTED: u32 = 21;
 /// Event: a new flow entered the flow table.
 pub const FLOW_CREATED: u32 = 22;
 
+// 23 and 24: policy enforcement.
+/// Event: a packet was attributed to a watch entry (and counted in `WATCH_COUNTERS`).
+pub const WATCH_HIT: u32 = 25;
+/// Event: a packet's address passed the watch prefilter bitmap, so the watch maps were
+/// looked up (hits and the bitmap's false positives).
+pub const WATCH_PROBE: u32 = 26;
+/// Event: a DNS answer (from port 53) was copied into the ring buffer.
+pub const DNS_COPIED: u32 = 27;
+/// Anomaly: a DNS answer was longer than `watch::DNS_COPY` and was cut there.
+pub const DNS_TRUNCATED: u32 = 28;
+/// Anomaly: a DNS answer could not be read from the packet; nothing was copied.
+pub const DNS_LOAD_FAILED: u32 = 29;
+
 /// Size of the `REASONS` array.
 pub const REASON_ENTRIES: u32 = 32;
 
@@ -49,7 +62,7 @@ pub const REASON_ENTRIES: u32 = 32;
 pub const OUTCOMES: u32 = 10;
 
 /// Names as exported in metrics and replay output, by id.
-pub const NAMES: [(u32, &str); 17] = [
+pub const NAMES: [(u32, &str); 22] = [
     (OUTBOUND, "outbound"),
     (INBOUND, "inbound"),
     (INTERNAL, "internal"),
@@ -67,4 +80,9 @@ pub const NAMES: [(u32, &str); 17] = [
     (FLOW_INSERT_FAILED, "flow_insert_failed"),
     (RINGBUF_SUBMITTED, "ringbuf_submitted"),
     (FLOW_CREATED, "flow_created"),
+    (WATCH_HIT, "watch_hit"),
+    (WATCH_PROBE, "watch_probe"),
+    (DNS_COPIED, "dns_copied"),
+    (DNS_TRUNCATED, "dns_truncated"),
+    (DNS_LOAD_FAILED, "dns_load_failed"),
 ];

@@ -13,15 +13,17 @@ use monitor_common::{
         group_slot, l1_index, l2_index, v6_block, v6_chunk, v6_root_index, v6_stride,
     },
     reason,
+    watch::watch_counter_index,
 };
 
 use crate::{
-    flow,
+    dns, flow,
     maps::{
         ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
-        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, POLICY, count,
+        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, POLICY, WATCH_COUNTERS, count,
     },
     parse::{Packet, addr_bytes, parse},
+    watch,
 };
 
 /// Where locations come from: the product's tables (IPv4 DIR-24-8, IPv6 tiered), or
@@ -33,13 +35,15 @@ pub enum Lookup {
 }
 
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
+/// Returns where the DNS answer is when the frame is one (the caller copies it).
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup) {
-    let outcome = match parse(start, end, wire_len) {
-        Ok(p) => classify(&p, how),
-        Err(reason) => reason,
+pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup) -> Option<dns::Answer> {
+    let (outcome, answer) = match parse(start, end, wire_len) {
+        Ok(p) => (classify(&p, how), dns::answer(&p)),
+        Err(reason) => (reason, None),
     };
     count(outcome);
+    answer
 }
 
 #[inline(always)]
@@ -55,18 +59,18 @@ fn classify(p: &Packet, how: Lookup) -> u32 {
         (true, true) => reason::INTERNAL,
         (false, false) => reason::TRANSIT,
         (true, false) => {
-            account(p, group_slot(src), dst, DIR_OUTBOUND);
+            account(p, group_slot(src), dst, &p.dst, DIR_OUTBOUND);
             reason::OUTBOUND
         }
         (false, true) => {
-            account(p, group_slot(dst), src, DIR_INBOUND);
+            account(p, group_slot(dst), src, &p.src, DIR_INBOUND);
             reason::INBOUND
         }
     }
 }
 
 #[inline(always)]
-fn account(p: &Packet, group: u32, location: u32, dir: u32) {
+fn account(p: &Packet, group: u32, location: u32, remote: &[u32; 4], dir: u32) {
     let country = country_slot(location);
     let verdict = POLICY
         .get(policy_index(group, country))
@@ -87,14 +91,25 @@ fn account(p: &Packet, group: u32, location: u32, dir: u32) {
         );
     }
 
+    let entry = watch::entry(p.family, remote, asn);
+    if entry != 0 {
+        add(
+            &WATCH_COUNTERS,
+            watch_counter_index(entry, group, dir),
+            p.l3_bytes,
+        );
+        count(reason::WATCH_HIT);
+    }
+
     // CONFIG is read only for unknown verdicts: the common verdicts cost no extra lookup.
-    let track = verdict == VERDICT_VIOLATION
+    let track = entry != 0
+        || verdict == VERDICT_VIOLATION
         || (verdict == VERDICT_UNKNOWN
             && CONFIG
                 .get(0)
                 .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0));
     if track {
-        flow::track(p, group, location, verdict, dir);
+        flow::track(p, group, location, verdict, dir, entry);
     }
 }
 

@@ -1,4 +1,5 @@
-//! The flow table: violation flows only, so a storm of ordinary new flows costs no insert.
+//! The flow table: violation and watchlist flows only, so a storm of ordinary new flows
+//! costs no insert.
 //! Events go to the ring buffer with cumulative totals; wakeups are batched.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
@@ -27,7 +28,7 @@ use crate::{
 const DEFAULT_INTERVAL_NS: u64 = 10_000_000_000;
 
 #[inline(always)]
-pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32) {
+pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32, watch: u32) {
     let outbound = dir == DIR_OUTBOUND;
     let key = FlowKey {
         inside: addr_bytes(if outbound { &p.src } else { &p.dst }),
@@ -58,6 +59,7 @@ pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32) {
         verdict: verdict as u8,
         tcp_flags: p.tcp_flags,
         ended: u8::from(ends),
+        watch: watch as u16,
         ..FlowState::default()
     };
     if outbound {

@@ -11,9 +11,11 @@
 
 mod bench;
 mod classify;
+mod dns;
 mod flow;
 mod maps;
 mod parse;
+mod watch;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -29,7 +31,9 @@ const TC_PULL_LEN: u32 = 256;
 #[xdp]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    classify::packet(start, end, (end - start) as u32, Lookup::Tables);
+    if let Some(answer) = classify::packet(start, end, (end - start) as u32, Lookup::Tables) {
+        dns::copy(&dns::Source::Xdp(&ctx), core::hint::black_box(answer));
+    }
     xdp_action::XDP_PASS
 }
 
@@ -49,7 +53,7 @@ pub fn exfilmon_bench_lpm(ctx: XdpContext) -> u32 {
 fn bench(ctx: &XdpContext, lookup: Lookup) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
-    classify::packet(start, end, (end - start) as u32, lookup);
+    let _ = classify::packet(start, end, (end - start) as u32, lookup);
     xdp_action::XDP_PASS
 }
 
@@ -113,7 +117,9 @@ fn tc(ctx: &TcContext) -> i32 {
         // parse what is linear; the parser counts what it cannot read.
         let _ = ctx.pull_data(want);
     }
-    classify::packet(ctx.data(), ctx.data_end(), len, Lookup::Tables);
+    if let Some(answer) = classify::packet(ctx.data(), ctx.data_end(), len, Lookup::Tables) {
+        dns::copy(&dns::Source::Tc(ctx), answer);
+    }
     TC_ACT_OK as i32
 }
 

@@ -4,15 +4,19 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
     bench::BenchPacket,
-    class::{ASN_COUNTER_ENTRIES, CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, POLICY_ENTRIES},
+    class::{
+        ASN_COUNTER_ENTRIES, CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, NAMED_ASN_SLOTS,
+        POLICY_ENTRIES,
+    },
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::{L1_ENTRIES, V6_ROOT_ENTRIES},
     reason::REASON_ENTRIES,
+    watch::{LEARNED_ENTRIES, PREFIX_ENTRIES, WATCH_BITS_WORDS, WATCH_COUNTER_ENTRIES},
 };
 
 // --- settings and classification tables, written by the daemon ---------------------------
@@ -61,6 +65,22 @@ pub static POLICY: Array<u8> = Array::with_max_entries(POLICY_ENTRIES, 0);
 #[map]
 pub static COUNTRY_CODES: Array<[u8; 2]> = Array::with_max_entries(COUNTRY_SLOTS, 0);
 
+// --- watchlists (see watch.rs), written by the daemon ------------------------------------
+
+/// The prefilter: one bit per hash bucket of a /24 or /48 that holds a watched prefix or a
+/// learned address; only packets whose remote address hits a set bit look further.
+#[map]
+pub static WATCH_BITS: Array<u64> = Array::with_max_entries(WATCH_BITS_WORDS, 0);
+/// DNS-learned addresses of watched domains → entry (the daemon expires them).
+#[map]
+pub static WATCH_LEARNED: HashMap<[u8; 16], u32> = HashMap::with_max_entries(LEARNED_ENTRIES, 0);
+/// Watched prefixes → entry; IPv4 as IPv4-mapped IPv6.
+#[map]
+pub static WATCH_PREFIXES: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(PREFIX_ENTRIES, 0);
+/// Named ASN slot → entry of a watched AS number (0: not watched).
+#[map]
+pub static WATCH_ASNS: Array<u32> = Array::with_max_entries(NAMED_ASN_SLOTS, 0);
+
 // --- counters, read by the daemon at scrape time -----------------------------------------
 
 #[map]
@@ -71,6 +91,11 @@ pub static CLASS_COUNTERS: PerCpuArray<ClassCounter> =
 #[map]
 pub static ASN_COUNTERS: PerCpuArray<ClassCounter> =
     PerCpuArray::with_max_entries(ASN_COUNTER_ENTRIES, 0);
+
+/// Packets and bytes per (watch entry, group, direction).
+#[map]
+pub static WATCH_COUNTERS: PerCpuArray<ClassCounter> =
+    PerCpuArray::with_max_entries(WATCH_COUNTER_ENTRIES, 0);
 
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_ENTRIES, 0);

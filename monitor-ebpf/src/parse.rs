@@ -48,6 +48,10 @@ pub struct Packet {
     pub dport: u16,
     /// Layer-3 bytes: the IP packet's own length, headers included.
     pub l3_bytes: u64,
+    /// Frame offsets of the end of the IP packet and of the TCP/UDP payload (0: none);
+    /// the DNS answer copy reads between them.
+    pub l3_end: u32,
+    pub payload: u32,
 }
 
 /// An address's bytes, in network order (the layout of `FlowKey` addresses).
@@ -173,7 +177,10 @@ fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
         } else {
             u64::from(total)
         },
+        l3_end: 0,
+        payload: 0,
     };
+    p.l3_end = (off as u64 + p.l3_bytes) as u32;
     if frag & 0x1fff != 0 {
         // A later fragment: no transport header, classified by its addresses.
         count(reason::FRAGMENT);
@@ -224,7 +231,10 @@ fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
         } else {
             40 + u64::from(payload)
         },
+        l3_end: 0,
+        payload: 0,
     };
+    p.l3_end = (off as u64 + p.l3_bytes) as u32;
 
     let mut next = next_header;
     let mut off = off + 40;
@@ -294,12 +304,16 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
             Some(h) => unsafe {
                 (p.sport, p.dport) = ports(load32(h));
                 p.tcp_flags = *((h + 13) as *const u8);
+                p.payload = (off + usize::from(*((h + 12) as *const u8) >> 4) * 4) as u32;
             },
             None => count(reason::MALFORMED_L4),
         },
         IPPROTO_UDP => match span(start, end, off, 4) {
             // SAFETY: the 4 bytes at `h` were checked.
-            Some(h) => (p.sport, p.dport) = ports(unsafe { load32(h) }),
+            Some(h) => {
+                (p.sport, p.dport) = ports(unsafe { load32(h) });
+                p.payload = (off + 8) as u32;
+            }
             None => count(reason::MALFORMED_L4),
         },
         IPPROTO_ICMP | IPPROTO_ICMPV6 => match read::<[u8; 2]>(start, end, off) {

@@ -41,6 +41,13 @@
 //!
 //! [events]
 //! log = "/var/log/exfilmon/events.jsonl"
+//!
+//! [[watchlist]]                 # 0..=32 watchlists, at most 255 entries in all
+//! name = "xiaomi"               # [a-z0-9_-]{1,32}, unique
+//! prefixes = ["203.0.113.0/24"] # IPv4 /8 or longer, IPv6 /32 or longer (default [])
+//! asns = [4134]                 # named ASN slots, shared with [metrics] asns (default [])
+//! domains = ["api.account.xiaomi.com", "*.xiaomi.com"]
+//!                               # exact names or *.suffix, any case (default [])
 //! ```
 
 use std::{
@@ -354,6 +361,15 @@ pub enum ConfigError {
         /// Where.
         at: Box<Location>,
     },
+    /// A `[[watchlist]]` key is wrong.
+    #[error("{at}: {problem}")]
+    Watchlist {
+        /// Where.
+        at: Box<Location>,
+        /// What is wrong.
+        #[source]
+        problem: crate::watch::WatchConfigError,
+    },
     /// An interface (or its network namespace) does not exist.
     #[error("{at}: {what} {name:?} not found ({}: {source})", path.display())]
     InterfaceMissing {
@@ -390,6 +406,8 @@ pub struct Config {
     pub flows: Flows,
     /// `[events]`.
     pub events: Events,
+    /// `[[watchlist]]`, in file order.
+    pub watchlists: Vec<crate::watch::Watchlist>,
 }
 
 /// `[home]`: the inside networks and the home jurisdictions.
@@ -675,6 +693,18 @@ impl Config {
         Ok(())
     }
 
+    /// The AS numbers that take named ASN slots: `[metrics] asns`, then the watched ones.
+    #[must_use]
+    pub fn named_asns(&self) -> Vec<u32> {
+        let mut asns = self.metrics.asns.clone();
+        for a in self.watchlists.iter().flat_map(|w| &w.asns) {
+            if !asns.contains(a) {
+                asns.push(*a);
+            }
+        }
+        asns
+    }
+
     /// All inside networks with their group slot: `[home] networks` in slot 0
     /// (ungrouped), then group `i`'s networks in slot `i + 1`.
     pub fn inside_networks(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
@@ -709,6 +739,8 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     flows: Option<RawFlows>,
     events: Option<RawEvents>,
+    #[serde(default)]
+    watchlist: Vec<crate::watch::RawWatchlist>,
 }
 
 #[derive(Deserialize)]
@@ -835,6 +867,9 @@ impl Ctx<'_> {
         let metrics = self.metrics(raw.metrics.as_ref())?;
         let flows = self.flows(raw.flows.as_ref())?;
         let events = self.events(raw.events.as_ref())?;
+        let watchlists = crate::watch::validate(&raw.watchlist, &metrics.asns, &|span, key| {
+            self.at(span, key)
+        })?;
         Ok(Config {
             path: self.file.to_owned(),
             home,
@@ -844,6 +879,7 @@ impl Ctx<'_> {
             metrics,
             flows,
             events,
+            watchlists,
         })
     }
 

@@ -132,6 +132,7 @@ pub async fn run(
         labels.clone(),
         dm.collector_errors.clone(),
     )))?;
+    let watcher = new_watcher(&mut monitor, &config, &labels, &registry)?;
 
     let (stop_tx, _) = watch::channel(false);
     let server = {
@@ -150,6 +151,7 @@ pub async fn run(
         .map(|p| EventLog::open(p, clock))
         .transpose()?;
     let mut sink = EventSink::new(&dm, log);
+    sink.watcher = Some(watcher);
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring =
@@ -175,6 +177,9 @@ pub async fn run(
             }
             _ = sweep_tick.tick() => {
                 sweep(&mut flows_map, &mut sink, &labels, config.flows.idle_timeout);
+                if let Some(w) = sink.watcher.as_mut() {
+                    w.expire();
+                }
                 dm.flows_tracked.set(i64::try_from(sink.table.len()).unwrap_or(i64::MAX));
             }
             _ = sighup.recv() => {
@@ -201,6 +206,12 @@ pub async fn run(
                 match result {
                     Ok(r) => {
                         finish_reload(&r, &dm);
+                        if let Some(w) = sink.watcher.as_mut() {
+                            let plan = watch_plan(&r.config, &labels);
+                            if let Err(e) = w.configure(plan) {
+                                tracing::error!(error = %crate::error_chain(&e), "writing the new watchlists failed");
+                            }
+                        }
                         if r.config.flows.idle_timeout != config.flows.idle_timeout {
                             sweep_tick = tokio::time::interval(sweep_interval(&r.config));
                         }
@@ -237,6 +248,29 @@ pub async fn run(
     drop(monitor);
     tracing::info!("detached; bye");
     Ok(())
+}
+
+/// The watchlist plan of `config` with the entry and ASN slots of `labels`.
+pub fn watch_plan(config: &Config, labels: &RwLock<Labels>) -> crate::watch::Plan {
+    let labels = labels
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    crate::watch::Plan::new(&config.watchlists, &labels.watch, &labels.asns)
+}
+
+/// Takes the watchlist maps, fills them and registers the DNS metrics.
+fn new_watcher(
+    monitor: &mut Monitor,
+    config: &Config,
+    labels: &RwLock<Labels>,
+    registry: &Registry,
+) -> Result<crate::watch::Watcher, DaemonError> {
+    let metrics = crate::watch::WatchMetrics::register(registry)?;
+    Ok(crate::watch::Watcher::new(
+        monitor.take_watch()?,
+        watch_plan(config, labels),
+        metrics,
+    )?)
 }
 
 /// A reload running off the event loop; it hands the programs back when done.
@@ -316,6 +350,8 @@ pub struct EventSink {
     pub table: FlowTable,
     /// The JSON-lines event log, if configured.
     pub log: Option<EventLog>,
+    /// DNS learning for watched domains (none in the drain benchmark).
+    pub watcher: Option<crate::watch::Watcher>,
     /// `exfilmon_flow_events_total` by kind, resolved once (not per event).
     kinds: [IntCounter; 4],
     decode_errors: IntCounter,
@@ -329,6 +365,7 @@ impl EventSink {
         Self {
             table: FlowTable::default(),
             log,
+            watcher: None,
             kinds: [
                 kind(EventKind::FlowStart),
                 kind(EventKind::FlowUpdate),
@@ -348,8 +385,13 @@ impl EventSink {
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
-            match events::decode(&item) {
-                Ok((kind, key, st)) => self.handle(kind, &key, &st, &labels),
+            match events::decode_record(&item) {
+                Ok(events::Record::Flow(kind, key, st)) => self.handle(kind, &key, &st, &labels),
+                Ok(events::Record::Dns { payload, tcp, cut }) => {
+                    if let Some(w) = self.watcher.as_mut() {
+                        w.answer(payload, tcp, cut);
+                    }
+                }
                 Err(e) => {
                     self.decode_errors.inc();
                     tracing::warn!(error = %e, "undecodable ring buffer record");

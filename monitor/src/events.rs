@@ -61,7 +61,47 @@ impl EventKind {
     }
 }
 
-/// Decodes one ring buffer record.
+/// A ring buffer record, by kind.
+pub enum Record<'a> {
+    Flow(EventKind, FlowKey, FlowState),
+    /// A DNS answer: its payload as copied, whether it came over TCP, and whether the
+    /// kernel cut it.
+    Dns {
+        payload: &'a [u8],
+        tcp: bool,
+        cut: bool,
+    },
+}
+
+/// Decodes one ring buffer record by its kind (the first word).
+pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, EventError> {
+    use monitor_common::watch::{DNS_COPY, DnsEvent, EVENT_DNS};
+    let kind = bytes
+        .first_chunk::<4>()
+        .map(|k| u32::from_ne_bytes(*k))
+        .ok_or(EventError::Size {
+            len: bytes.len(),
+            expected: 4,
+        })?;
+    if kind != EVENT_DNS {
+        return decode(bytes).map(|(k, key, st)| Record::Flow(k, key, st));
+    }
+    if bytes.len() != size_of::<DnsEvent>() {
+        return Err(EventError::Size {
+            len: bytes.len(),
+            expected: size_of::<DnsEvent>(),
+        });
+    }
+    let len = usize::from(u16::from_ne_bytes([bytes[4], bytes[5]])).min(DNS_COPY);
+    let payload_len = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    Ok(Record::Dns {
+        payload: &bytes[16..16 + len],
+        tcp: bytes[6] == 6,
+        cut: payload_len as usize > len,
+    })
+}
+
+/// Decodes one flow event record.
 pub fn decode(bytes: &[u8]) -> Result<(EventKind, FlowKey, FlowState), EventError> {
     if bytes.len() != size_of::<FlowEvent>() {
         return Err(EventError::Size {
@@ -105,8 +145,8 @@ pub struct FlowRecord {
     pub country: String,
     pub asn: u32,
     pub verdict: Verdict,
-    /// Watchlists hit (none until watchlists exist).
-    pub watch: Vec<String>,
+    /// The watch entry the flow is attributed to, as `watchlist/entry`, or null.
+    pub watch: Option<String>,
     pub packets: u64,
     pub bytes: u64,
     pub packets_out: u64,
@@ -134,7 +174,7 @@ impl FlowRecord {
             country: labels.country(u32::from(st.country)),
             asn: st.asn,
             verdict: Verdict::try_from(u32::from(st.verdict)).unwrap_or(Verdict::Unknown),
-            watch: Vec::new(),
+            watch: crate::watch::slot_name(&labels.watch, u32::from(st.watch)),
             packets: st.packets_out + st.packets_in,
             bytes: st.bytes_out + st.bytes_in,
             packets_out: st.packets_out,
@@ -338,6 +378,7 @@ mod tests {
                 Some("CN".parse().expect("CN")),
             ],
             asns: vec![0],
+            watch: Vec::new(),
         }
     }
 

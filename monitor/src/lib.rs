@@ -5,6 +5,7 @@ pub mod config;
 pub mod country;
 pub mod daemon;
 pub mod dir24;
+pub mod dns;
 pub mod ebpf;
 pub mod events;
 pub mod geoip;
@@ -13,6 +14,7 @@ pub mod reload;
 pub mod replay;
 pub mod tables;
 pub mod tier6;
+pub mod watch;
 
 use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};
 

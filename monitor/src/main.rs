@@ -12,6 +12,7 @@ use monitor::{
     geoip::GeoDb,
     load_monitor, replay,
     tables::{self, Verdict},
+    watch,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -166,7 +167,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let geo = GeoDb::load(&config.geoip.sources)?;
             let plan = tables::plan(&config, &geo)?;
             let mut monitor = load_monitor(&config, &plan)?;
-            let report = replay::run(&mut monitor, &plan.labels, &captures)?;
+            let watch = watch::Plan::new(&config.watchlists, &plan.labels.watch, &plan.labels.asns);
+            let report = replay::run(&mut monitor, &plan.labels, watch, &captures)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Table => print!("{}", replay::table(&report)),
@@ -216,7 +218,31 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
         verdicts.push(format!("{}={v}", g.name));
     }
     format!(
-        "{addr}: remote, country {name}, asn {asn}; verdict from {}",
-        verdicts.join(" ")
+        "{addr}: remote, country {name}, asn {asn}; verdict from {}; watch {}",
+        verdicts.join(" "),
+        watch_hit(config, addr, location.asn)
     )
+}
+
+/// The watch entry the kernel attributes `addr` to by prefix or ASN (DNS-learned
+/// addresses exist only while the daemon runs).
+fn watch_hit(config: &Config, addr: IpAddr, asn: Option<u32>) -> String {
+    let by_prefix = config
+        .watchlists
+        .iter()
+        .flat_map(|w| w.prefixes.iter().map(move |p| (w, p)))
+        .filter(|(_, p)| p.contains(&addr))
+        .max_by_key(|(_, p)| p.prefix_len())
+        .map(|(w, p)| format!("{}/{p} (prefix)", w.name));
+    let by_asn = || {
+        let asn = asn?;
+        config
+            .watchlists
+            .iter()
+            .find(|w| w.asns.contains(&asn))
+            .map(|w| format!("{}/AS{asn} (asn)", w.name))
+    };
+    by_prefix
+        .or_else(by_asn)
+        .unwrap_or_else(|| "none".to_owned())
 }

@@ -33,6 +33,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const CLASS_LABELS: [&str; 4] = ["group", "country", "direction", "verdict"];
 const ASN_LABELS: [&str; 3] = ["group", "asn", "direction"];
+const WATCH_LABELS: [&str; 4] = ["watchlist", "entry", "group", "direction"];
 
 /// Reads the kernel's counters at scrape time.
 pub struct KernelCollector {
@@ -50,6 +51,8 @@ struct Templates {
     asn_bytes: IntCounterVec,
     frames: IntCounterVec,
     kernel_events: IntCounterVec,
+    watch_packets: IntCounterVec,
+    watch_bytes: IntCounterVec,
 }
 
 impl Templates {
@@ -88,6 +91,16 @@ impl Templates {
                 "Anomalies and events counted by the kernel program (malformed transport headers, fragments, extension header limit, ring buffer drops, flow table insert failures, ...).",
                 &["event"],
             ),
+            watch_packets: vec(
+                "exfilmon_watchlist_packets_total",
+                "Classified packets to and from watchlist entries (prefixes, ASNs, DNS-learned addresses of domains), by watchlist, entry, source group and direction.",
+                &WATCH_LABELS,
+            ),
+            watch_bytes: vec(
+                "exfilmon_watchlist_bytes_total",
+                "Layer-3 bytes to and from watchlist entries, by watchlist, entry, source group and direction.",
+                &WATCH_LABELS,
+            ),
         }
     }
 }
@@ -114,6 +127,8 @@ impl Collector for KernelCollector {
             &t.asn_bytes,
             &t.frames,
             &t.kernel_events,
+            &t.watch_packets,
+            &t.watch_bytes,
         ]
         .into_iter()
         .flat_map(Collector::desc)
@@ -167,6 +182,20 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
         t.asn_packets.with_label_values(&values).inc_by(c.packets);
         t.asn_bytes.with_label_values(&values).inc_by(c.bytes);
     }
+    for (index, c) in &counters.watch {
+        let (entry, group, dir) = monitor_common::watch::watch_counter_parts(*index);
+        let Some((list, name)) = labels.watch.get(entry as usize).filter(|_| entry != 0) else {
+            continue;
+        };
+        let values = [
+            list.as_str(),
+            name.as_str(),
+            labels.group(group),
+            Direction::from_code(dir).as_str(),
+        ];
+        t.watch_packets.with_label_values(&values).inc_by(c.packets);
+        t.watch_bytes.with_label_values(&values).inc_by(c.bytes);
+    }
     for (id, name) in reason::NAMES {
         let value = counters.reasons.get(id as usize).copied().unwrap_or(0);
         let family = if id < reason::OUTCOMES {
@@ -184,9 +213,13 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
         t.asn_bytes,
         t.frames,
         t.kernel_events,
+        t.watch_packets,
+        t.watch_bytes,
     ]
     .iter()
     .flat_map(Collector::collect)
+    // A family with no series (no watch hits yet) is not valid exposition.
+    .filter(|f| !f.get_metric().is_empty())
     .collect()
 }
 
@@ -432,8 +465,10 @@ mod tests {
             groups: vec!["ungrouped".into(), "phones".into()],
             countries: vec![None, Some("CN".parse().expect("CN"))],
             asns: vec![0, 4134],
+            watch: Vec::new(),
         };
         let counters = Counters {
+            watch: Vec::new(),
             classes: vec![(
                 class_index(1, 1, DIR_OUTBOUND, Verdict::Violation.code()),
                 ClassCounter {

@@ -86,15 +86,35 @@ pub struct Report {
     pub flows: Vec<FlowRecord>,
     /// Kernel counters by name, plus the replay's own (`short_frames`, `clipped_frames`).
     pub counters: BTreeMap<String, u64>,
+    /// Watchlist hits: `{watchlist, entry, group, direction, packets, bytes}`.
+    pub watch: Vec<WatchHit>,
+}
+
+/// One (watchlist entry, group, direction) total.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct WatchHit {
+    pub watchlist: String,
+    pub entry: String,
+    pub group: String,
+    pub direction: Direction,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// Runs every frame of `captures`, in order, through a freshly loaded `monitor`.
+/// DNS answers are learned as the daemon learns them, before the next frame runs, so a
+/// capture gives the watchlist hits that live traffic gave.
 pub fn run(
     monitor: &mut Monitor,
     labels: &Labels,
+    watch: crate::watch::Plan,
     captures: &[PathBuf],
 ) -> Result<Report, ReplayError> {
     let mut events = monitor.take_events()?;
+    let registry = prometheus::Registry::new();
+    let metrics = crate::watch::WatchMetrics::register(&registry)
+        .expect("fresh registry, static metric definitions");
+    let mut watcher = crate::watch::Watcher::new(monitor.take_watch()?, watch, metrics)?;
     let mut seen: HashMap<FlowKey, FlowRecord> = HashMap::new();
     let mut frames = 0u64;
     let mut short = 0u64;
@@ -121,8 +141,14 @@ pub fn run(
                 })?;
             // Drain after every frame: events keep their order and the ring never fills.
             while let Some(item) = events.next() {
-                if let Ok((_, key, st)) = events::decode(&item) {
-                    seen.insert(key, FlowRecord::new(&key, &st, labels));
+                match events::decode_record(&item) {
+                    Ok(events::Record::Flow(_, key, st)) => {
+                        seen.insert(key, FlowRecord::new(&key, &st, labels));
+                    }
+                    Ok(events::Record::Dns { payload, tcp, cut }) => {
+                        watcher.answer(payload, tcp, cut);
+                    }
+                    Err(_) => {}
                 }
             }
             Ok(())
@@ -155,6 +181,23 @@ pub fn run(
         })
         .collect();
     aggregates.sort();
+    let mut watch: Vec<WatchHit> = counters
+        .watch
+        .iter()
+        .filter_map(|(index, c)| {
+            let (entry, group, dir) = monitor_common::watch::watch_counter_parts(*index);
+            let (list, name) = labels.watch.get(entry as usize).filter(|_| entry != 0)?;
+            Some(WatchHit {
+                watchlist: list.clone(),
+                entry: name.clone(),
+                group: labels.group(group).to_owned(),
+                direction: Direction::from_code(dir),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+        })
+        .collect();
+    watch.sort();
     let mut by_name: BTreeMap<String, u64> = reason::NAMES
         .iter()
         .map(|(id, name)| {
@@ -175,6 +218,7 @@ pub fn run(
         aggregates,
         flows,
         counters: by_name,
+        watch,
     })
 }
 

@@ -44,6 +44,11 @@ pub enum TablesError {
     )]
     TooManyGroupSlots { count: usize, max: u32 },
     #[error(
+        "more than {max} watch entries since the daemon started; an entry removed by a \
+         reload keeps its slot until a restart, so restart to apply this config"
+    )]
+    TooManyWatchSlots { max: usize },
+    #[error(
         "more than {max} AS numbers named in [metrics] asns since the daemon started; an \
          ASN removed by a reload keeps its slot until a restart, so restart to apply this config"
     )]
@@ -147,6 +152,8 @@ pub struct Labels {
     /// AS number by ASN slot; slot 0 is unknown, and the named slots
     /// (`1..NAMED_ASN_SLOTS`) that no ASN holds are 0 too.
     pub asns: Vec<u32>,
+    /// (watchlist, entry) name by watch entry slot; slot 0 is unused (`watch::entry_slots`).
+    pub watch: Vec<(String, String)>,
 }
 
 /// The labels of one class counter.
@@ -344,6 +351,13 @@ pub fn plan_after(
             groups,
             countries,
             asns,
+            watch: crate::watch::entry_slots(
+                &config.watchlists,
+                previous.map(|p| p.watch.as_slice()),
+            )
+            .ok_or(TablesError::TooManyWatchSlots {
+                max: crate::watch::MAX_ENTRIES,
+            })?,
         },
     })
 }
@@ -380,7 +394,8 @@ fn asn_slots(
 ) -> Result<(Vec<u32>, HashMap<u32, u32>), TablesError> {
     let named_end = NAMED_ASN_SLOTS as usize;
     let mut asns: Vec<u32> = previous.map_or_else(|| vec![0; named_end], |p| p.asns.clone());
-    for &asn in &config.metrics.asns {
+    let named = config.named_asns();
+    for &asn in &named {
         if asns[1..named_end].contains(&asn) {
             continue;
         }
@@ -406,7 +421,7 @@ fn asn_slots(
         .map(|(i, a)| (*a, i as u32))
         .collect();
     for (i, a) in asns.iter().enumerate().take(named_end).skip(1) {
-        if config.metrics.asns.contains(a) {
+        if named.contains(a) {
             slot.insert(*a, i as u32);
         }
     }

@@ -73,7 +73,9 @@ fn report(dir: &Path, capture: &Path) -> replay::Report {
     let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
     let plan = tables::plan(&config, &geo).expect("plan");
     let mut monitor = load_monitor(&config, &plan).expect("load");
-    replay::run(&mut monitor, &plan.labels, &[capture.to_owned()]).expect("replay")
+    let watch =
+        monitor::watch::Plan::new(&config.watchlists, &plan.labels.watch, &plan.labels.asns);
+    replay::run(&mut monitor, &plan.labels, watch, &[capture.to_owned()]).expect("replay")
 }
 
 #[test]

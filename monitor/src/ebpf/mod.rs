@@ -2,6 +2,7 @@
 
 mod bench;
 mod geo;
+mod watch;
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -24,6 +25,7 @@ use monitor_common::{
     maps, programs,
     reason::REASON_ENTRIES,
 };
+pub use watch::WatchMaps;
 
 /// The kernel object, built by build.rs with aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
@@ -166,6 +168,8 @@ pub struct Counters {
     pub asns: Vec<(u32, ClassCounter)>,
     /// Every reason counter by id.
     pub reasons: Vec<u64>,
+    /// Non-zero watch entry counters: (`watch::watch_counter_index`, packets, bytes).
+    pub watch: Vec<(u32, ClassCounter)>,
 }
 
 impl Monitor {
@@ -406,6 +410,20 @@ impl Monitor {
         })
     }
 
+    /// Takes the watchlist maps for the daemon's (or replay's) DNS learning.
+    pub fn take_watch(&mut self) -> Result<WatchMaps, EbpfError> {
+        let mut take = |name: &'static str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or(EbpfError::MissingMap { map: name })
+        };
+        let bits = take(maps::WATCH_BITS)?;
+        let learned = take(maps::WATCH_LEARNED)?;
+        let prefixes = take(maps::WATCH_PREFIXES)?;
+        let asns = take(maps::WATCH_ASNS)?;
+        WatchMaps::new(bits, learned, prefixes, asns)
+    }
+
     /// Takes the counter maps for the metrics collector.
     pub fn take_counters(&mut self) -> Result<CounterMaps, EbpfError> {
         let mut per_cpu_array = |name: &'static str| match self.ebpf.take_map(name) {
@@ -414,12 +432,14 @@ impl Monitor {
         };
         let classes = per_cpu_array(maps::CLASS_COUNTERS)?;
         let asns = per_cpu_array(maps::ASN_COUNTERS)?;
+        let watch = per_cpu_array(maps::WATCH_COUNTERS)?;
         let reasons = PerCpuArray::try_from(Map::PerCpuArray(per_cpu_array(maps::REASONS)?))
             .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
         Ok(CounterMaps {
             classes,
             asns,
             reasons,
+            watch,
         })
     }
 
@@ -438,6 +458,7 @@ impl Monitor {
             )?,
             asns: read_counter_array(per_cpu_array(maps::ASN_COUNTERS)?, maps::ASN_COUNTERS)?,
             reasons: read_reasons(&reasons)?,
+            watch: read_counter_array(per_cpu_array(maps::WATCH_COUNTERS)?, maps::WATCH_COUNTERS)?,
         })
     }
 
@@ -490,6 +511,7 @@ pub struct CounterMaps {
     classes: MapData,
     asns: MapData,
     reasons: PerCpuArray<MapData, u64>,
+    watch: MapData,
 }
 
 impl CounterMaps {
@@ -498,6 +520,7 @@ impl CounterMaps {
             classes: read_counter_array(&self.classes, maps::CLASS_COUNTERS)?,
             asns: read_counter_array(&self.asns, maps::ASN_COUNTERS)?,
             reasons: read_reasons(&self.reasons)?,
+            watch: read_counter_array(&self.watch, maps::WATCH_COUNTERS)?,
         })
     }
 }
