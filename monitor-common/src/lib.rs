@@ -71,6 +71,9 @@ pub mod programs {
     pub const BENCH: &str = "exfilmon_bench";
     /// Benchmark only: the same with locations from kernel LPM tries (both families).
     pub const BENCH_LPM: &str = "exfilmon_bench_lpm";
+    /// Benchmark only: `BENCH` without the flow table (nothing is tracked), so that the
+    /// difference between the two is the flow table's share of the cost.
+    pub const BENCH_NOFLOW: &str = "exfilmon_bench_noflow";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";
     /// Benchmark only: submits one flow-start event per run for the next workload packet,

@@ -32,18 +32,26 @@ pub enum Lookup {
     Trie,
 }
 
+/// Whether flows that matter enter the flow table: always, but in the benchmark program
+/// that measures the classifier without it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    Flows,
+    Nothing,
+}
+
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup) {
+pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) {
     let outcome = match parse(start, end, wire_len) {
-        Ok(p) => classify(&p, how),
+        Ok(p) => classify(&p, how, track),
         Err(reason) => reason,
     };
     count(outcome);
 }
 
 #[inline(always)]
-fn classify(p: &Packet, how: Lookup) -> u32 {
+fn classify(p: &Packet, how: Lookup, track: Track) -> u32 {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return reason::LINK_LOCAL;
     }
@@ -55,18 +63,18 @@ fn classify(p: &Packet, how: Lookup) -> u32 {
         (true, true) => reason::INTERNAL,
         (false, false) => reason::TRANSIT,
         (true, false) => {
-            account(p, group_slot(src), dst, DIR_OUTBOUND);
+            account(p, group_slot(src), dst, DIR_OUTBOUND, track);
             reason::OUTBOUND
         }
         (false, true) => {
-            account(p, group_slot(dst), src, DIR_INBOUND);
+            account(p, group_slot(dst), src, DIR_INBOUND, track);
             reason::INBOUND
         }
     }
 }
 
 #[inline(always)]
-fn account(p: &Packet, group: u32, location: u32, dir: u32) {
+fn account(p: &Packet, group: u32, location: u32, dir: u32, track: Track) {
     let country = country_slot(location);
     let verdict = POLICY
         .get(policy_index(group, country))
@@ -88,12 +96,12 @@ fn account(p: &Packet, group: u32, location: u32, dir: u32) {
     }
 
     // CONFIG is read only for unknown verdicts: the common verdicts cost no extra lookup.
-    let track = verdict == VERDICT_VIOLATION
+    let tracked = verdict == VERDICT_VIOLATION
         || (verdict == VERDICT_UNKNOWN
             && CONFIG
                 .get(0)
                 .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0));
-    if track {
+    if tracked && track == Track::Flows {
         flow::track(p, group, location, verdict, dir);
     }
 }

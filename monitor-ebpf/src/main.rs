@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use classify::Lookup;
+use classify::{Lookup, Track};
 
 /// How much of an skb the TC programs make linear before parsing: enough for two VLAN tags,
 /// an IPv4 header with options or IPv6 with extension headers, and a TCP header.
@@ -29,27 +29,39 @@ const TC_PULL_LEN: u32 = 256;
 #[xdp]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    classify::packet(start, end, (end - start) as u32, Lookup::Tables);
+    classify::packet(
+        start,
+        end,
+        (end - start) as u32,
+        Lookup::Tables,
+        Track::Flows,
+    );
     xdp_action::XDP_PASS
 }
 
 /// Benchmark only (never attached): the next workload packet, classified as `exfilmon_xdp`.
 #[xdp]
 pub fn exfilmon_bench(ctx: XdpContext) -> u32 {
-    bench(&ctx, Lookup::Tables)
+    bench(&ctx, Lookup::Tables, Track::Flows)
 }
 
 /// Benchmark only: the same, with locations from one kernel LPM trie per family.
 #[xdp]
 pub fn exfilmon_bench_lpm(ctx: XdpContext) -> u32 {
-    bench(&ctx, Lookup::Trie)
+    bench(&ctx, Lookup::Trie, Track::Flows)
+}
+
+/// Benchmark only: `exfilmon_bench` with the flow table left out, for its share of the cost.
+#[xdp]
+pub fn exfilmon_bench_noflow(ctx: XdpContext) -> u32 {
+    bench(&ctx, Lookup::Tables, Track::Nothing)
 }
 
 #[inline(always)]
-fn bench(ctx: &XdpContext, lookup: Lookup) -> u32 {
+fn bench(ctx: &XdpContext, lookup: Lookup, track: Track) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
-    classify::packet(start, end, (end - start) as u32, lookup);
+    classify::packet(start, end, (end - start) as u32, lookup, track);
     xdp_action::XDP_PASS
 }
 
@@ -113,7 +125,13 @@ fn tc(ctx: &TcContext) -> i32 {
         // parse what is linear; the parser counts what it cannot read.
         let _ = ctx.pull_data(want);
     }
-    classify::packet(ctx.data(), ctx.data_end(), len, Lookup::Tables);
+    classify::packet(
+        ctx.data(),
+        ctx.data_end(),
+        len,
+        Lookup::Tables,
+        Track::Flows,
+    );
     TC_ACT_OK as i32
 }
 

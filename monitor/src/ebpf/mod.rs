@@ -198,6 +198,7 @@ impl Monitor {
             names.extend([
                 programs::BENCH,
                 programs::BENCH_LPM,
+                programs::BENCH_NOFLOW,
                 programs::BENCH_PASS,
                 programs::BENCH_EVENTS,
                 programs::LIVE_GEN,
