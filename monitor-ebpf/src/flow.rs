@@ -1,12 +1,5 @@
 //! The flow table: violation flows only, so a storm of ordinary new flows costs no insert.
 //! Events go to the ring buffer with cumulative totals; wakeups are batched.
-//!
-//! Wakeups: a record is submitted with a forced wakeup when the unread data crosses a
-//! multiple of `wakeup_bytes`, and without one otherwise. Waking on every record past the
-//! threshold (as before) costs the producer about 2 µs per record whenever the daemon falls
-//! behind; waking once per threshold crossing costs nothing extra then. Two CPUs that race
-//! may both miss one crossing; the next multiple wakes the daemon, and its timer drains the
-//! ring anyway, so a missed wakeup delays events but loses none while the ring has room.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -32,9 +25,6 @@ use crate::{
 
 /// Defaults when the daemon has not written `CONFIG` (never in practice).
 const DEFAULT_INTERVAL_NS: u64 = 10_000_000_000;
-
-/// Ring buffer bytes of one event: the record and the ring's 8-byte record header.
-const EVENT_RING_BYTES: u64 = size_of::<FlowEvent>() as u64 + 8;
 
 #[inline(always)]
 pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32) {
@@ -141,12 +131,11 @@ fn update(st: *mut FlowState, key: &FlowKey, p: &Packet, outbound: bool, now: u6
 /// Submits one event; a failed reservation is counted, never retried.
 #[inline(always)]
 pub fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
-    let wakeup_at = CONFIG.get(0).map_or(1, |c| c.wakeup_bytes.max(1));
-    let before = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let flags = if before / wakeup_at == (before + EVENT_RING_BYTES) / wakeup_at {
-        BPF_RB_NO_WAKEUP
-    } else {
+    let wakeup_at = CONFIG.get(0).map_or(0, |c| c.wakeup_bytes);
+    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_at {
         BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
     };
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {

@@ -568,8 +568,7 @@ pub struct Flows {
     pub idle_timeout: Duration,
     /// Also track flows to addresses of unknown country. Default: false.
     pub track_unknown: bool,
-    /// Unread ring bytes per wakeup of the daemon: the kernel wakes it each time the unread
-    /// data crosses a multiple of this; below `ring_bytes`.
+    /// Ring fill at which the kernel forces a wakeup; below `ring_bytes`.
     /// Default: 65536 (64 KiB), or half of `ring_bytes` when the ring is
     /// 64 KiB or smaller.
     pub wakeup_bytes: u64,

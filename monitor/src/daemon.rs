@@ -343,7 +343,8 @@ impl EventSink {
     ///
     /// Readiness is cleared *before* the drain, so a wakeup that arrives while draining
     /// stays pending for the next call. Clearing it after the drain would lose such a
-    /// wakeup, and the kernel wakes the reader only once per `wakeup_bytes` of unread data.
+    /// wakeup, and below `wakeup_bytes` of unread data the kernel does not wake the reader
+    /// again.
     ///
     /// # Errors
     /// When polling the ring buffer's fd fails.
