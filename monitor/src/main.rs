@@ -10,7 +10,7 @@ use monitor::{
     config::Config,
     daemon, error_chain,
     geoip::GeoDb,
-    load_monitor, replay,
+    load_monitor, policy, replay,
     tables::{self, Verdict},
 };
 use tracing_subscriber::EnvFilter;
@@ -63,7 +63,8 @@ enum Command {
         captures: Vec<PathBuf>,
     },
     /// Print the classification of addresses: inside (and which group) or remote (its
-    /// country, and the verdict for traffic from each group).
+    /// country and ASN, and for traffic from each group the verdict, the policy rule that
+    /// decided it, and whether the group's enforcement drops it).
     Lookup {
         #[arg(long, short)]
         config: PathBuf,
@@ -206,17 +207,20 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
     let asn = location
         .asn
         .map_or_else(|| "AS?".to_owned(), |n| format!("AS{n}"));
-    let mut verdicts = vec![format!(
-        "{}={}",
-        tables::UNGROUPED,
-        tables::verdict(config, 0, country)
-    )];
-    for (i, g) in config.groups.iter().enumerate() {
-        let v: Verdict = tables::verdict(config, i as u32 + 1, country);
-        verdicts.push(format!("{}={v}", g.name));
+    let mut out = format!("{addr}: remote, country {name}, asn {asn}");
+    let names =
+        std::iter::once(tables::UNGROUPED).chain(config.groups.iter().map(|g| g.name.as_str()));
+    for (slot, group) in (0u32..).zip(names) {
+        let d = policy::decide(config, slot, country, location.asn);
+        let dropped = if d.verdict == Verdict::Violation && config.scope(slot).policy.enforce {
+            ", dropped"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "\n  from {group}: {}{dropped} ({})",
+            d.verdict, d.rule
+        ));
     }
-    format!(
-        "{addr}: remote, country {name}, asn {asn}; verdict from {}",
-        verdicts.join(" ")
-    )
+    out
 }
