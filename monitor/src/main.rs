@@ -2,7 +2,7 @@
 
 mod inspect;
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,7 +20,8 @@ use tracing_subscriber::EnvFilter;
 /// Classifies every packet that leaves (or enters) the configured home networks by the
 /// remote country, the inside device group and a data-localisation policy, counts it in
 /// the kernel at line rate, tracks the flows that break the policy, and exports it all
-/// as Prometheus metrics and a JSON event log. It never drops or delays traffic.
+/// as Prometheus metrics and a JSON event log. It never drops or delays traffic, except
+/// the violation packets of groups whose policy says `enforce = true`.
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
@@ -217,10 +218,7 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
         } else {
             ""
         };
-        out.push_str(&format!(
-            "\n  from {group}: {}{dropped} ({})",
-            d.verdict, d.rule
-        ));
+        let _ = write!(out, "\n  from {group}: {}{dropped} ({})", d.verdict, d.rule);
     }
     out
 }

@@ -367,123 +367,46 @@ sources = [{ format = "csv", path = "geo.csv" }]
         Config::parse(text, &dir.path().join("exfilmon.toml")).expect("valid config")
     }
 
+    /// A parsed code, as `decide` takes it.
     fn cc(s: &str) -> Option<CountryCode> {
-        Some(s.parse().expect("code"))
+        let code = s.parse().ok();
+        assert!(code.is_some(), "{s} is a code");
+        code
     }
+
+    /// (group, country, asn, verdict, rule).
+    type Case = (u32, Option<CountryCode>, Option<u32>, Verdict, &'static str);
 
     #[test]
     fn precedence_table() {
         let c = config();
         let phones = 1;
         // (group, country, asn, verdict, rule)
-        let cases: [(u32, Option<CountryCode>, Option<u32>, Verdict, &str); 16] = [
+        #[rustfmt::skip]
+        let cases: [Case; 16] = [
             // deny_asns beats a country allow, domestic and an allow_asns of the same ASN.
-            (
-                phones,
-                cc("US"),
-                Some(4134),
-                Verdict::Violation,
-                "group phones: deny_asns 4134",
-            ),
-            (
-                phones,
-                cc("IN"),
-                Some(4134),
-                Verdict::Violation,
-                "group phones: deny_asns 4134",
-            ),
-            (
-                phones,
-                cc("US"),
-                Some(64501),
-                Verdict::Violation,
-                "group phones: deny_asns 64501",
-            ),
-            (
-                phones,
-                None,
-                Some(4134),
-                Verdict::Violation,
-                "group phones: deny_asns 4134",
-            ),
+            (phones, cc("US"), Some(4134), Verdict::Violation, "group phones: deny_asns 4134"),
+            (phones, cc("IN"), Some(4134), Verdict::Violation, "group phones: deny_asns 4134"),
+            (phones, cc("US"), Some(64501), Verdict::Violation, "group phones: deny_asns 64501"),
+            (phones, None, Some(4134), Verdict::Violation, "group phones: deny_asns 4134"),
             // deny (country) beats domestic, allow_asns and an allow of the same code.
-            (
-                phones,
-                cc("KP"),
-                Some(13335),
-                Verdict::Violation,
-                "group phones: deny @sanctioned (KP)",
-            ),
-            (
-                phones,
-                cc("FR"),
-                None,
-                Verdict::Violation,
-                "group phones: deny FR",
-            ),
-            (
-                phones,
-                cc("CN"),
-                None,
-                Verdict::Violation,
-                "group phones: deny CN",
-            ),
+            (phones, cc("KP"), Some(13335), Verdict::Violation, "group phones: deny @sanctioned (KP)"),
+            (phones, cc("FR"), None, Verdict::Violation, "group phones: deny FR"),
+            (phones, cc("CN"), None, Verdict::Violation, "group phones: deny CN"),
             // domestic beats allow_asns.
-            (
-                phones,
-                cc("IN"),
-                Some(13335),
-                Verdict::Domestic,
-                "domestic (IN)",
-            ),
+            (phones, cc("IN"), Some(13335), Verdict::Domestic, "domestic (IN)"),
             // allow_asns beats the default and lifts an unknown country.
-            (
-                phones,
-                cc("BR"),
-                Some(13335),
-                Verdict::Allowed,
-                "group phones: allow_asns 13335",
-            ),
-            (
-                phones,
-                None,
-                Some(13335),
-                Verdict::Allowed,
-                "group phones: allow_asns 13335",
-            ),
+            (phones, cc("BR"), Some(13335), Verdict::Allowed, "group phones: allow_asns 13335"),
+            (phones, None, Some(13335), Verdict::Allowed, "group phones: allow_asns 13335"),
             // allow (country), through a jurisdiction or directly.
-            (
-                phones,
-                cc("DE"),
-                Some(1),
-                Verdict::Allowed,
-                "group phones: allow @eu (DE)",
-            ),
-            (
-                phones,
-                cc("US"),
-                None,
-                Verdict::Allowed,
-                "group phones: allow US",
-            ),
+            (phones, cc("DE"), Some(1), Verdict::Allowed, "group phones: allow @eu (DE)"),
+            (phones, cc("US"), None, Verdict::Allowed, "group phones: allow US"),
             // defaults.
-            (
-                phones,
-                cc("BR"),
-                Some(1),
-                Verdict::Violation,
-                RULE_NOT_ALLOWED,
-            ),
+            (phones, cc("BR"), Some(1), Verdict::Violation, RULE_NOT_ALLOWED),
             (phones, None, None, Verdict::Unknown, RULE_UNKNOWN),
             // Ungrouped addresses follow [home]; another group's rules do not leak.
             (0, cc("SG"), Some(4134), Verdict::Allowed, "home: allow SG"),
-            (
-                0,
-                cc("SG"),
-                Some(64500),
-                Verdict::Violation,
-                "home: deny_asns 64500",
-            ),
+            (0, cc("SG"), Some(64500), Verdict::Violation, "home: deny_asns 64500"),
         ];
         for (group, country, asn, verdict, rule) in cases {
             let d = decide(&c, group, country, asn);

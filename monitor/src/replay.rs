@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt::Write as _,
     fs::File,
     io::{BufReader, Read as _},
     path::{Path, PathBuf},
@@ -361,11 +362,12 @@ pub fn table(report: &Report) -> String {
         .map(|d| format!("{} {}={}", d.group, d.mode, d.packets))
         .collect();
     if !drops.is_empty() {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "\n\npolicy: {} frames dropped; {}",
             report.dropped,
             drops.join(", ")
-        ));
+        );
     }
     out.push_str("\n\ncounters: ");
     let nonzero: Vec<String> = report
