@@ -11,16 +11,14 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::Command,
     time::Duration,
 };
 
 use exfilmon_tests::{
     Capture, Lab, Node,
     daemon::{Daemon, free_port, write_lab_config},
-    exfilmon_bin,
     lab::{DEVICE_IF, LAPTOP_V4, PHONE_V4, SERVER_CN_V4, SERVER_IN_V4, SERVER_SG_V4},
-    promtool_check_metrics, require_root,
+    promtool_check_metrics, replay_json, require_root,
     traffic::{udp_burst, udp_sink},
 };
 use nix::sys::signal::Signal;
@@ -147,19 +145,7 @@ fn enforcement_drops_exactly_violations_replay_agrees_and_reload_applies() {
     );
 
     // The replay of the devices' captures drops and counts the same packets.
-    let out = Command::new(exfilmon_bin())
-        .args(["replay", "--format", "json", "--config"])
-        .arg(&daemon.config)
-        .arg(&phone_pcap)
-        .arg(&laptop_pcap)
-        .output()
-        .expect("exfilmon replay");
-    assert!(
-        out.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("replay JSON");
+    let report = replay_json(&daemon.config, &[&phone_pcap, &laptop_pcap]);
     assert_eq!(report["dropped"], COUNT, "frames dropped in the replay");
     let drops = |group: &str, mode: &str| {
         report["policy_drops"]

@@ -15,7 +15,7 @@ use monitor::{
 };
 use monitor_common::{
     class::{DIR_INBOUND, DIR_OUTBOUND, class_parts},
-    flow::{FAMILY_V4, FlowKey},
+    flow::FlowKey,
     policy::{MODE_DROPPED, MODE_DRY_RUN, drop_index},
     programs, reason,
 };
@@ -188,19 +188,6 @@ track_unknown = true
     }
 }
 
-fn key(inside: Ipv4Addr, remote: Ipv4Addr, iport: u16, rport: u16) -> FlowKey {
-    let mut k = FlowKey {
-        proto: UDP,
-        family: FAMILY_V4,
-        inside_port: iport,
-        remote_port: rport,
-        ..FlowKey::default()
-    };
-    k.inside[..4].copy_from_slice(&inside.octets());
-    k.remote[..4].copy_from_slice(&remote.octets());
-    k
-}
-
 /// Runs every case through `program` (outbound, then the reply inbound) and checks the
 /// verdict, the rule, the action and the drop counters.
 fn run_cases(h: &mut Harness, program: &'static str, (pass, drop): (u32, u32)) {
@@ -231,7 +218,7 @@ fn run_cases(h: &mut Harness, program: &'static str, (pass, drop): (u32, u32)) {
                 g.1 += 1;
             }
         }
-        let flow = h.flow_rule(&key(c.src, c.dst, port, 443));
+        let flow = h.flow_rule(&v4_key(c.src, c.dst, UDP, port, 443));
         match c.rule {
             Some(rule) => assert_eq!(
                 flow,
