@@ -43,7 +43,9 @@ pub struct FlowState {
     pub tcp_flags: u8,
     /// Non-zero once an end event was sent (TCP FIN or RST).
     pub ended: u8,
-    pub _pad: [u8; 6],
+    /// The policy rule that decided the verdict (rule id of `policy::word`).
+    pub rule: u16,
+    pub _pad: [u8; 4],
 }
 const _: () = assert!(size_of::<FlowState>() == 80);
 

@@ -10,6 +10,7 @@ pub mod class;
 pub mod config;
 pub mod flow;
 pub mod geo;
+pub mod policy;
 pub mod reason;
 
 /// Map names, shared so that the loader, the collector and the kernel agree.
@@ -45,8 +46,15 @@ pub mod maps {
     pub const BENCH_WORKLOAD: &str = "BENCH_WORKLOAD";
     /// `PerCpuArray<u32>`, one entry: the benchmark's position in its workload.
     pub const BENCH_CURSOR: &str = "BENCH_CURSOR";
-    /// `Array<u8>` indexed by `class::policy_index`: the verdict of each (group, country).
+    /// `Array<u32>` indexed by `class::policy_index`: the policy word (`policy::word`) of
+    /// each (group, country).
     pub const POLICY: &str = "POLICY";
+    /// `Array<u32>` indexed by `policy::asn_index`: the policy word of each (group, named
+    /// ASN slot) that an ASN rule covers, else 0.
+    pub const POLICY_ASN: &str = "POLICY_ASN";
+    /// `PerCpuArray<ClassCounter>` indexed by `policy::drop_index`: violation packets
+    /// dropped by enforcing groups, and those the other groups let through (dry run).
+    pub const POLICY_DROPS: &str = "POLICY_DROPS";
     /// `Array<[u8; 2]>` indexed by country slot: the ISO code that owns the slot.
     pub const COUNTRY_CODES: &str = "COUNTRY_CODES";
     /// `PerCpuArray<ClassCounter>` indexed by `class::class_index`.

@@ -41,6 +41,11 @@ pub const FLOW_INSERT_FAILED: u32 = 20;
 pub const RINGBUF_SUBMITTED: u32 = 21;
 /// Event: a new flow entered the flow table.
 pub const FLOW_CREATED: u32 = 22;
+/// Event: a violation packet of an enforcing group was dropped (`XDP_DROP`/`TC_ACT_SHOT`).
+pub const POLICY_DROPPED: u32 = 23;
+/// Event: a violation packet of a group that does not enforce passed (what enforcing
+/// would have dropped).
+pub const POLICY_DRY_RUN: u32 = 24;
 
 /// Size of the `REASONS` array.
 pub const REASON_ENTRIES: u32 = 32;
@@ -49,7 +54,7 @@ pub const REASON_ENTRIES: u32 = 32;
 pub const OUTCOMES: u32 = 10;
 
 /// Names as exported in metrics and replay output, by id.
-pub const NAMES: [(u32, &str); 17] = [
+pub const NAMES: [(u32, &str); 19] = [
     (OUTBOUND, "outbound"),
     (INBOUND, "inbound"),
     (INTERNAL, "internal"),
@@ -67,4 +72,6 @@ pub const NAMES: [(u32, &str); 17] = [
     (FLOW_INSERT_FAILED, "flow_insert_failed"),
     (RINGBUF_SUBMITTED, "ringbuf_submitted"),
     (FLOW_CREATED, "flow_created"),
+    (POLICY_DROPPED, "policy_dropped"),
+    (POLICY_DRY_RUN, "policy_dry_run"),
 ];

@@ -4,7 +4,7 @@ use aya_ebpf::maps::{PerCpuArray, lpm_trie::Key};
 use monitor_common::{
     class::{
         ClassCounter, DIR_INBOUND, DIR_OUTBOUND, NAMED_ASN_SLOTS, VERDICT_UNKNOWN,
-        VERDICT_VIOLATION, asn_counter_index, class_index, policy_index,
+        VERDICT_VIOLATION, asn_counter_index, class_index,
     },
     config::FLAG_TRACK_UNKNOWN,
     flow::FAMILY_V4,
@@ -12,6 +12,7 @@ use monitor_common::{
         GEO_L2, INSIDE, V6_MAX_DEPTH, V6_NODE, V6_ROOT_BITS, V6_TRIE, asn_slot, country_slot,
         group_slot, l1_index, l2_index, v6_block, v6_chunk, v6_root_index, v6_stride,
     },
+    policy::{rule, verdict as word_verdict},
     reason,
 };
 
@@ -19,9 +20,10 @@ use crate::{
     flow,
     maps::{
         ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
-        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, POLICY, count,
+        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, count,
     },
     parse::{Packet, addr_bytes, parse},
+    policy,
 };
 
 /// Where locations come from: the product's tables (IPv4 DIR-24-8, IPv6 tiered), or
@@ -41,50 +43,46 @@ pub enum Track {
 }
 
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
+/// True only for a violation packet of a group that enforces its policy: the caller drops
+/// it. Every other frame, malformed ones included, is to pass.
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) {
-    let outcome = match parse(start, end, wire_len) {
+pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> bool {
+    let (outcome, drop) = match parse(start, end, wire_len) {
         Ok(p) => classify(&p, how, track),
-        Err(reason) => reason,
+        Err(reason) => (reason, false),
     };
     count(outcome);
+    drop
 }
 
 #[inline(always)]
-fn classify(p: &Packet, how: Lookup, track: Track) -> u32 {
+fn classify(p: &Packet, how: Lookup, track: Track) -> (u32, bool) {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
-        return reason::LINK_LOCAL;
+        return (reason::LINK_LOCAL, false);
     }
     // One table says whether an address is inside (and its group) or where it is.
     let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
     let src = lookup(p.family, &p.src, generation, how);
     let dst = lookup(p.family, &p.dst, generation, how);
     match (src & INSIDE != 0, dst & INSIDE != 0) {
-        (true, true) => reason::INTERNAL,
-        (false, false) => reason::TRANSIT,
-        (true, false) => {
-            account(p, group_slot(src), dst, DIR_OUTBOUND, track);
-            reason::OUTBOUND
-        }
-        (false, true) => {
-            account(p, group_slot(dst), src, DIR_INBOUND, track);
-            reason::INBOUND
-        }
+        (true, true) => (reason::INTERNAL, false),
+        (false, false) => (reason::TRANSIT, false),
+        (true, false) => (
+            reason::OUTBOUND,
+            account(p, group_slot(src), dst, DIR_OUTBOUND, track),
+        ),
+        (false, true) => (
+            reason::INBOUND,
+            account(p, group_slot(dst), src, DIR_INBOUND, track),
+        ),
     }
 }
 
+/// Counts a classified packet; true when the policy drops it.
 #[inline(always)]
-fn account(p: &Packet, group: u32, location: u32, dir: u32, track: Track) {
+fn account(p: &Packet, group: u32, location: u32, dir: u32, track: Track) -> bool {
     let country = country_slot(location);
-    let verdict = POLICY
-        .get(policy_index(group, country))
-        .map_or(VERDICT_UNKNOWN, |v| u32::from(*v));
-
-    add(
-        &CLASS_COUNTERS,
-        class_index(group, country, dir, verdict),
-        p.l3_bytes,
-    );
+    let mut word = policy::country_word(group, country);
     // Named ASNs have the low slots: one compare for every other packet.
     let asn = asn_slot(location);
     if asn != 0 && asn < NAMED_ASN_SLOTS {
@@ -93,7 +91,14 @@ fn account(p: &Packet, group: u32, location: u32, dir: u32, track: Track) {
             asn_counter_index(group, asn, dir),
             p.l3_bytes,
         );
+        word = policy::with_asn(word, group, asn);
     }
+    let verdict = word_verdict(word);
+    add(
+        &CLASS_COUNTERS,
+        class_index(group, country, dir, verdict),
+        p.l3_bytes,
+    );
 
     // CONFIG is read only for unknown verdicts: the common verdicts cost no extra lookup.
     let tracked = verdict == VERDICT_VIOLATION
@@ -102,8 +107,9 @@ fn account(p: &Packet, group: u32, location: u32, dir: u32, track: Track) {
                 .get(0)
                 .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0));
     if tracked && track == Track::Flows {
-        flow::track(p, group, location, verdict, dir);
+        flow::track(p, group, location, verdict, rule(word), dir);
     }
+    verdict == VERDICT_VIOLATION && policy::enforce(word, group, p.l3_bytes)
 }
 
 /// Adds one packet of `bytes` to entry `index` of a per-CPU counter array.

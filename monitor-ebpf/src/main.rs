@@ -1,6 +1,7 @@
 //! exfilmon's kernel programs: one classifier behind an XDP entry point and two TC
-//! (clsact) entry points. Every path returns PASS / `TC_ACT_OK`: this is a monitor, it never
-//! drops or delays traffic; anomalies are counted by reason instead.
+//! (clsact) entry points. Every path returns PASS / `TC_ACT_OK` (anomalies are counted by
+//! reason instead), with one exception the operator opts into: a violation packet of a
+//! group with `enforce = true` is dropped (`XDP_DROP` / `TC_ACT_SHOT`).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics, asm_experimental_arch)]
@@ -14,9 +15,10 @@ mod classify;
 mod flow;
 mod maps;
 mod parse;
+mod policy;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -29,14 +31,17 @@ const TC_PULL_LEN: u32 = 256;
 #[xdp]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    classify::packet(
+    if classify::packet(
         start,
         end,
         (end - start) as u32,
         Lookup::Tables,
         Track::Flows,
-    );
-    xdp_action::XDP_PASS
+    ) {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
 }
 
 /// Benchmark only (never attached): the next workload packet, classified as `exfilmon_xdp`.
@@ -61,7 +66,8 @@ pub fn exfilmon_bench_noflow(ctx: XdpContext) -> u32 {
 fn bench(ctx: &XdpContext, lookup: Lookup, track: Track) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
-    classify::packet(start, end, (end - start) as u32, lookup, track);
+    // The benchmark measures the classifier; its frames always pass.
+    let _ = classify::packet(start, end, (end - start) as u32, lookup, track);
     xdp_action::XDP_PASS
 }
 
@@ -125,14 +131,17 @@ fn tc(ctx: &TcContext) -> i32 {
         // parse what is linear; the parser counts what it cannot read.
         let _ = ctx.pull_data(want);
     }
-    classify::packet(
+    if classify::packet(
         ctx.data(),
         ctx.data_end(),
         len,
         Lookup::Tables,
         Track::Flows,
-    );
-    TC_ACT_OK as i32
+    ) {
+        TC_ACT_SHOT as i32
+    } else {
+        TC_ACT_OK as i32
+    }
 }
 
 #[cfg(not(test))]
