@@ -43,6 +43,7 @@ pub struct FlowState {
     pub tcp_flags: u8,
     /// Non-zero once an end event was sent (TCP FIN or RST).
     pub ended: u8,
+    /// The policy rule that decided the verdict (rule id of `policy::word`).
     pub rule: u16,
     /// The watch entry the flow was attributed to (`watch`), 0 for none.
     pub watch: u16,

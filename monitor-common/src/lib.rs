@@ -10,6 +10,7 @@ pub mod class;
 pub mod config;
 pub mod flow;
 pub mod geo;
+pub mod policy;
 pub mod reason;
 pub mod watch;
 
@@ -46,8 +47,15 @@ pub mod maps {
     pub const BENCH_WORKLOAD: &str = "BENCH_WORKLOAD";
     /// `PerCpuArray<u32>`, one entry: the benchmark's position in its workload.
     pub const BENCH_CURSOR: &str = "BENCH_CURSOR";
-    /// `Array<u8>` indexed by `class::policy_index`: the verdict of each (group, country).
+    /// `Array<u32>` indexed by `class::policy_index`: the policy word (`policy::word`) of
+    /// each (group, country).
     pub const POLICY: &str = "POLICY";
+    /// `Array<u32>` indexed by `policy::asn_index`: the policy word of each (group, named
+    /// ASN slot) that an ASN rule covers, else 0.
+    pub const POLICY_ASN: &str = "POLICY_ASN";
+    /// `PerCpuArray<ClassCounter>` indexed by `policy::drop_index`: violation packets
+    /// dropped by enforcing groups, and those the other groups let through (dry run).
+    pub const POLICY_DROPS: &str = "POLICY_DROPS";
     /// `Array<[u8; 2]>` indexed by country slot: the ISO code that owns the slot.
     pub const COUNTRY_CODES: &str = "COUNTRY_CODES";
     /// `PerCpuArray<ClassCounter>` indexed by `class::class_index`.
@@ -82,6 +90,9 @@ pub mod programs {
     pub const BENCH: &str = "exfilmon_bench";
     /// Benchmark only: the same with locations from kernel LPM tries (both families).
     pub const BENCH_LPM: &str = "exfilmon_bench_lpm";
+    /// Benchmark only: `BENCH` without the flow table (nothing is tracked), so that the
+    /// difference between the two is the flow table's share of the cost.
+    pub const BENCH_NOFLOW: &str = "exfilmon_bench_noflow";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";
     /// Benchmark only: submits one flow-start event per run for the next workload packet,

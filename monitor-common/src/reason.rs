@@ -41,8 +41,12 @@ pub const FLOW_INSERT_FAILED: u32 = 20;
 pub const RINGBUF_SUBMITTED: u32 = 21;
 /// Event: a new flow entered the flow table.
 pub const FLOW_CREATED: u32 = 22;
+/// Event: a violation packet of an enforcing group was dropped (`XDP_DROP`/`TC_ACT_SHOT`).
+pub const POLICY_DROPPED: u32 = 23;
+/// Event: a violation packet of a group that does not enforce passed (what enforcing
+/// would have dropped).
+pub const POLICY_DRY_RUN: u32 = 24;
 
-// 23 and 24: policy enforcement.
 /// Event: a packet was attributed to a watch entry (and counted in `WATCH_COUNTERS`).
 pub const WATCH_HIT: u32 = 25;
 /// Event: a packet's address passed the watch prefilter bitmap, so the watch maps were
@@ -62,7 +66,7 @@ pub const REASON_ENTRIES: u32 = 32;
 pub const OUTCOMES: u32 = 10;
 
 /// Names as exported in metrics and replay output, by id.
-pub const NAMES: [(u32, &str); 22] = [
+pub const NAMES: [(u32, &str); 24] = [
     (OUTBOUND, "outbound"),
     (INBOUND, "inbound"),
     (INTERNAL, "internal"),
@@ -80,6 +84,8 @@ pub const NAMES: [(u32, &str); 22] = [
     (FLOW_INSERT_FAILED, "flow_insert_failed"),
     (RINGBUF_SUBMITTED, "ringbuf_submitted"),
     (FLOW_CREATED, "flow_created"),
+    (POLICY_DROPPED, "policy_dropped"),
+    (POLICY_DRY_RUN, "policy_dry_run"),
     (WATCH_HIT, "watch_hit"),
     (WATCH_PROBE, "watch_probe"),
     (DNS_COPIED, "dns_copied"),

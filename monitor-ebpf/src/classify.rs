@@ -4,7 +4,7 @@ use aya_ebpf::maps::{PerCpuArray, lpm_trie::Key};
 use monitor_common::{
     class::{
         ClassCounter, DIR_INBOUND, DIR_OUTBOUND, NAMED_ASN_SLOTS, VERDICT_UNKNOWN,
-        VERDICT_VIOLATION, asn_counter_index, class_index, policy_index,
+        VERDICT_VIOLATION, asn_counter_index, class_index,
     },
     config::FLAG_TRACK_UNKNOWN,
     flow::FAMILY_V4,
@@ -12,6 +12,7 @@ use monitor_common::{
         GEO_L2, INSIDE, V6_MAX_DEPTH, V6_NODE, V6_ROOT_BITS, V6_TRIE, asn_slot, country_slot,
         group_slot, l1_index, l2_index, v6_block, v6_chunk, v6_root_index, v6_stride,
     },
+    policy::{rule, verdict as word_verdict},
     reason,
     watch::watch_counter_index,
 };
@@ -20,10 +21,10 @@ use crate::{
     dns, flow,
     maps::{
         ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
-        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, POLICY, WATCH_COUNTERS, count,
+        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, WATCH_COUNTERS, count,
     },
     parse::{Packet, addr_bytes, parse},
-    watch,
+    policy, watch,
 };
 
 /// Where locations come from: the product's tables (IPv4 DIR-24-8, IPv6 tiered), or
@@ -34,53 +35,72 @@ pub enum Lookup {
     Trie,
 }
 
+/// Whether flows that matter enter the flow table: always, but in the benchmark program
+/// that measures the classifier without it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    Flows,
+    Nothing,
+}
+
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
-/// Returns where the DNS answer is when the frame is one (the caller copies it).
+/// Returns whether to drop the frame — true only for a violation packet of a group that
+/// enforces its policy; every other frame, malformed ones included, is to pass — and where
+/// the DNS answer is when the frame is one (the caller copies it).
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup) -> Option<dns::Answer> {
-    let (outcome, answer) = match parse(start, end, wire_len) {
-        Ok(p) => (classify(&p, how), dns::answer(&p)),
-        Err(reason) => (reason, None),
+pub fn packet(
+    start: usize,
+    end: usize,
+    wire_len: u32,
+    how: Lookup,
+    track: Track,
+) -> (bool, Option<dns::Answer>) {
+    let (outcome, drop, answer) = match parse(start, end, wire_len) {
+        Ok(p) => {
+            let (outcome, drop) = classify(&p, how, track);
+            (outcome, drop, dns::answer(&p))
+        }
+        Err(reason) => (reason, false, None),
     };
     count(outcome);
-    answer
+    (drop, answer)
 }
 
 #[inline(always)]
-fn classify(p: &Packet, how: Lookup) -> u32 {
+fn classify(p: &Packet, how: Lookup, track: Track) -> (u32, bool) {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
-        return reason::LINK_LOCAL;
+        return (reason::LINK_LOCAL, false);
     }
     // One table says whether an address is inside (and its group) or where it is.
     let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
     let src = lookup(p.family, &p.src, generation, how);
     let dst = lookup(p.family, &p.dst, generation, how);
     match (src & INSIDE != 0, dst & INSIDE != 0) {
-        (true, true) => reason::INTERNAL,
-        (false, false) => reason::TRANSIT,
-        (true, false) => {
-            account(p, group_slot(src), dst, &p.dst, DIR_OUTBOUND);
-            reason::OUTBOUND
-        }
-        (false, true) => {
-            account(p, group_slot(dst), src, &p.src, DIR_INBOUND);
-            reason::INBOUND
-        }
+        (true, true) => (reason::INTERNAL, false),
+        (false, false) => (reason::TRANSIT, false),
+        (true, false) => (
+            reason::OUTBOUND,
+            account(p, group_slot(src), dst, &p.dst, DIR_OUTBOUND, track),
+        ),
+        (false, true) => (
+            reason::INBOUND,
+            account(p, group_slot(dst), src, &p.src, DIR_INBOUND, track),
+        ),
     }
 }
 
+/// Counts a classified packet; true when the policy drops it.
 #[inline(always)]
-fn account(p: &Packet, group: u32, location: u32, remote: &[u32; 4], dir: u32) {
+fn account(
+    p: &Packet,
+    group: u32,
+    location: u32,
+    remote: &[u32; 4],
+    dir: u32,
+    track: Track,
+) -> bool {
     let country = country_slot(location);
-    let verdict = POLICY
-        .get(policy_index(group, country))
-        .map_or(VERDICT_UNKNOWN, |v| u32::from(*v));
-
-    add(
-        &CLASS_COUNTERS,
-        class_index(group, country, dir, verdict),
-        p.l3_bytes,
-    );
+    let mut word = policy::country_word(group, country);
     // Named ASNs have the low slots: one compare for every other packet.
     let asn = asn_slot(location);
     if asn != 0 && asn < NAMED_ASN_SLOTS {
@@ -89,7 +109,14 @@ fn account(p: &Packet, group: u32, location: u32, remote: &[u32; 4], dir: u32) {
             asn_counter_index(group, asn, dir),
             p.l3_bytes,
         );
+        word = policy::with_asn(word, group, asn);
     }
+    let verdict = word_verdict(word);
+    add(
+        &CLASS_COUNTERS,
+        class_index(group, country, dir, verdict),
+        p.l3_bytes,
+    );
 
     let entry = watch::entry(p.family, remote, asn);
     if entry != 0 {
@@ -102,15 +129,16 @@ fn account(p: &Packet, group: u32, location: u32, remote: &[u32; 4], dir: u32) {
     }
 
     // CONFIG is read only for unknown verdicts: the common verdicts cost no extra lookup.
-    let track = entry != 0
+    let tracked = entry != 0
         || verdict == VERDICT_VIOLATION
         || (verdict == VERDICT_UNKNOWN
             && CONFIG
                 .get(0)
                 .is_some_and(|c| c.flags & FLAG_TRACK_UNKNOWN != 0));
-    if track {
-        flow::track(p, group, location, verdict, dir, entry);
+    if tracked && track == Track::Flows {
+        flow::track(p, group, location, verdict, rule(word), dir, entry);
     }
+    verdict == VERDICT_VIOLATION && policy::enforce(word, group, p.l3_bytes)
 }
 
 /// Adds one packet of `bytes` to entry `index` of a per-CPU counter array.

@@ -28,7 +28,15 @@ use crate::{
 const DEFAULT_INTERVAL_NS: u64 = 10_000_000_000;
 
 #[inline(always)]
-pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32, watch: u32) {
+pub fn track(
+    p: &Packet,
+    group: u32,
+    location: u32,
+    verdict: u32,
+    rule: u16,
+    dir: u32,
+    watch: u32,
+) {
     let outbound = dir == DIR_OUTBOUND;
     let key = FlowKey {
         inside: addr_bytes(if outbound { &p.src } else { &p.dst }),
@@ -57,6 +65,7 @@ pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, dir: u32, watc
         country: country_slot(location) as u16,
         group: group as u8,
         verdict: verdict as u8,
+        rule,
         tcp_flags: p.tcp_flags,
         ended: u8::from(ends),
         watch: watch as u16,

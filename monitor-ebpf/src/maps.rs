@@ -15,6 +15,7 @@ use monitor_common::{
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::{L1_ENTRIES, V6_ROOT_ENTRIES},
+    policy::{DROP_ENTRIES, POLICY_ASN_ENTRIES},
     reason::REASON_ENTRIES,
     watch::{LEARNED_ENTRIES, PREFIX_ENTRIES, WATCH_BITS_WORDS, WATCH_COUNTER_ENTRIES},
 };
@@ -56,9 +57,13 @@ pub static GEO6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
 #[map]
 pub static ASNS: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Verdict (`VERDICT_*` as u8) of each (group, country) pair.
+/// Policy word (`monitor_common::policy::word`) of each (group, country) pair.
 #[map]
-pub static POLICY: Array<u8> = Array::with_max_entries(POLICY_ENTRIES, 0);
+pub static POLICY: Array<u32> = Array::with_max_entries(POLICY_ENTRIES, 0);
+
+/// Policy word of each (group, named ASN slot) an ASN rule covers; 0 elsewhere.
+#[map]
+pub static POLICY_ASN: Array<u32> = Array::with_max_entries(POLICY_ASN_ENTRIES, 0);
 
 /// ISO code of each country slot; read by the daemon only, kept beside the counters so
 /// the counters can always be named.
@@ -96,6 +101,10 @@ pub static ASN_COUNTERS: PerCpuArray<ClassCounter> =
 #[map]
 pub static WATCH_COUNTERS: PerCpuArray<ClassCounter> =
     PerCpuArray::with_max_entries(WATCH_COUNTER_ENTRIES, 0);
+
+/// Violation packets per (group, mode): dropped by enforcing groups, or dry run.
+#[map]
+pub static POLICY_DROPS: PerCpuArray<ClassCounter> = PerCpuArray::with_max_entries(DROP_ENTRIES, 0);
 
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_ENTRIES, 0);

@@ -6,15 +6,26 @@
 //! everywhere.
 //!
 //! ```toml
+//! [jurisdictions]               # named groups of countries, used as "@name" (default none)
+//! eu = ["AT", "BE", "DE", "FR"] # name: [a-z0-9_-]{1,32}; "domestic" is built in
+//! sanctioned = ["KP", "IR"]     #   (@domestic = [home] countries)
+//!
 //! [home]                        # required
 //! networks = ["192.0.2.0/24"]   # inside networks (required, non-empty)
 //! countries = ["IN"]            # domestic jurisdictions (default [])
-//! allow = ["SG"]                # allowed countries for ungrouped inside addresses (default [])
+//! allow = ["SG", "@eu"]         # for ungrouped inside addresses: allowed countries and
+//! allow_asns = [13335]          #   @jurisdictions, allowed AS numbers, denied countries
+//! deny = ["@sanctioned"]        #   and @jurisdictions, denied AS numbers (each default [])
+//! deny_asns = [4134]
 //!
 //! [[group]]                     # 0..=31 groups
 //! name = "phones"               # [a-z0-9_-]{1,32}, unique, not "ungrouped"
 //! networks = ["192.0.2.0/26"]   # non-empty, disjoint from other groups' networks
-//! allow = ["US"]                # default []
+//! allow = ["US", "@eu"]         # allow, allow_asns, deny, deny_asns as in [home]
+//! allow_asns = [13335]          #   (each default [])
+//! deny = ["@sanctioned", "FR"]
+//! deny_asns = [4134, 4837]
+//! enforce = false               # true: drop this group's violation packets (default false)
 //!
 //! [geoip]                       # earlier sources win, per field (country, ASN)
 //! sources = [{ format = "csv", path = "geo.csv" }]
@@ -28,7 +39,8 @@
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9477"
-//! asns = [4134, 4837]           # AS numbers with per-ASN counters, at most 255 (default [])
+//! asns = [4134, 4837]           # AS numbers with per-ASN counters (default []); these and
+//!                               # the ASNs the policies name share 255 slots
 //!
 //! [flows]
 //! max_entries = 65536
@@ -49,9 +61,22 @@
 //! domains = ["api.account.xiaomi.com", "*.xiaomi.com"]
 //!                               # exact names or *.suffix, any case (default [])
 //! ```
+//!
+//! Policy precedence, highest first; the first rule that matches decides the verdict (see
+//! [`crate::policy`]):
+//!
+//! 1. the remote ASN is in the group's `deny_asns` → violation;
+//! 2. the remote country is in the group's `deny` → violation;
+//! 3. the country is in `[home] countries` → domestic;
+//! 4. the ASN is in the group's `allow_asns` → allowed;
+//! 5. the country is in the group's `allow` → allowed;
+//! 6. otherwise violation for a known country, unknown for an unknown one.
+//!
+//! Ungrouped inside addresses follow `[home]`'s lists. With `enforce = true` a group's
+//! violation packets (both directions) are dropped; nothing else is ever dropped.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt::{self, Write as _},
     io,
     net::SocketAddr,
@@ -65,7 +90,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::country::{CountryCode, CountryError};
+use crate::{
+    country::{CountryCode, CountryError},
+    policy::{Listed, Policy},
+};
 
 /// Most groups a config may define (group slots are a 32-bit mask, one slot
 /// being "ungrouped").
@@ -355,6 +383,36 @@ pub enum ConfigError {
         /// Line of the earlier entry.
         other_line: usize,
     },
+    /// A jurisdiction name does not match `[a-z0-9_-]{1,32}` or is `domestic`.
+    #[error(
+        "{at}: {name:?} is not a valid jurisdiction name (1 to 32 of a-z, 0-9, '_', '-'; \"domestic\" is built in)"
+    )]
+    JurisdictionName {
+        /// Where.
+        at: Box<Location>,
+        /// The name.
+        name: String,
+    },
+    /// An `@name` that `[jurisdictions]` does not define.
+    #[error("{at}: unknown jurisdiction \"@{name}\" (defined: {known})")]
+    UnknownJurisdiction {
+        /// Where.
+        at: Box<Location>,
+        /// The name, without `@`.
+        name: String,
+        /// The names that are defined, `@domestic` included.
+        known: String,
+    },
+    /// `[metrics] asns` and the policies name more AS numbers than there are named slots.
+    #[error(
+        "{at}: [metrics] asns and the policies' allow_asns and deny_asns name more than {max} distinct AS numbers"
+    )]
+    TooManyNamedAsns {
+        /// Where (the first AS number past the limit).
+        at: Box<Location>,
+        /// The limit.
+        max: usize,
+    },
     /// `[events] log` is empty.
     #[error("{at}: must not be empty")]
     EmptyPath {
@@ -392,6 +450,8 @@ pub enum ConfigError {
 pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
+    /// `[jurisdictions]`: name → countries. `domestic` is not in it (it is built in).
+    pub jurisdictions: BTreeMap<String, Vec<CountryCode>>,
     /// `[home]`.
     pub home: Home,
     /// `[[group]]`, in file order (slot `i` is `groups[i]`).
@@ -417,19 +477,21 @@ pub struct Home {
     pub networks: Vec<IpNet>,
     /// Domestic jurisdictions. Default: none.
     pub countries: Vec<CountryCode>,
-    /// Countries allowed for inside addresses in no group. Default: none.
-    pub allow: Vec<CountryCode>,
+    /// The rules for inside addresses in no group (`allow`, `allow_asns`, `deny`,
+    /// `deny_asns`; each default none). Never enforcing.
+    pub policy: Policy,
 }
 
-/// `[[group]]`: a named set of inside networks with its own allow list.
+/// `[[group]]`: a named set of inside networks with its own policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     /// `[a-z0-9_-]{1,32}`, unique, not `ungrouped`.
     pub name: String,
     /// Non-empty; disjoint from every other group's networks.
     pub networks: Vec<IpNet>,
-    /// Allowed countries. Default: none.
-    pub allow: Vec<CountryCode>,
+    /// `allow`, `allow_asns`, `deny`, `deny_asns` (each default none) and `enforce`
+    /// (default false).
+    pub policy: Policy,
 }
 
 /// `[geoip]`.
@@ -649,7 +711,11 @@ impl Config {
         path: &Path,
         default_tor: &[PathBuf],
     ) -> Result<Config, ConfigError> {
-        let ctx = Ctx { text, file: path };
+        let mut ctx = Ctx {
+            text,
+            file: path,
+            jurisdictions: BTreeMap::new(),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(e))?;
         ctx.validate(&raw, default_tor)
     }
@@ -693,13 +759,18 @@ impl Config {
         Ok(())
     }
 
-    /// The AS numbers that take named ASN slots: `[metrics] asns`, then the watched ones.
+    /// The AS numbers that take named ASN slots: `[metrics] asns`, then the policies'
+    /// (home, then each group's), then the watched ones.
     #[must_use]
     pub fn named_asns(&self) -> Vec<u32> {
         let mut asns = self.metrics.asns.clone();
-        for a in self.watchlists.iter().flat_map(|w| &w.asns) {
-            if !asns.contains(a) {
-                asns.push(*a);
+        let policies = std::iter::once(&self.home.policy)
+            .chain(self.groups.iter().map(|g| &g.policy))
+            .flat_map(crate::policy::Policy::asns);
+        let watched = self.watchlists.iter().flat_map(|w| w.asns.iter().copied());
+        for a in policies.chain(watched) {
+            if !asns.contains(&a) {
+                asns.push(a);
             }
         }
         asns
@@ -730,6 +801,8 @@ type SpannedStrings = Spanned<Vec<Spanned<String>>>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    jurisdictions: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
     home: RawHome,
     #[serde(default)]
     group: Vec<RawGroup>,
@@ -751,6 +824,12 @@ struct RawHome {
     countries: Vec<Spanned<String>>,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_asns: Vec<Spanned<i64>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_asns: Vec<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -760,6 +839,14 @@ struct RawGroup {
     networks: SpannedStrings,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_asns: Vec<Spanned<i64>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_asns: Vec<Spanned<i64>>,
+    #[serde(default)]
+    enforce: bool,
 }
 
 #[derive(Deserialize)]
@@ -816,6 +903,8 @@ struct RawEvents {
 struct Ctx<'a> {
     text: &'a str,
     file: &'a Path,
+    /// `[jurisdictions]`, with the built-in `domestic`, once read.
+    jurisdictions: BTreeMap<String, Vec<CountryCode>>,
 }
 
 impl Ctx<'_> {
@@ -855,23 +944,37 @@ impl Ctx<'_> {
         }
     }
 
-    fn validate(&self, raw: &RawConfig, default_tor: &[PathBuf]) -> Result<Config, ConfigError> {
+    fn validate(
+        &mut self,
+        raw: &RawConfig,
+        default_tor: &[PathBuf],
+    ) -> Result<Config, ConfigError> {
+        let networks = self.networks(&raw.home.networks, "home.networks")?;
+        let countries = self.countries(&raw.home.countries, "home.countries")?;
+        let jurisdictions = self.jurisdictions(&raw.jurisdictions, &countries)?;
+        let h = &raw.home;
         let home = Home {
-            networks: self.networks(&raw.home.networks, "home.networks")?,
-            countries: self.countries(&raw.home.countries, "home.countries")?,
-            allow: self.countries(&raw.home.allow, "home.allow")?,
+            networks,
+            countries,
+            policy: self.policy(
+                [&h.allow, &h.deny],
+                [&h.allow_asns, &h.deny_asns],
+                false,
+                "home",
+            )?,
         };
         let groups = self.groups(&raw.group)?;
         let geoip = self.geoip(raw.geoip.as_ref(), default_tor)?;
         let interfaces = self.interfaces(&raw.interface)?;
         let metrics = self.metrics(raw.metrics.as_ref())?;
+        let named = self.check_named_asns(raw, &metrics)?;
         let flows = self.flows(raw.flows.as_ref())?;
         let events = self.events(raw.events.as_ref())?;
-        let watchlists = crate::watch::validate(&raw.watchlist, &metrics.asns, &|span, key| {
-            self.at(span, key)
-        })?;
+        let watchlists =
+            crate::watch::validate(&raw.watchlist, named, &|span, key| self.at(span, key))?;
         Ok(Config {
             path: self.file.to_owned(),
+            jurisdictions,
             home,
             groups,
             geoip,
@@ -934,6 +1037,149 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// `[jurisdictions]`, remembered for the `@name`s of the lists that follow; the
+    /// built-in `domestic` is `[home] countries`.
+    fn jurisdictions(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+        domestic: &[CountryCode],
+    ) -> Result<BTreeMap<String, Vec<CountryCode>>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, list) in raw {
+            let key = format!("jurisdictions.{name}");
+            if !valid_name(name) || name == "domestic" {
+                return Err(ConfigError::JurisdictionName {
+                    at: self.at(&list.span(), key),
+                    name: name.clone(),
+                });
+            }
+            out.insert(name.clone(), self.countries(list.get_ref(), &key)?);
+        }
+        self.jurisdictions.clone_from(&out);
+        self.jurisdictions
+            .insert("domestic".to_owned(), domestic.to_vec());
+        Ok(out)
+    }
+
+    /// An `allow` or `deny` list: codes and `@jurisdiction`s, expanded; a code listed
+    /// twice keeps its first listing.
+    fn listed(&self, list: &[Spanned<String>], key: &str) -> Result<Vec<Listed>, ConfigError> {
+        let mut out: Vec<Listed> = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            let at = || self.at(&s.span(), format!("{key}[{i}]"));
+            let entries: Vec<Listed> = match s.get_ref().strip_prefix('@') {
+                Some(name) => {
+                    let Some(codes) = self.jurisdictions.get(name) else {
+                        return Err(ConfigError::UnknownJurisdiction {
+                            at: at(),
+                            name: name.to_owned(),
+                            known: self
+                                .jurisdictions
+                                .keys()
+                                .map(|k| format!("@{k}"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    };
+                    codes
+                        .iter()
+                        .map(|code| Listed {
+                            code: *code,
+                            via: Some(name.to_owned()),
+                        })
+                        .collect()
+                }
+                None => vec![Listed {
+                    code: CountryCode::parse_config(s.get_ref())
+                        .map_err(|source| ConfigError::Country { at: at(), source })?,
+                    via: None,
+                }],
+            };
+            for e in entries {
+                if !out.iter().any(|o| o.code == e.code) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A list of AS numbers, each 1..=2^32-1; repeats are dropped.
+    fn asn_list(&self, list: &[Spanned<i64>], key: &str) -> Result<Vec<u32>, ConfigError> {
+        let mut out: Vec<u32> = Vec::new();
+        for (i, v) in list.iter().enumerate() {
+            let value = *v.get_ref();
+            match u32::try_from(value) {
+                Ok(asn) if asn != 0 => {
+                    if !out.contains(&asn) {
+                        out.push(asn);
+                    }
+                }
+                _ => {
+                    return Err(ConfigError::OutOfRange {
+                        at: self.at(&v.span(), format!("{key}[{i}]")),
+                        value,
+                        min: 1,
+                        max: u32::MAX.into(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rules of `[home]` or a group (`prefix`): `[allow, deny]`,
+    /// `[allow_asns, deny_asns]` and `enforce`.
+    fn policy(
+        &self,
+        [allow, deny]: [&[Spanned<String>]; 2],
+        [allow_asns, deny_asns]: [&[Spanned<i64>]; 2],
+        enforce: bool,
+        prefix: &str,
+    ) -> Result<Policy, ConfigError> {
+        Ok(Policy {
+            allow: self.listed(allow, &format!("{prefix}.allow"))?,
+            allow_asns: self.asn_list(allow_asns, &format!("{prefix}.allow_asns"))?,
+            deny: self.listed(deny, &format!("{prefix}.deny"))?,
+            deny_asns: self.asn_list(deny_asns, &format!("{prefix}.deny_asns"))?,
+            enforce,
+        })
+    }
+
+    /// `[metrics] asns` and the policies' ASNs share the named ASN slots (and the watched
+    /// ASNs, which `watch::validate` adds to the set returned).
+    fn check_named_asns(
+        &self,
+        raw: &RawConfig,
+        metrics: &Metrics,
+    ) -> Result<BTreeSet<u32>, ConfigError> {
+        let mut named: BTreeSet<u32> = metrics.asns.iter().copied().collect();
+        let lists = [
+            ("home.allow_asns".to_owned(), &raw.home.allow_asns),
+            ("home.deny_asns".to_owned(), &raw.home.deny_asns),
+        ]
+        .into_iter()
+        .chain(raw.group.iter().enumerate().flat_map(|(gi, g)| {
+            [
+                (format!("group[{gi}].allow_asns"), &g.allow_asns),
+                (format!("group[{gi}].deny_asns"), &g.deny_asns),
+            ]
+        }));
+        for (key, list) in lists {
+            for (i, v) in list.iter().enumerate() {
+                // Already checked to be in range.
+                named.insert(u32::try_from(*v.get_ref()).unwrap_or(0));
+                if named.len() > MAX_NAMED_ASNS {
+                    return Err(ConfigError::TooManyNamedAsns {
+                        at: self.at(&v.span(), format!("{key}[{i}]")),
+                        max: MAX_NAMED_ASNS,
+                    });
+                }
+            }
+        }
+        Ok(named)
+    }
+
     fn groups(&self, raw: &[RawGroup]) -> Result<Vec<Group>, ConfigError> {
         if let Some(extra) = raw.get(MAX_GROUPS) {
             return Err(ConfigError::TooManyGroups {
@@ -949,11 +1195,7 @@ impl Ctx<'_> {
         for (gi, g) in raw.iter().enumerate() {
             let name = g.name.get_ref();
             let name_at = || self.at(&g.name.span(), format!("group[{gi}].name"));
-            let valid = (1..=32).contains(&name.len())
-                && name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !valid {
+            if !valid_name(name) {
                 return Err(ConfigError::GroupName {
                     at: name_at(),
                     name: name.clone(),
@@ -997,7 +1239,12 @@ impl Ctx<'_> {
             groups.push(Group {
                 name: name.clone(),
                 networks,
-                allow: self.countries(&g.allow, &format!("group[{gi}].allow"))?,
+                policy: self.policy(
+                    [&g.allow, &g.deny],
+                    [&g.allow_asns, &g.deny_asns],
+                    g.enforce,
+                    &format!("group[{gi}]"),
+                )?,
             });
         }
         Ok(groups)
@@ -1324,6 +1571,14 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether `name` is a valid group or jurisdiction name: `[a-z0-9_-]{1,32}`.
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// The key path (`group[1].networks[0]`) of the innermost key or value in
 /// `table` whose span holds `span`; empty if none does.
 fn key_path(table: &toml::de::DeTable<'_>, span: &Range<usize>) -> String {
@@ -1478,7 +1733,7 @@ log = "events.jsonl"
         );
         assert_eq!(c.groups.len(), 2, "groups");
         assert_eq!(c.groups[0].name, "phones");
-        assert_eq!(c.groups[1].allow, vec![], "default allow");
+        assert_eq!(c.groups[1].policy, Policy::default(), "default policy");
         assert_eq!(c.inside_networks().count(), 5, "inside = home + groups");
         assert_eq!(
             c.geoip.sources,
@@ -1610,6 +1865,134 @@ log = "events.jsonl"
         assert_err(
             &format!("{HOME}[metrics]\nasns = [{}]\n", many.join(", ")),
             &["metrics.asns[255]: at most 255 AS numbers may have per-ASN counters"],
+        );
+    }
+
+    #[test]
+    fn policies_parse_with_jurisdictions_and_defaults() {
+        let c = parse(
+            "[jurisdictions]\neu = [\"DE\", \"fr\"]\nempty = []\n\
+             [home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n\
+             allow = [\"@eu\", \"DE\", \"SG\"]\ndeny_asns = [4134, 4134]\n\
+             [[group]]\nname = \"phones\"\nnetworks = [\"192.0.2.0/26\"]\n\
+             allow = [\"@domestic\"]\nallow_asns = [13335]\ndeny = [\"@eu\", \"CN\"]\nenforce = true\n\
+             [[group]]\nname = \"laptops\"\nnetworks = [\"192.0.2.64/26\"]\n",
+        )
+        .expect("valid");
+        let code = |s: &str| CountryCode::parse_config(s).expect("code");
+        let listed = |s: &str, via: Option<&str>| Listed {
+            code: code(s),
+            via: via.map(str::to_owned),
+        };
+        assert_eq!(c.jurisdictions["eu"], [code("DE"), code("FR")]);
+        assert_eq!(c.jurisdictions["empty"], [] as [CountryCode; 0]);
+        assert!(
+            !c.jurisdictions.contains_key("domestic"),
+            "built in, not listed"
+        );
+        let home = &c.home.policy;
+        assert_eq!(
+            home.allow,
+            [
+                listed("DE", Some("eu")),
+                listed("FR", Some("eu")),
+                listed("SG", None)
+            ],
+            "expanded in order; a code listed again keeps its first listing"
+        );
+        assert_eq!(home.deny_asns, [4134], "repeats dropped");
+        assert!(!home.enforce);
+        let phones = &c.groups[0].policy;
+        assert_eq!(phones.allow, [listed("IN", Some("domestic"))]);
+        assert_eq!(phones.allow_asns, [13335]);
+        assert_eq!(
+            phones.deny,
+            [
+                listed("DE", Some("eu")),
+                listed("FR", Some("eu")),
+                listed("CN", None)
+            ]
+        );
+        assert!(phones.enforce);
+        assert_eq!(
+            c.groups[1].policy,
+            Policy::default(),
+            "everything defaults off"
+        );
+    }
+
+    #[test]
+    fn policy_errors_name_file_line_and_key() {
+        assert_err(
+            &format!(
+                "{HOME}[[group]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\n\
+                 allow = [\"SG\"]\ndeny = [\"CN\",\n  \"@sanctioned\"]\n"
+            ),
+            &[
+                "config.toml:8: group[0].deny[1]: unknown jurisdiction \"@sanctioned\" (defined: @domestic)",
+            ],
+        );
+        assert_err(
+            &format!("[jurisdictions]\neu = [\"DE\"]\n{HOME}allow = [\"@eux\"]\n"),
+            &[
+                "config.toml:5: home.allow[0]: unknown jurisdiction \"@eux\" (defined: @domestic, @eu)",
+            ],
+        );
+        assert_err(
+            &format!("[jurisdictions]\neu = [\"DE\", \"XZ\"]\n{HOME}"),
+            &["config.toml:2: jurisdictions.eu[1]: XZ is not an ISO 3166-1 alpha-2 code"],
+        );
+        assert_err(
+            &format!("[jurisdictions]\ndomestic = [\"DE\"]\n{HOME}"),
+            &[
+                "config.toml:2: jurisdictions.domestic: \"domestic\" is not a valid jurisdiction name",
+            ],
+        );
+        assert_err(
+            &format!("[jurisdictions]\n\"E U\" = [\"DE\"]\n{HOME}"),
+            &["config.toml:2: jurisdictions.E U: \"E U\" is not a valid jurisdiction name"],
+        );
+        assert_err(
+            &format!("{HOME}deny_asns = [1, 0]\n"),
+            &["config.toml:3: home.deny_asns[1]: 0 is out of range (must be 1..=4294967295)"],
+        );
+        assert_err(
+            &format!(
+                "{HOME}[[group]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\nallow_asns = [-5]\n"
+            ),
+            &["config.toml:6: group[0].allow_asns[0]: -5 is out of range"],
+        );
+        assert_err(
+            &format!("{HOME}enforce = true\n"),
+            &["config.toml:3: home.enforce: unknown field `enforce`"],
+        );
+        assert_err(
+            &format!(
+                "{HOME}[[group]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\nenforce = \"yes\"\n"
+            ),
+            &["config.toml:6: group[0].enforce: invalid type"],
+        );
+    }
+
+    #[test]
+    fn policy_asns_and_metrics_asns_share_255_named_slots() {
+        let list =
+            |r: std::ops::Range<u32>| r.map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+        // 200 counted + 55 others named by policies (some shared): 255 fit.
+        let fits = format!(
+            "{HOME}allow_asns = [{}]\n[[group]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\n\
+             deny_asns = [{}]\n[metrics]\nasns = [{}]\n",
+            list(150..230),
+            list(190..256),
+            list(1..201)
+        );
+        parse(&fits).expect("255 distinct ASNs fit");
+        let over = fits.replace("deny_asns = [190", "deny_asns = [9999, 190");
+        assert_err(
+            &over,
+            &[
+                "config.toml:7: group[0].deny_asns[66]: [metrics] asns and the policies' allow_asns and deny_asns name more than 255 distinct AS numbers",
+            ],
         );
     }
 

@@ -166,10 +166,8 @@ pub async fn run(
 
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                sink.drain(guard.get_inner_mut(), &labels);
-                guard.clear_ready();
+            drained = sink.drain_when_ready(&mut ring, &labels) => {
+                drained?;
             }
             _ = drain_tick.tick() => {
                 sink.drain(ring.get_mut(), &labels);
@@ -375,6 +373,26 @@ impl EventSink {
             decode_errors: dm.event_errors.with_label_values(&["decode"]),
             log_errors: dm.event_errors.with_label_values(&["log_write"]),
         }
+    }
+
+    /// Waits until the kernel wakes the ring buffer's reader, then drains the ring; returns
+    /// how many records there were.
+    ///
+    /// Readiness is cleared *before* the drain, so a wakeup that arrives while draining
+    /// stays pending for the next call. Clearing it after the drain would lose such a
+    /// wakeup, and below `wakeup_bytes` of unread data the kernel does not wake the reader
+    /// again.
+    ///
+    /// # Errors
+    /// When polling the ring buffer's fd fails.
+    pub async fn drain_when_ready(
+        &mut self,
+        ring: &mut AsyncFd<RingBuf<MapData>>,
+        labels: &RwLock<Labels>,
+    ) -> std::io::Result<u64> {
+        let mut guard = ring.readable_mut().await?;
+        guard.clear_ready();
+        Ok(self.drain(guard.get_inner_mut(), labels))
     }
 
     /// Drains every record in the ring; returns how many there were.

@@ -145,6 +145,8 @@ pub struct FlowRecord {
     pub country: String,
     pub asn: u32,
     pub verdict: Verdict,
+    /// The policy rule that decided the verdict, e.g. `group phones: deny @sanctioned (CN)`.
+    pub rule: String,
     /// The watch entry the flow is attributed to, as `watchlist/entry`, or null.
     pub watch: Option<String>,
     pub packets: u64,
@@ -174,6 +176,7 @@ impl FlowRecord {
             country: labels.country(u32::from(st.country)),
             asn: st.asn,
             verdict: Verdict::try_from(u32::from(st.verdict)).unwrap_or(Verdict::Unknown),
+            rule: labels.rule(st.rule).to_owned(),
             watch: crate::watch::slot_name(&labels.watch, u32::from(st.watch)),
             packets: st.packets_out + st.packets_in,
             bytes: st.bytes_out + st.bytes_in,
@@ -351,6 +354,7 @@ mod tests {
             group: 1,
             country: 2,
             verdict: 3,
+            rule: 1,
             ..FlowState::default()
         };
         FlowEvent {
@@ -378,6 +382,10 @@ mod tests {
                 Some("CN".parse().expect("CN")),
             ],
             asns: vec![0],
+            rules: vec![
+                crate::policy::RULE_UNKNOWN.into(),
+                "group phones: deny @sanctioned (CN)".into(),
+            ],
             watch: Vec::new(),
         }
     }
@@ -395,6 +403,7 @@ mod tests {
             ("phones", "CN", Verdict::Violation)
         );
         assert_eq!((r.packets, r.bytes), (4, 360));
+        assert_eq!(r.rule, "group phones: deny @sanctioned (CN)");
     }
 
     #[test]
@@ -452,6 +461,7 @@ mod tests {
         assert_eq!(lines[0]["event"], "flow_start");
         assert_eq!(lines[1]["event"], "flow_end");
         assert_eq!(lines[0]["country"], "CN");
+        assert_eq!(lines[0]["rule"], "group phones: deny @sanctioned (CN)");
         assert_eq!(lines[0]["bytes"], 360);
         assert_eq!(lines[0]["v"], 1);
     }

@@ -10,6 +10,7 @@ pub mod ebpf;
 pub mod events;
 pub mod geoip;
 pub mod metrics;
+pub mod policy;
 pub mod reload;
 pub mod replay;
 pub mod tables;

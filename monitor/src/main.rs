@@ -2,7 +2,7 @@
 
 mod inspect;
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,7 +10,7 @@ use monitor::{
     config::Config,
     daemon, error_chain,
     geoip::GeoDb,
-    load_monitor, replay,
+    load_monitor, policy, replay,
     tables::{self, Verdict},
     watch,
 };
@@ -21,7 +21,8 @@ use tracing_subscriber::EnvFilter;
 /// Classifies every packet that leaves (or enters) the configured home networks by the
 /// remote country, the inside device group and a data-localisation policy, counts it in
 /// the kernel at line rate, tracks the flows that break the policy, and exports it all
-/// as Prometheus metrics and a JSON event log. It never drops or delays traffic.
+/// as Prometheus metrics and a JSON event log. It never drops or delays traffic, except
+/// the violation packets of groups whose policy says `enforce = true`.
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
@@ -64,7 +65,8 @@ enum Command {
         captures: Vec<PathBuf>,
     },
     /// Print the classification of addresses: inside (and which group) or remote (its
-    /// country, and the verdict for traffic from each group).
+    /// country and ASN, and for traffic from each group the verdict, the policy rule that
+    /// decided it, and whether the group's enforcement drops it).
     Lookup {
         #[arg(long, short)]
         config: PathBuf,
@@ -208,20 +210,26 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
     let asn = location
         .asn
         .map_or_else(|| "AS?".to_owned(), |n| format!("AS{n}"));
-    let mut verdicts = vec![format!(
-        "{}={}",
-        tables::UNGROUPED,
-        tables::verdict(config, 0, country)
-    )];
-    for (i, g) in config.groups.iter().enumerate() {
-        let v: Verdict = tables::verdict(config, i as u32 + 1, country);
-        verdicts.push(format!("{}={v}", g.name));
+    let mut out = format!("{addr}: remote, country {name}, asn {asn}");
+    let names =
+        std::iter::once(tables::UNGROUPED).chain(config.groups.iter().map(|g| g.name.as_str()));
+    for (slot, group) in (0u32..).zip(names) {
+        let d = policy::decide(config, slot, country, location.asn);
+        let dropped = if d.verdict == Verdict::Violation && config.scope(slot).policy.enforce {
+            ", dropped"
+        } else {
+            ""
+        };
+        let _ = write!(out, "\n  from {group}: {}{dropped} ({})", d.verdict, d.rule);
     }
-    format!(
-        "{addr}: remote, country {name}, asn {asn}; verdict from {}; watch {}",
-        verdicts.join(" "),
-        watch_hit(config, addr, location.asn)
-    )
+    if !config.watchlists.is_empty() {
+        let _ = write!(
+            out,
+            "\n  watch {}",
+            watch_hit(config, addr, location.asn)
+        );
+    }
+    out
 }
 
 /// The watch entry the kernel attributes `addr` to by prefix or ASN (DNS-learned

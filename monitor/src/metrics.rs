@@ -51,6 +51,7 @@ struct Templates {
     asn_bytes: IntCounterVec,
     frames: IntCounterVec,
     kernel_events: IntCounterVec,
+    policy_drops: IntCounterVec,
     watch_packets: IntCounterVec,
     watch_bytes: IntCounterVec,
 }
@@ -91,6 +92,11 @@ impl Templates {
                 "Anomalies and events counted by the kernel program (malformed transport headers, fragments, extension header limit, ring buffer drops, flow table insert failures, ...).",
                 &["event"],
             ),
+            policy_drops: vec(
+                "exfilmon_policy_drops_total",
+                "Violation packets by source group: dropped by a group with enforce = true (mode dropped), or passed by a group without it (mode dry_run, what enforcing would have dropped).",
+                &["group", "mode"],
+            ),
             watch_packets: vec(
                 "exfilmon_watchlist_packets_total",
                 "Classified packets to and from watchlist entries (prefixes, ASNs, DNS-learned addresses of domains), by watchlist, entry, source group and direction.",
@@ -127,6 +133,7 @@ impl Collector for KernelCollector {
             &t.asn_bytes,
             &t.frames,
             &t.kernel_events,
+            &t.policy_drops,
             &t.watch_packets,
             &t.watch_bytes,
         ]
@@ -206,6 +213,11 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
         // Every reason is exported, zeros included: an error counter exists from the start.
         family.with_label_values(&[name]).inc_by(value);
     }
+    crate::policy::drop_series(counters, labels, |group, mode, packets| {
+        t.policy_drops
+            .with_label_values(&[group, mode])
+            .inc_by(packets);
+    });
     [
         t.packets,
         t.bytes,
@@ -213,6 +225,7 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
         t.asn_bytes,
         t.frames,
         t.kernel_events,
+        t.policy_drops,
         t.watch_packets,
         t.watch_bytes,
     ]
@@ -465,6 +478,7 @@ mod tests {
             groups: vec!["ungrouped".into(), "phones".into()],
             countries: vec![None, Some("CN".parse().expect("CN"))],
             asns: vec![0, 4134],
+            rules: Vec::new(),
             watch: Vec::new(),
         };
         let counters = Counters {
@@ -484,6 +498,13 @@ mod tests {
                 },
             )],
             reasons: vec![7; 32],
+            policy_drops: vec![(
+                monitor_common::policy::drop_index(1, monitor_common::policy::MODE_DROPPED),
+                ClassCounter {
+                    packets: 5,
+                    bytes: 500,
+                },
+            )],
         };
         let registry = Registry::new();
         let fams = families(&counters, &labels);
@@ -511,6 +532,22 @@ mod tests {
             text.contains(r#"exfilmon_kernel_events_total{event="ringbuf_dropped"} 7"#),
             "{text}"
         );
+        assert!(
+            text.contains(r#"exfilmon_kernel_events_total{event="policy_dropped"} 7"#),
+            "{text}"
+        );
+        // Every group has both modes from the start; only the counted one is non-zero.
+        for (group, mode, value) in [
+            ("phones", "dropped", 5),
+            ("phones", "dry_run", 0),
+            ("ungrouped", "dropped", 0),
+            ("ungrouped", "dry_run", 0),
+        ] {
+            let line = format!(
+                "exfilmon_policy_drops_total{{group=\"{group}\",mode=\"{mode}\"}} {value}\n"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]

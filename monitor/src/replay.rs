@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt::Write as _,
     fs::File,
     io::{BufReader, Read as _},
     path::{Path, PathBuf},
@@ -21,6 +22,9 @@ use crate::{
     events::{self, FlowRecord},
     tables::{Direction, Labels, Verdict},
 };
+
+/// `XDP_DROP`: what the program returns for a packet an enforcing group drops.
+const XDP_DROP: u32 = 1;
 
 /// Frames shorter than an Ethernet header are counted, not run (the test run refuses them).
 pub const MIN_FRAME: usize = 14;
@@ -73,6 +77,15 @@ pub struct Aggregate {
     pub bytes: u64,
 }
 
+/// Violation packets of one group: dropped by its enforcement, or dry run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyDrops {
+    pub group: String,
+    /// `dropped` or `dry_run`, as `exfilmon_policy_drops_total` names them.
+    pub mode: String,
+    pub packets: u64,
+}
+
 /// What `replay` prints.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -84,6 +97,10 @@ pub struct Report {
     pub aggregates: Vec<Aggregate>,
     /// Flows the daemon would have reported (violations), with their final totals.
     pub flows: Vec<FlowRecord>,
+    /// Frames the program returned `XDP_DROP` for (violations of enforcing groups).
+    pub dropped: u64,
+    /// The policy drop counters of every group, zeros included.
+    pub policy_drops: Vec<PolicyDrops>,
     /// Kernel counters by name, plus the replay's own (`short_frames`, `clipped_frames`).
     pub counters: BTreeMap<String, u64>,
     /// Watchlist hits: `{watchlist, entry, group, direction, packets, bytes}`.
@@ -119,6 +136,7 @@ pub fn run(
     let mut frames = 0u64;
     let mut short = 0u64;
     let mut clipped = 0u64;
+    let mut dropped = 0u64;
     for path in captures {
         for_each_frame(path, |index, frame| {
             frames += 1;
@@ -132,13 +150,16 @@ pub fn run(
             } else {
                 frame
             };
-            monitor
+            let out = monitor
                 .test_run(monitor_common::programs::XDP, data)
                 .map_err(|source| ReplayError::Run {
                     path: path.clone(),
                     frame: index,
                     source,
                 })?;
+            if out.action == XDP_DROP {
+                dropped += 1;
+            }
             // Drain after every frame: events keep their order and the ring never fills.
             while let Some(item) = events.next() {
                 match events::decode_record(&item) {
@@ -207,6 +228,14 @@ pub fn run(
             )
         })
         .collect();
+    let mut policy_drops = Vec::new();
+    crate::policy::drop_series(&counters, labels, |group, mode, packets| {
+        policy_drops.push(PolicyDrops {
+            group: group.to_owned(),
+            mode: mode.to_owned(),
+            packets,
+        });
+    });
     *by_name.entry("malformed_l2".to_owned()).or_default() += short;
     by_name.insert("short_frames".to_owned(), short);
     by_name.insert("clipped_frames".to_owned(), clipped);
@@ -217,6 +246,8 @@ pub fn run(
         bytes: aggregates.iter().map(|a| a.bytes).sum(),
         aggregates,
         flows,
+        dropped,
+        policy_drops,
         counters: by_name,
         watch,
     })
@@ -349,7 +380,7 @@ pub fn table(report: &Report) -> String {
     if !report.flows.is_empty() {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED).set_header([
-            "src", "dst", "proto", "sport", "dport", "group", "country", "packets", "bytes",
+            "src", "dst", "proto", "sport", "dport", "group", "country", "rule", "packets", "bytes",
         ]);
         for fl in &report.flows {
             t.add_row([
@@ -360,12 +391,27 @@ pub fn table(report: &Report) -> String {
                 fl.dport.to_string(),
                 fl.group.clone(),
                 fl.country.clone(),
+                fl.rule.clone(),
                 fl.packets.to_string(),
                 fl.bytes.to_string(),
             ]);
         }
         out.push_str("\n\nviolation flows\n");
         out.push_str(&t.to_string());
+    }
+    let drops: Vec<String> = report
+        .policy_drops
+        .iter()
+        .filter(|d| d.packets != 0)
+        .map(|d| format!("{} {}={}", d.group, d.mode, d.packets))
+        .collect();
+    if !drops.is_empty() {
+        let _ = write!(
+            out,
+            "\n\npolicy: {} frames dropped; {}",
+            report.dropped,
+            drops.join(", ")
+        );
     }
     out.push_str("\n\ncounters: ");
     let nonzero: Vec<String> = report

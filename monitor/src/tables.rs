@@ -1,5 +1,5 @@
 //! From config and GeoIP data to the kernel's tables: group slots, country slots, the
-//! policy (verdict of every group × country), and the label names the metrics use.
+//! policy (see `policy`), and the label names the metrics use.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use monitor_common::{
     class::{
         COUNTRY_SLOTS, GROUP_UNGROUPED, MAX_GROUPS, NAMED_ASN_SLOTS, VERDICT_ALLOWED,
-        VERDICT_DOMESTIC, VERDICT_UNKNOWN, VERDICT_VIOLATION, policy_index,
+        VERDICT_DOMESTIC, VERDICT_UNKNOWN, VERDICT_VIOLATION,
     },
     geo::{ASN_SLOTS_MAX, inside, location},
 };
@@ -21,6 +21,7 @@ use crate::{
     country::CountryCode,
     ebpf::{GeoTables, Tables},
     geoip::{GeoDb, Location, coalesce, merge_under},
+    policy::{self, PolicyError},
     tier6::{Tier6, TooManyWords},
 };
 
@@ -49,10 +50,13 @@ pub enum TablesError {
     )]
     TooManyWatchSlots { max: usize },
     #[error(
-        "more than {max} AS numbers named in [metrics] asns since the daemon started; an \
-         ASN removed by a reload keeps its slot until a restart, so restart to apply this config"
+        "more than {max} AS numbers named in [metrics] asns, the policies and the watchlists \
+         since the daemon started; an ASN removed by a reload keeps its slot until a restart, \
+         so restart to apply this config"
     )]
     TooManyNamedAsns { max: u32 },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error(transparent)]
     Ipv6Table(#[from] TooManyWords),
 }
@@ -152,6 +156,8 @@ pub struct Labels {
     /// AS number by ASN slot; slot 0 is unknown, and the named slots
     /// (`1..NAMED_ASN_SLOTS`) that no ASN holds are 0 too.
     pub asns: Vec<u32>,
+    /// Policy rule names by rule id (see `policy`).
+    pub rules: Vec<String>,
     /// (watchlist, entry) name by watch entry slot; slot 0 is unused (`watch::entry_slots`).
     pub watch: Vec<(String, String)>,
 }
@@ -195,6 +201,16 @@ impl Labels {
             .len()
     }
 
+    /// The name of a policy rule id.
+    #[must_use]
+    pub fn rule(&self, id: u16) -> &str {
+        match self.rules.get(usize::from(id)) {
+            Some(name) => name,
+            None if id == 0 => policy::RULE_UNKNOWN,
+            None => "unnamed rule",
+        }
+    }
+
     #[must_use]
     pub fn country(&self, slot: u32) -> String {
         match self.countries.get(slot as usize) {
@@ -209,30 +225,6 @@ impl Labels {
 pub struct Plan {
     pub tables: Tables,
     pub labels: Labels,
-}
-
-/// The verdict for traffic between an inside address of `group` (0 = ungrouped) and a
-/// remote address in `country`.
-#[must_use]
-pub fn verdict(config: &Config, group: u32, country: Option<CountryCode>) -> Verdict {
-    let Some(country) = country else {
-        return Verdict::Unknown;
-    };
-    if config.home.countries.contains(&country) {
-        return Verdict::Domestic;
-    }
-    let allow = match group {
-        GROUP_UNGROUPED => &config.home.allow,
-        slot => config
-            .groups
-            .get(slot as usize - 1)
-            .map_or(&config.home.allow, |g| &g.allow),
-    };
-    if allow.contains(&country) {
-        Verdict::Allowed
-    } else {
-        Verdict::Violation
-    }
 }
 
 /// The group slot and name of an inside address, or `None` for a remote one. The most
@@ -274,9 +266,9 @@ pub fn plan_after(
 
     let mut codes: BTreeSet<CountryCode> = geo.countries();
     codes.extend(config.home.countries.iter().copied());
-    codes.extend(config.home.allow.iter().copied());
+    codes.extend(config.home.policy.codes());
     for g in &config.groups {
-        codes.extend(g.allow.iter().copied());
+        codes.extend(g.policy.codes());
     }
     // Slot 0 is unknown; earlier slots keep their codes, the new codes follow in order.
     let mut countries: Vec<Option<CountryCode>> =
@@ -308,24 +300,13 @@ pub fn plan_after(
     let (v4, v6) = address_ranges(config, geo, &slot_of_group, word);
     let v6_table = Tier6::build(&v6)?;
 
-    let mut policy = Vec::with_capacity(groups.len() * countries.len());
-    for (g, name) in groups.iter().enumerate() {
-        // The group's position in the config (`verdict` numbering); a group that left the
-        // config has no addresses any more and falls back to the home policy.
-        let in_config = if g == 0 {
-            GROUP_UNGROUPED
-        } else {
-            config
-                .groups
-                .iter()
-                .position(|c| c.name == *name)
-                .map_or(u32::MAX, |i| i as u32 + 1)
-        };
-        for (slot, code) in countries.iter().enumerate() {
-            let v = verdict(config, in_config, *code);
-            policy.push((policy_index(g as u32, slot as u32), v.code() as u8));
-        }
-    }
+    let policy = policy::tables(
+        config,
+        &groups,
+        &countries,
+        &asns,
+        previous.map(|p| p.rules.as_slice()),
+    )?;
     let country_codes = countries
         .iter()
         .enumerate()
@@ -344,13 +325,15 @@ pub fn plan_after(
                     .map(|(i, a)| (i as u32, *a))
                     .collect(),
             },
-            policy,
+            policy: policy.country,
+            policy_asn: policy.asn,
             country_codes,
         },
         labels: Labels {
             groups,
             countries,
             asns,
+            rules: policy.rules,
             watch: crate::watch::entry_slots(
                 &config.watchlists,
                 previous.map(|p| p.watch.as_slice()),
@@ -383,8 +366,9 @@ fn group_slots(config: &Config, previous: Option<&Labels>) -> Result<Vec<String>
 /// ASN slots: the AS number of each slot (0 = free or unknown), and the slot the address
 /// words use for each AS number.
 ///
-/// Slots `1..NAMED_ASN_SLOTS` hold the ASNs that `[metrics] asns` names (the kernel keeps
-/// per-ASN counters for these slots only); the ASNs of the GeoIP data take slots from
+/// Slots `1..NAMED_ASN_SLOTS` hold the ASNs that `[metrics] asns` and the policies name
+/// (the kernel keeps per-ASN counters and ASN rules for these slots only); the ASNs of
+/// the GeoIP data take slots from
 /// `NAMED_ASN_SLOTS` up. Named ASNs are looked up by their named slot, the others by their
 /// data slot, so an ASN that leaves the list stops being counted on its own.
 fn asn_slots(
@@ -659,18 +643,75 @@ mod slot_tests {
                 .position(|c| c.is_some_and(|c| c.to_string() == code))
                 .expect("slot") as u32
         };
-        let policy: HashMap<u32, u8> = plan2.tables.policy.iter().copied().collect();
+        let policy: HashMap<u32, u32> = plan2.tables.policy.iter().copied().collect();
+        let verdict = |g: u32, code: &str| {
+            monitor_common::policy::verdict(
+                policy[&monitor_common::class::policy_index(g, slot(code))],
+            )
+        };
+        assert_eq!(verdict(2, "SG"), Verdict::Allowed.code());
+        assert_eq!(verdict(3, "CN"), Verdict::Allowed.code());
+        assert_eq!(verdict(2, "CN"), Verdict::Violation.code());
+    }
+
+    #[test]
+    fn policy_asns_take_named_slots_and_rules_keep_their_ids_across_reloads() {
+        use monitor_common::policy::{asn_index, rule};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let geo = geo(dir.path());
+        let with_rules = |deny: &str, allow: &str| {
+            let mut c = config(dir.path(), &[("phones", "192.0.2.0/26", "")], "64501");
+            c.groups[0].policy.deny_asns = vec![deny.parse().expect("asn")];
+            c.groups[0].policy.allow_asns = vec![allow.parse().expect("asn")];
+            c
+        };
+        let b = Ipv4Addr::new(203, 0, 113, 40); // AS64501, counted and ruled
+        let c = Ipv4Addr::new(203, 0, 113, 70); // AS64502
+        let a = Ipv4Addr::new(203, 0, 113, 10); // AS64500
+
+        let plan1 = plan(&with_rules("64502", "64500"), &geo).expect("plan");
+        assert_eq!(&plan1.labels.asns[..4], [0, 64501, 64502, 64500]);
         assert_eq!(
-            policy[&policy_index(2, slot("SG"))],
-            Verdict::Allowed.code() as u8
+            asn_slot(word(&plan1, c)),
+            2,
+            "a denied ASN takes a named slot"
+        );
+        assert_eq!(asn_slot(word(&plan1, a)), 3, "an allowed one too");
+        assert_eq!(asn_slot(word(&plan1, b)), 1);
+        let words: HashMap<u32, u32> = plan1.tables.policy_asn.iter().copied().collect();
+        let name = |p: &Plan, w: u32| p.labels.rule(rule(w)).to_owned();
+        assert_eq!(
+            name(&plan1, words[&asn_index(1, 2)]),
+            "group phones: deny_asns 64502"
         );
         assert_eq!(
-            policy[&policy_index(3, slot("CN"))],
-            Verdict::Allowed.code() as u8
+            name(&plan1, words[&asn_index(1, 3)]),
+            "group phones: allow_asns 64500"
+        );
+        assert_eq!(words[&asn_index(1, 1)], 0, "counted, not ruled");
+        assert_eq!(
+            words[&asn_index(0, 2)],
+            0,
+            "not a rule of ungrouped addresses"
+        );
+
+        // Reload with the roles swapped: slots stay, the old rules keep their ids (their
+        // names stay valid for flows already tracked), the words follow the new config.
+        let plan2 =
+            plan_after(&with_rules("64500", "64502"), &geo, Some(&plan1.labels)).expect("plan");
+        assert_eq!(&plan2.labels.asns[..4], [0, 64501, 64502, 64500]);
+        assert_eq!(
+            plan2.labels.rules[..plan1.labels.rules.len()],
+            plan1.labels.rules[..]
+        );
+        let words: HashMap<u32, u32> = plan2.tables.policy_asn.iter().copied().collect();
+        assert_eq!(
+            name(&plan2, words[&asn_index(1, 2)]),
+            "group phones: allow_asns 64502"
         );
         assert_eq!(
-            policy[&policy_index(2, slot("CN"))],
-            Verdict::Violation.code() as u8
+            name(&plan2, words[&asn_index(1, 3)]),
+            "group phones: deny_asns 64500"
         );
     }
 

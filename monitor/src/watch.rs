@@ -155,7 +155,10 @@ pub enum WatchConfigError {
     TooWide(IpNet),
     #[error("{0} is out of range (must be 1..=4294967295)")]
     Asn(i64),
-    #[error("watched and [metrics] AS numbers together exceed the {0} named ASN slots")]
+    #[error(
+        "[metrics] asns, the policies' allow_asns and deny_asns and the watched AS numbers \
+         together exceed the {0} named ASN slots"
+    )]
     TooManyAsns(usize),
     #[error("{0:?} is not a domain name or *.suffix pattern")]
     Domain(String),
@@ -164,10 +167,10 @@ pub enum WatchConfigError {
 }
 
 /// Validates the `[[watchlist]]` tables. `at` makes a location of a span and key path;
-/// `metrics_asns` are the ASNs that already hold named slots.
+/// `named` are the ASNs that already hold named slots (`[metrics]` and the policies').
 pub(crate) fn validate(
     raw: &[RawWatchlist],
-    metrics_asns: &[u32],
+    mut named: BTreeSet<u32>,
     at: &dyn Fn(&Range<usize>, String) -> Box<Location>,
 ) -> Result<Vec<Watchlist>, ConfigError> {
     let err = |span: &Range<usize>, key: String, problem| ConfigError::Watchlist {
@@ -176,7 +179,6 @@ pub(crate) fn validate(
     };
     let mut out: Vec<Watchlist> = Vec::new();
     let mut entries = 0usize;
-    let mut named: BTreeSet<u32> = metrics_asns.iter().copied().collect();
     for (w, r) in raw.iter().enumerate() {
         let key = |k: &str| format!("watchlist[{w}].{k}");
         let name = r.name.get_ref();

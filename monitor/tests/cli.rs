@@ -128,3 +128,91 @@ fn geoip_inspect_prints_each_source_and_its_ranges() {
         "{stdout}"
     );
 }
+
+#[test]
+fn lookup_names_the_deciding_rule_and_the_drop_for_each_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/lab/geoip.csv");
+    let path = dir.path().join("exfilmon.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[jurisdictions]\nsanctioned = [\"CN\"]\n\
+             [home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n\
+             [[group]]\nname = \"phones\"\nnetworks = [\"192.0.2.0/26\"]\n\
+             allow = [\"SG\"]\ndeny = [\"@sanctioned\"]\nenforce = true\n\
+             [geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}]\n"
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
+        .args(["lookup", "--config"])
+        .arg(&path)
+        .args(["203.0.113.10", "203.0.113.70", "192.0.2.10"])
+        .output()
+        .expect("run exfilmon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "203.0.113.10: remote, country CN, asn AS?\n\
+         \x20 from ungrouped: violation (default: not allowed)\n\
+         \x20 from phones: violation, dropped (group phones: deny @sanctioned (CN))\n\
+         203.0.113.70: remote, country SG, asn AS?\n\
+         \x20 from ungrouped: violation (default: not allowed)\n\
+         \x20 from phones: allowed (group phones: allow SG)\n\
+         192.0.2.10: inside, group phones\n"
+    );
+}
+
+#[test]
+fn lookup_names_the_watch_entry_by_prefix_then_asn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/lab/geoip.csv");
+    let asn = dir.path().join("ip2asn.tsv");
+    std::fs::write(&asn, "203.0.113.32\t203.0.113.63\t64501\tCN\tEXAMPLE-B\n").expect("write");
+    let path = dir.path().join("exfilmon.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n\
+             [geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}, \
+             {{ format = \"iptoasn\", path = \"{}\" }}]\n\
+             [[watchlist]]\nname = \"xiaomi\"\nprefixes = [\"198.51.100.0/25\", \"198.51.100.0/26\"]\n\
+             asns = [64501]\ndomains = [\"*.xiaomi.com\"]\n",
+            asn.display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
+        .args(["lookup", "--config"])
+        .arg(&path)
+        .args(["198.51.100.10", "198.51.100.100", "203.0.113.40", "203.0.113.70"])
+        .output()
+        .expect("run exfilmon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let watch: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("  watch "))
+        .collect();
+    // The longest prefix decides; an ASN counts only where no prefix covers the address.
+    assert_eq!(
+        watch,
+        [
+            "xiaomi/198.51.100.0/26 (prefix)",
+            "xiaomi/198.51.100.0/25 (prefix)",
+            "xiaomi/AS64501 (asn)",
+            "none",
+        ],
+        "{stdout}"
+    );
+}

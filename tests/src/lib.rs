@@ -103,6 +103,26 @@ pub fn write_config(dir: &Path, text: &str) -> monitor::config::Config {
         .unwrap_or_else(|e| panic!("config: {}", monitor::error_chain(&e)))
 }
 
+/// Runs `exfilmon replay --format json --config CONFIG CAPTURES...` and returns its report.
+///
+/// # Panics
+/// When replay cannot run, fails, or prints no JSON.
+#[must_use]
+pub fn replay_json(config: &Path, captures: &[&Path]) -> serde_json::Value {
+    let out = std::process::Command::new(exfilmon_bin())
+        .args(["replay", "--format", "json", "--config"])
+        .arg(config)
+        .args(captures)
+        .output()
+        .expect("exfilmon replay");
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("replay JSON")
+}
+
 /// Writes a benchmark's results as pretty JSON to `path` (creating its directory) and
 /// says where.
 ///

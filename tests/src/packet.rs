@@ -10,6 +10,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use monitor_common::flow::{FAMILY_V4, FlowKey};
+
 pub const ICMP: u8 = 1;
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -173,4 +175,19 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
 #[must_use]
 pub fn icmp(kind: u8, code: u8) -> Vec<u8> {
     vec![kind, code, 0, 0, 0, 1, 0, 1]
+}
+
+/// The flow table key of an IPv4 flow, from the inside's point of view.
+#[must_use]
+pub fn v4_key(inside: Ipv4Addr, remote: Ipv4Addr, proto: u8, iport: u16, rport: u16) -> FlowKey {
+    let mut k = FlowKey {
+        proto,
+        family: FAMILY_V4,
+        inside_port: iport,
+        remote_port: rport,
+        ..FlowKey::default()
+    };
+    k.inside[..4].copy_from_slice(&inside.octets());
+    k.remote[..4].copy_from_slice(&remote.octets());
+    k
 }

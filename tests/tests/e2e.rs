@@ -14,9 +14,8 @@ use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Durati
 use exfilmon_tests::{
     Capture, Lab, Node, Prometheus,
     daemon::{Daemon, Metrics},
-    exfilmon_bin,
     lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
-    promtool_check_metrics, require_root, scenario,
+    promtool_check_metrics, replay_json, require_root, scenario,
     traffic::{udp_burst, udp_sink},
 };
 use nix::sys::signal::Signal;
@@ -99,18 +98,7 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
     assert!(metrics.sum("exfilmon_bytes_total", &download) > sent.download.response_bytes as f64);
 
     // 2. The capture, replayed through the same kernel program, gives the same aggregates.
-    let out = Command::new(exfilmon_bin())
-        .args(["replay", "--format", "json", "--config"])
-        .arg(&daemon.config)
-        .arg(&pcap)
-        .output()
-        .expect("exfilmon replay");
-    assert!(
-        out.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("replay JSON");
+    let report = replay_json(&daemon.config, &[&pcap]);
     let mut replayed: BTreeMap<Key, (f64, f64)> = BTreeMap::new();
     for a in report["aggregates"].as_array().expect("aggregates") {
         let labels: BTreeMap<String, String> = ["group", "country", "direction", "verdict"]

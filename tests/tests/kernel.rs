@@ -16,7 +16,7 @@ use monitor::{
 };
 use monitor_common::{
     class::{DIR_INBOUND, DIR_OUTBOUND, class_index},
-    flow::{FAMILY_V4, FlowKey},
+    flow::FlowKey,
     programs, reason,
 };
 
@@ -154,19 +154,6 @@ impl Harness {
             &c.reasons[..reason::OUTCOMES as usize]
         );
     }
-}
-
-fn v4_key(inside: Ipv4Addr, remote: Ipv4Addr, proto: u8, iport: u16, rport: u16) -> FlowKey {
-    let mut k = FlowKey {
-        proto,
-        family: FAMILY_V4,
-        inside_port: iport,
-        remote_port: rport,
-        ..FlowKey::default()
-    };
-    k.inside[..4].copy_from_slice(&inside.octets());
-    k.remote[..4].copy_from_slice(&remote.octets());
-    k
 }
 
 #[test]

@@ -130,8 +130,10 @@ impl Sizes {
 pub struct Tables {
     /// Address words: inside networks (with their groups) and remote locations.
     pub geo: GeoTables,
-    /// Verdict of every (group, country) pair, by `policy_index`.
-    pub policy: Vec<(u32, u8)>,
+    /// Policy word of every (group, country) pair, by `policy_index`.
+    pub policy: Vec<(u32, u32)>,
+    /// Policy word of every (group, named ASN slot) pair, by `policy::asn_index`.
+    pub policy_asn: Vec<(u32, u32)>,
     /// ISO code of every used country slot.
     pub country_codes: Vec<(u32, [u8; 2])>,
 }
@@ -168,6 +170,8 @@ pub struct Counters {
     pub asns: Vec<(u32, ClassCounter)>,
     /// Every reason counter by id.
     pub reasons: Vec<u64>,
+    /// Non-zero policy drop counters: (`policy::drop_index`, packets, bytes).
+    pub policy_drops: Vec<(u32, ClassCounter)>,
     /// Non-zero watch entry counters: (`watch::watch_counter_index`, packets, bytes).
     pub watch: Vec<(u32, ClassCounter)>,
 }
@@ -202,6 +206,7 @@ impl Monitor {
             names.extend([
                 programs::BENCH,
                 programs::BENCH_LPM,
+                programs::BENCH_NOFLOW,
                 programs::BENCH_PASS,
                 programs::BENCH_EVENTS,
                 programs::LIVE_GEN,
@@ -278,13 +283,15 @@ impl Monitor {
     /// Writes the policy and the country codes; the address tables (inside networks and
     /// locations) go through [`Monitor::install_geo`].
     pub fn write_tables(&mut self, tables: &Tables) -> Result<(), EbpfError> {
-        {
-            let name = maps::POLICY;
-            let mut policy: Array<_, u8> =
+        for (name, words) in [
+            (maps::POLICY, &tables.policy),
+            (maps::POLICY_ASN, &tables.policy_asn),
+        ] {
+            let mut policy: Array<_, u32> =
                 Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
-            for (index, verdict) in &tables.policy {
+            for (index, word) in words {
                 policy
-                    .set(*index, verdict, 0)
+                    .set(*index, word, 0)
                     .map_err(|s| map_err(name, format!("set {index}"), s))?;
             }
         }
@@ -432,6 +439,7 @@ impl Monitor {
         };
         let classes = per_cpu_array(maps::CLASS_COUNTERS)?;
         let asns = per_cpu_array(maps::ASN_COUNTERS)?;
+        let policy_drops = per_cpu_array(maps::POLICY_DROPS)?;
         let watch = per_cpu_array(maps::WATCH_COUNTERS)?;
         let reasons = PerCpuArray::try_from(Map::PerCpuArray(per_cpu_array(maps::REASONS)?))
             .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
@@ -439,6 +447,7 @@ impl Monitor {
             classes,
             asns,
             reasons,
+            policy_drops,
             watch,
         })
     }
@@ -458,6 +467,10 @@ impl Monitor {
             )?,
             asns: read_counter_array(per_cpu_array(maps::ASN_COUNTERS)?, maps::ASN_COUNTERS)?,
             reasons: read_reasons(&reasons)?,
+            policy_drops: read_counter_array(
+                per_cpu_array(maps::POLICY_DROPS)?,
+                maps::POLICY_DROPS,
+            )?,
             watch: read_counter_array(per_cpu_array(maps::WATCH_COUNTERS)?, maps::WATCH_COUNTERS)?,
         })
     }
@@ -511,6 +524,7 @@ pub struct CounterMaps {
     classes: MapData,
     asns: MapData,
     reasons: PerCpuArray<MapData, u64>,
+    policy_drops: MapData,
     watch: MapData,
 }
 
@@ -520,6 +534,7 @@ impl CounterMaps {
             classes: read_counter_array(&self.classes, maps::CLASS_COUNTERS)?,
             asns: read_counter_array(&self.asns, maps::ASN_COUNTERS)?,
             reasons: read_reasons(&self.reasons)?,
+            policy_drops: read_counter_array(&self.policy_drops, maps::POLICY_DROPS)?,
             watch: read_counter_array(&self.watch, maps::WATCH_COUNTERS)?,
         })
     }

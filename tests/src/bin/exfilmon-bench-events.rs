@@ -200,11 +200,7 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
             let mut drained = 0u64;
             loop {
                 tokio::select! {
-                    guard = ring.readable_mut() => {
-                        let mut guard = guard?;
-                        drained += sink.drain(guard.get_inner_mut(), &labels);
-                        guard.clear_ready();
-                    }
+                    n = sink.drain_when_ready(&mut ring, &labels) => drained += n?,
                     _ = tick.tick() => {
                         drained += sink.drain(ring.get_mut(), &labels);
                         if done.load(Ordering::Acquire) {

@@ -75,6 +75,10 @@ struct Args {
     /// Peers section: packets per run (default 1M; 200k with --quick).
     #[arg(long)]
     peer_packets: Option<u64>,
+    /// Testrun section: a policy that allows every country, on the same workloads, so no
+    /// packet enters the flow table; against a normal run this isolates the flow table's cost.
+    #[arg(long)]
+    allow_all: bool,
     /// Peers section: packets per second, a rate every peer keeps up with.
     #[arg(long, default_value_t = 50_000)]
     peer_rate: u64,
@@ -114,6 +118,10 @@ struct Row {
     total_ns: f64,
     overhead_ns: f64,
     ratio_to_pass: f64,
+    /// The flow table's share of the overhead: this program against the same classifier
+    /// without the flow table, measured in the same rounds (product lookups only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_table_ns: Option<f64>,
     /// Share of packets that were violations (tracked in the flow table).
     violation_share: f64,
     flows_created: u64,
@@ -169,11 +177,11 @@ fn main() -> anyhow::Result<()> {
     let mut datasets = Vec::new();
 
     if args.sections.contains(&Section::Testrun) {
-        let tor = bench_config(dir.path(), None)?;
+        let tor = bench_config(dir.path(), None, args.allow_all)?;
         run_dataset(&args, "tor-geoipdb", &tor, &mut rows, &mut datasets)?;
         if !args.quick {
             let synthetic = synthetic_csv(dir.path(), 500_000)?;
-            let config = bench_config(dir.path(), Some(&synthetic))?;
+            let config = bench_config(dir.path(), Some(&synthetic), args.allow_all)?;
             run_dataset(&args, "synthetic-500k", &config, &mut rows, &mut datasets)?;
         }
     }
@@ -227,8 +235,13 @@ fn main() -> anyhow::Result<()> {
     exfilmon_tests::write_json(&args.json, &report)
 }
 
-/// A config whose one group (10.0.0.0/9) may reach every country but `DENIED`.
-fn bench_config(dir: &std::path::Path, csv: Option<&std::path::Path>) -> anyhow::Result<Config> {
+/// A config whose one group (10.0.0.0/9) may reach every country but `DENIED` (every
+/// country with `allow_all`).
+fn bench_config(
+    dir: &std::path::Path,
+    csv: Option<&std::path::Path>,
+    allow_all: bool,
+) -> anyhow::Result<Config> {
     let geoip = csv.map_or_else(String::new, |p| {
         format!(
             "[geoip]\nsources = [{{ format = \"csv\", path = \"{}\" }}]\n",
@@ -246,7 +259,7 @@ fn bench_config(dir: &std::path::Path, csv: Option<&std::path::Path>) -> anyhow:
         .countries()
         .iter()
         .map(ToString::to_string)
-        .filter(|c| !DENIED.contains(&c.as_str()))
+        .filter(|c| allow_all || !DENIED.contains(&c.as_str()))
         // The data has a few non-ISO codes (e.g. `AB`); a config only takes ISO ones.
         .filter(|c| monitor::country::CountryCode::parse_config(c).is_ok())
         .map(|c| format!("\"{c}\""))
@@ -586,6 +599,7 @@ fn measure(
     let verdicts_before = verdict_totals(monitor)?;
     let mut pass = Vec::new();
     let mut totals: Vec<Vec<f64>> = vec![Vec::new(); programs_to_run.len()];
+    let mut noflow = Vec::new();
     for _ in 0..args.rounds {
         pass.push(ns(monitor.bench_run(
             programs::BENCH_PASS,
@@ -598,7 +612,13 @@ fn measure(
             }
             totals[i].push(ns(monitor.bench_run(program, &frame, repeat)?));
         }
+        noflow.push(ns(monitor.bench_run(
+            programs::BENCH_NOFLOW,
+            &frame,
+            repeat,
+        )?));
     }
+    let noflow = median(&mut noflow);
     let after = monitor.read_counters()?.reasons;
     let verdicts_after = verdict_totals(monitor)?;
     let delta = |r: u32| after[r as usize] - before[r as usize];
@@ -617,14 +637,19 @@ fn measure(
             total_ns: total,
             overhead_ns: total - baseline,
             ratio_to_pass: total / baseline,
+            flow_table_ns: (*lookup == product).then_some(total - noflow),
             violation_share,
             flows_created: delta(reason::FLOW_CREATED),
             flow_insert_failed: delta(reason::FLOW_INSERT_FAILED),
         };
         println!(
             "  {family} {workload_name:<40} {flows:>8} flows  {lookup:<6} {:>7.1} ns/packet, \
-             +{:>6.1} over XDP_PASS ({:.1} ns)",
-            row.total_ns, row.overhead_ns, row.baseline_ns
+             +{:>6.1} over XDP_PASS ({:.1} ns){}",
+            row.total_ns,
+            row.overhead_ns,
+            row.baseline_ns,
+            row.flow_table_ns
+                .map_or_else(String::new, |f| format!(", flow table {f:.1} ns")),
         );
         rows.push(row);
     }
@@ -758,6 +783,7 @@ fn print_testrun_table(report: &Report) {
         "XDP_PASS ns",
         "overhead ns",
         "× XDP_PASS",
+        "flow table ns",
         "new flows",
         "insert failed",
         "violations",
@@ -773,6 +799,8 @@ fn print_testrun_table(report: &Report) {
             format!("{:.1}", r.baseline_ns),
             format!("{:.1}", r.overhead_ns),
             format!("{:.2}", r.ratio_to_pass),
+            r.flow_table_ns
+                .map_or_else(String::new, |f| format!("{f:.1}")),
             r.flows_created.to_string(),
             r.flow_insert_failed.to_string(),
             format!("{:.1}%", 100.0 * r.violation_share),
