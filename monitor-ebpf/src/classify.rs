@@ -46,21 +46,18 @@ pub enum Track {
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
 /// Returns whether to drop the frame — true only for a violation packet of a group that
 /// enforces its policy; every other frame, malformed ones included, is to pass — and where
-/// the DNS answer is when the frame is one (the caller copies it).
+/// whether the frame is a DNS answer (noted by `dns::note`; the caller copies it).
 #[inline(always)]
-pub fn packet(
-    start: usize,
-    end: usize,
-    wire_len: u32,
-    how: Lookup,
-    track: Track,
-) -> (bool, Option<dns::Answer>) {
+pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> (bool, bool) {
     let (outcome, drop, answer) = match parse(start, end, wire_len) {
         Ok(p) => {
+            // Before the classifier: the payload offsets are dead past this point, so the
+            // paths through the parser merge before the classifier multiplies them.
+            let answer = dns::note(&p);
             let (outcome, drop) = classify(&p, how, track);
-            (outcome, drop, dns::answer(&p))
+            (outcome, drop, answer)
         }
-        Err(reason) => (reason, false, None),
+        Err(reason) => (reason, false, false),
     };
     count(outcome);
     (drop, answer)

@@ -5,10 +5,9 @@
 use core::arch::asm;
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, __sk_buff, xdp_md},
+    cty::{c_long, c_void},
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
-    programs::{TcContext, XdpContext},
 };
 use monitor_common::{
     reason,
@@ -16,7 +15,7 @@ use monitor_common::{
 };
 
 use crate::{
-    maps::{CONFIG, EVENTS, count},
+    maps::{CONFIG, DNS_PENDING, EVENTS, count},
     parse::Packet,
 };
 
@@ -25,7 +24,8 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const _: () = assert!(DNS_COPY == 0x200, "the copy length mask below");
 
-/// Where the DNS payload of a packet is.
+/// Where the DNS payload of a packet is: the record `note` leaves in `DNS_PENDING` for
+/// `copy_xdp`/`copy_tc`.
 #[derive(Clone, Copy)]
 pub struct Answer {
     offset: u32,
@@ -34,35 +34,67 @@ pub struct Answer {
     family: u8,
 }
 
-/// The DNS payload of a packet from port 53, if it has one.
+/// Notes where the DNS payload of a packet from port 53 is, for the copy the program makes
+/// once the packet is classified; true when there is one.
+///
+/// The offset and length go through the per-CPU map `DNS_PENDING` rather than registers
+/// on purpose. The copy's helper needs its length as a precise value, and the verifier
+/// would trace that back through the parser: every parse path (VLAN tags, IPv4 options,
+/// IPv6 extension headers, TCP data offset) would then stay distinct through the whole
+/// classifier, and the program went past the verifier's 1M-instruction limit. Read back
+/// from a map, they are plain unknown values that the copy bounds itself, and the paths
+/// through the classifier merge again before the copy.
 #[inline(always)]
-pub fn answer(p: &Packet) -> Option<Answer> {
+pub fn note(p: &Packet) -> bool {
     if p.sport != PORT_DNS
         || (p.proto != IPPROTO_UDP && p.proto != IPPROTO_TCP)
         || p.payload == 0
         || p.l3_end <= p.payload
     {
-        return None;
+        return false;
     }
-    Some(Answer {
-        offset: p.payload,
-        len: p.l3_end - p.payload,
-        proto: p.proto,
-        family: p.family,
-    })
+    let Some(slot) = DNS_PENDING.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU array value of this program's CPU; nothing else runs on it meanwhile.
+    unsafe {
+        *slot = Answer {
+            offset: p.payload,
+            len: p.l3_end - p.payload,
+            proto: p.proto,
+            family: p.family,
+        };
+    }
+    true
 }
 
-/// Where the bytes come from.
-pub enum Source<'a> {
-    Xdp(&'a XdpContext),
-    Tc(&'a TcContext),
-}
-
-/// Copies an answer into the ring buffer; failures are counted. A subprogram of its own,
-/// with its inputs passed through memory: inlined, the verifier would walk it once for
-/// every path through the classifier and exceed its instruction limit.
+/// Copies the answer `note` left into the ring buffer (XDP). A subprogram, with only the
+/// context as argument: verified once per distinct caller state, which `note` keeps few.
 #[inline(never)]
-pub fn copy(src: &Source<'_>, a: Answer) {
+pub fn copy_xdp(ctx: *mut xdp_md) {
+    copy(|offset, buf, size| {
+        // SAFETY: `buf` is `size` writable bytes of a reserved record (see `copy`).
+        unsafe { bpf_xdp_load_bytes(ctx, offset, buf, size) }
+    });
+}
+
+/// Copies the answer `note` left into the ring buffer (TC).
+#[inline(never)]
+pub fn copy_tc(skb: *mut __sk_buff) {
+    copy(|offset, buf, size| {
+        // SAFETY: `buf` is `size` writable bytes of a reserved record (see `copy`).
+        unsafe { bpf_skb_load_bytes(skb.cast(), offset, buf, size) }
+    });
+}
+
+/// Reserves a `DnsEvent`, fills it with `load(offset, buf, size)` and submits it; failures
+/// are counted.
+#[inline(always)]
+fn copy(load: impl FnOnce(u32, *mut c_void, u32) -> c_long) {
+    let Some(a) = DNS_PENDING.get(0).copied() else {
+        return;
+    };
+    // `a.len` is an unknown value here (read from the map): bounded below and above.
     let len = if a.len > DNS_COPY as u32 {
         count(reason::DNS_TRUNCATED);
         DNS_COPY as u32
@@ -92,11 +124,7 @@ pub fn copy(src: &Source<'_>, a: Answer) {
         // see. The mask is a no-op for 1..=DNS_COPY.
         let mut size = u64::from(len - 1);
         asm!("{0} &= 0x1ff", inout(reg) size, options(nomem, nostack, preserves_flags));
-        let size = (size + 1) as u32;
-        match src {
-            Source::Xdp(ctx) => bpf_xdp_load_bytes(ctx.ctx, a.offset, buf, size),
-            Source::Tc(ctx) => bpf_skb_load_bytes(ctx.as_ptr(), a.offset, buf, size),
-        }
+        load(a.offset, buf, (size + 1) as u32)
     };
     if rc != 0 {
         entry.discard(0);

@@ -20,6 +20,7 @@ mod policy;
 mod watch;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -40,8 +41,8 @@ pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
         Lookup::Tables,
         Track::Flows,
     );
-    if let Some(answer) = answer {
-        dns::copy(&dns::Source::Xdp(&ctx), answer);
+    if answer {
+        dns::copy_xdp(ctx.ctx);
     }
     if drop {
         xdp_action::XDP_DROP
@@ -144,8 +145,8 @@ fn tc(ctx: &TcContext) -> i32 {
         Lookup::Tables,
         Track::Flows,
     );
-    if let Some(answer) = answer {
-        dns::copy(&dns::Source::Tc(ctx), answer);
+    if answer {
+        dns::copy_tc(ctx.as_ptr().cast());
     }
     if drop {
         TC_ACT_SHOT as i32

@@ -6,6 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
+use crate::dns::Answer;
 use monitor_common::{
     bench::BenchPacket,
     class::{
@@ -85,6 +86,11 @@ pub static WATCH_PREFIXES: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(PR
 /// Named ASN slot → entry of a watched AS number (0: not watched).
 #[map]
 pub static WATCH_ASNS: Array<u32> = Array::with_max_entries(NAMED_ASN_SLOTS, 0);
+
+/// Scratch: where the DNS answer of the packet being classified is (`dns::note`), read
+/// back by the copy. Per CPU, written and read within one program run.
+#[map]
+pub static DNS_PENDING: PerCpuArray<Answer> = PerCpuArray::with_max_entries(1, 0);
 
 // --- counters, read by the daemon at scrape time -----------------------------------------
 

@@ -30,6 +30,12 @@ pub use watch::WatchMaps;
 /// The kernel object, built by build.rs with aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
 
+/// The kernel object as embedded (for tools that load its programs one by one).
+#[must_use]
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
     #[error(
