@@ -18,10 +18,10 @@ use monitor_common::{
 };
 
 use crate::{
-    dns, flow,
+    flow,
     maps::{
         ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
-        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, WATCH_COUNTERS, count,
+        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, WATCH_ASNS, WATCH_COUNTERS, count,
     },
     parse::{Packet, addr_bytes, parse},
     policy, watch,
@@ -44,23 +44,17 @@ pub enum Track {
 }
 
 /// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
-/// Returns whether to drop the frame — true only for a violation packet of a group that
-/// enforces its policy; every other frame, malformed ones included, is to pass — and where
-/// whether the frame is a DNS answer (noted by `dns::note`; the caller copies it).
+/// Returns whether to drop the frame: true only for a violation packet of a group that
+/// enforces its policy; every other frame, malformed ones included, is to pass. The
+/// parser notes a DNS answer for the caller to copy (`dns::pending`).
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> (bool, bool) {
-    let (outcome, drop, answer) = match parse(start, end, wire_len) {
-        Ok(p) => {
-            // Before the classifier: the payload offsets are dead past this point, so the
-            // paths through the parser merge before the classifier multiplies them.
-            let answer = dns::note(&p);
-            let (outcome, drop) = classify(&p, how, track);
-            (outcome, drop, answer)
-        }
-        Err(reason) => (reason, false, false),
+pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> bool {
+    let (outcome, drop) = match parse(start, end, wire_len) {
+        Ok(p) => classify(&p, how, track),
+        Err(reason) => (reason, false),
     };
     count(outcome);
-    (drop, answer)
+    drop
 }
 
 #[inline(always)]
@@ -100,6 +94,8 @@ fn account(
     let mut word = policy::country_word(group, country);
     // Named ASNs have the low slots: one compare for every other packet.
     let asn = asn_slot(location);
+    // The watch entry of a watched ASN, read only for named ASNs (watched ones are named).
+    let mut watched_asn = 0;
     if asn != 0 && asn < NAMED_ASN_SLOTS {
         add(
             &ASN_COUNTERS,
@@ -107,6 +103,7 @@ fn account(
             p.l3_bytes,
         );
         word = policy::with_asn(word, group, asn);
+        watched_asn = WATCH_ASNS.get(asn).map_or(0, |e| *e);
     }
     let verdict = word_verdict(word);
     add(
@@ -115,7 +112,7 @@ fn account(
         p.l3_bytes,
     );
 
-    let entry = watch::entry(p.family, remote, asn);
+    let entry = watch::entry(p.family, remote, watched_asn);
     if entry != 0 {
         add(
             &WATCH_COUNTERS,

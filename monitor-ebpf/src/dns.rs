@@ -19,13 +19,12 @@ use crate::{
     parse::Packet,
 };
 
-const PORT_DNS: u16 = 53;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+/// The source port of the packets `note` is for.
+pub const PORT_DNS: u16 = 53;
 const _: () = assert!(DNS_COPY == 0x200, "the copy length mask below");
 
 /// Where the DNS payload of a packet is: the record `note` leaves in `DNS_PENDING` for
-/// `copy_xdp`/`copy_tc`.
+/// `copy_xdp`/`copy_tc`; `len` 0 is none.
 #[derive(Clone, Copy)]
 pub struct Answer {
     offset: u32,
@@ -34,42 +33,47 @@ pub struct Answer {
     family: u8,
 }
 
-/// Notes where the DNS payload of a packet from port 53 is, for the copy the program makes
-/// once the packet is classified; true when there is one.
+/// Notes where the DNS payload of a TCP or UDP packet from port 53 is, for the copy the
+/// program makes once the packet is classified (`pending`, then `copy_xdp`/`copy_tc`).
+/// Called by the parser where it reads the ports: the protocol and the port are tested
+/// where the parser's paths already tell them apart, so the note adds no branch on them
+/// (and no precise value) to the classifier's paths.
 ///
-/// The offset and length go through the per-CPU map `DNS_PENDING` rather than registers
-/// on purpose. The copy's helper needs its length as a precise value, and the verifier
-/// would trace that back through the parser: every parse path (VLAN tags, IPv4 options,
-/// IPv6 extension headers, TCP data offset) would then stay distinct through the whole
-/// classifier, and the program went past the verifier's 1M-instruction limit. Read back
-/// from a map, they are plain unknown values that the copy bounds itself, and the paths
-/// through the classifier merge again before the copy.
+/// The note goes through the per-CPU map `DNS_PENDING` rather than registers, for the
+/// verifier's sake. The copy's helper needs its length as a precise value, and the
+/// verifier would trace that back through the parser: every parse path (VLAN tags, IPv4
+/// options, IPv6 extension headers, TCP data offset) then stayed distinct through the
+/// whole classifier, past the 1M-instruction limit. Even a returned flag, a known constant
+/// on most paths, made the verifier walk the classifier twice. Read back from the map, the
+/// flag, offset and length are plain unknown values, which the copy bounds itself.
 #[inline(always)]
-pub fn note(p: &Packet) -> bool {
-    if p.sport != PORT_DNS
-        || (p.proto != IPPROTO_UDP && p.proto != IPPROTO_TCP)
-        || p.payload == 0
-        || p.l3_end <= p.payload
-    {
-        return false;
+pub fn note(p: &Packet) {
+    if p.l3_end <= p.payload {
+        return;
     }
-    let Some(slot) = DNS_PENDING.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: a per-CPU array value of this program's CPU; nothing else runs on it meanwhile.
-    unsafe {
-        *slot = Answer {
-            offset: p.payload,
-            len: p.l3_end - p.payload,
-            proto: p.proto,
-            family: p.family,
-        };
+    if let Some(slot) = DNS_PENDING.get_ptr_mut(0) {
+        // SAFETY: a per-CPU array value of this program's CPU; nothing else runs on it
+        // meanwhile.
+        unsafe {
+            *slot = Answer {
+                offset: p.payload,
+                len: p.l3_end - p.payload,
+                proto: p.proto,
+                family: p.family,
+            };
+        }
     }
-    true
 }
 
-/// Copies the answer `note` left into the ring buffer (XDP). A subprogram, with only the
-/// context as argument: verified once per distinct caller state, which `note` keeps few.
+/// Whether `note` left an answer to copy (one per-CPU array read per frame).
+#[inline(always)]
+pub fn pending() -> bool {
+    DNS_PENDING.get(0).is_some_and(|a| a.len != 0)
+}
+
+/// Copies the answer `note` left into the ring buffer (XDP). A subprogram with only the
+/// context as argument: the verifier walks it once per distinct caller state, which are
+/// few where it is called.
 #[inline(never)]
 pub fn copy_xdp(ctx: *mut xdp_md) {
     copy(|offset, buf, size| {
@@ -91,8 +95,14 @@ pub fn copy_tc(skb: *mut __sk_buff) {
 /// are counted.
 #[inline(always)]
 fn copy(load: impl FnOnce(u32, *mut c_void, u32) -> c_long) {
-    let Some(a) = DNS_PENDING.get(0).copied() else {
+    let Some(slot) = DNS_PENDING.get_ptr_mut(0) else {
         return;
+    };
+    // SAFETY: as in `note`; the note is taken, whatever becomes of the copy.
+    let a = unsafe {
+        let a = *slot;
+        (*slot).len = 0;
+        a
     };
     // `a.len` is an unknown value here (read from the map): bounded below and above.
     let len = if a.len > DNS_COPY as u32 {

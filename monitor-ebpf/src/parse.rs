@@ -11,7 +11,7 @@ use monitor_common::{
     reason,
 };
 
-use crate::maps::count;
+use crate::{dns, maps::count};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -305,6 +305,9 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
                 (p.sport, p.dport) = ports(load32(h));
                 p.tcp_flags = *((h + 13) as *const u8);
                 p.payload = (off + usize::from(*((h + 12) as *const u8) >> 4) * 4) as u32;
+                if p.sport == dns::PORT_DNS {
+                    dns::note(p);
+                }
             },
             None => count(reason::MALFORMED_L4),
         },
@@ -313,6 +316,9 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
             Some(h) => {
                 (p.sport, p.dport) = ports(unsafe { load32(h) });
                 p.payload = (off + 8) as u32;
+                if p.sport == dns::PORT_DNS {
+                    dns::note(p);
+                }
             }
             None => count(reason::MALFORMED_L4),
         },

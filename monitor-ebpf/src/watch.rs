@@ -27,21 +27,22 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use monitor_common::{
-    class::NAMED_ASN_SLOTS,
     flow::FAMILY_V4,
     watch::{bucket_v4, bucket_v6, mapped_v4},
 };
 
 use crate::{
-    maps::{WATCH_ASNS, WATCH_BITS, WATCH_LEARNED, WATCH_PREFIXES, count},
+    maps::{WATCH_BITS, WATCH_LEARNED, WATCH_PREFIXES, count},
     parse::addr_bytes,
 };
 
-/// The watch entry of a remote address (0 for none); `asn` is its ASN slot. A subprogram:
-/// inlined at both call sites (outbound, inbound), its branches would multiply the paths
-/// the verifier walks through the classifier past its instruction limit.
+/// The watch entry of a remote address (0 for none): a learned address or a watched prefix
+/// if the prefilter lets it through, else `by_asn`, the entry of its watched ASN (0 for
+/// none; the caller reads it with the per-ASN counters). A subprogram: inlined at both call
+/// sites (outbound, inbound), its branches would multiply the paths the verifier walks
+/// through the classifier.
 #[inline(never)]
-pub fn entry(family: u8, remote: &[u32; 4], asn: u32) -> u32 {
+pub fn entry(family: u8, remote: &[u32; 4], by_asn: u32) -> u32 {
     let bucket = if family == FAMILY_V4 {
         bucket_v4(u32::from_be(remote[0]))
     } else {
@@ -66,8 +67,5 @@ pub fn entry(family: u8, remote: &[u32; 4], asn: u32) -> u32 {
             return *e;
         }
     }
-    if asn != 0 && asn < NAMED_ASN_SLOTS {
-        return WATCH_ASNS.get(asn).map_or(0, |e| *e);
-    }
-    0
+    by_asn
 }

@@ -613,3 +613,27 @@ fn the_flow_table_is_read_whole_in_batches() {
     assert_eq!(ports.len(), usize::from(n));
     assert!(flows.iter().all(|(_, st)| st.packets_out == 1));
 }
+
+/// The verifier's budget: each attached program must stay far below the kernel's limit of
+/// 1M processed instructions, so that the next feature has room. Main before watchlists:
+/// ~52,000; with watchlists and the DNS copy ~65,000 (`exfilmon-verifier` prints them all).
+const VERIFIER_BUDGET: u32 = 150_000;
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn attached_programs_stay_within_the_verifier_budget() {
+    let h = Harness::new("attached_programs_stay_within_the_verifier_budget");
+    let counts = h.monitor.verified_instructions().expect("program info");
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (program, count) in counts {
+        let Some(count) = count else {
+            eprintln!("SKIPPED: the kernel does not report verified_insns for {program}");
+            continue;
+        };
+        println!("{program}: {count} instructions verified");
+        assert!(
+            count <= VERIFIER_BUDGET,
+            "{program}: the verifier processed {count} instructions, over the budget of {VERIFIER_BUDGET}"
+        );
+    }
+}

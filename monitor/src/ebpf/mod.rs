@@ -243,6 +243,26 @@ impl Monitor {
         })
     }
 
+    /// The kernel's count of instructions its verifier processed (`verified_insns`) for each
+    /// attached program, or `None` where the kernel does not report it (before 5.16).
+    pub fn verified_instructions(&self) -> Result<Vec<(&'static str, Option<u32>)>, EbpfError> {
+        [programs::XDP, programs::TC_EGRESS, programs::TC_INGRESS]
+            .into_iter()
+            .map(|name| {
+                let info = match self.ebpf.program(name) {
+                    Some(aya::programs::Program::Xdp(p)) => p.info(),
+                    Some(aya::programs::Program::SchedClassifier(p)) => p.info(),
+                    _ => Err(ProgramError::NotLoaded),
+                }
+                .map_err(|source| EbpfError::Program {
+                    program: name,
+                    source,
+                })?;
+                Ok((name, info.verified_instruction_count()))
+            })
+            .collect()
+    }
+
     /// The sizes the maps were created with.
     #[must_use]
     pub fn sizes(&self) -> Sizes {
