@@ -5,7 +5,7 @@
 use core::arch::asm;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, __sk_buff, xdp_md},
+    bindings::{__sk_buff, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_md},
     cty::{c_long, c_void},
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };

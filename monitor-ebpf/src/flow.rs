@@ -28,15 +28,7 @@ use crate::{
 const DEFAULT_INTERVAL_NS: u64 = 10_000_000_000;
 
 #[inline(always)]
-pub fn track(
-    p: &Packet,
-    group: u32,
-    location: u32,
-    verdict: u32,
-    rule: u16,
-    dir: u32,
-    watch: u32,
-) {
+pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, rule: u16, dir: u32, watch: u32) {
     let outbound = dir == DIR_OUTBOUND;
     let key = FlowKey {
         inside: addr_bytes(if outbound { &p.src } else { &p.dst }),

@@ -142,7 +142,13 @@ fn tc(ctx: &TcContext) -> i32 {
         // parse what is linear; the parser counts what it cannot read.
         let _ = ctx.pull_data(want);
     }
-    let drop = classify::packet(ctx.data(), ctx.data_end(), len, Lookup::Tables, Track::Flows);
+    let drop = classify::packet(
+        ctx.data(),
+        ctx.data_end(),
+        len,
+        Lookup::Tables,
+        Track::Flows,
+    );
     if dns::pending() {
         dns::copy_tc(ctx.as_ptr().cast());
     }

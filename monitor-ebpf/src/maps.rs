@@ -6,7 +6,6 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use crate::dns::Answer;
 use monitor_common::{
     bench::BenchPacket,
     class::{
@@ -20,6 +19,8 @@ use monitor_common::{
     reason::REASON_ENTRIES,
     watch::{LEARNED_ENTRIES, PREFIX_ENTRIES, WATCH_BITS_WORDS, WATCH_COUNTER_ENTRIES},
 };
+
+use crate::dns::Answer;
 
 // --- settings and classification tables, written by the daemon ---------------------------
 

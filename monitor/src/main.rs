@@ -223,11 +223,7 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
         let _ = write!(out, "\n  from {group}: {}{dropped} ({})", d.verdict, d.rule);
     }
     if !config.watchlists.is_empty() {
-        let _ = write!(
-            out,
-            "\n  watch {}",
-            watch_hit(config, addr, location.asn)
-        );
+        let _ = write!(out, "\n  watch {}", watch_hit(config, addr, location.asn));
     }
     out
 }

@@ -18,7 +18,7 @@ use pcap_file::{
 use serde::Serialize;
 
 use crate::{
-    ebpf::{EbpfError, Monitor},
+    ebpf::{Counters, EbpfError, Monitor},
     events::{self, FlowRecord},
     tables::{Direction, Labels, Verdict},
 };
@@ -62,6 +62,8 @@ pub enum ReplayError {
         #[source]
         source: EbpfError,
     },
+    #[error("cannot register the watchlist metrics")]
+    Metrics(#[source] prometheus::Error),
     #[error(transparent)]
     Ebpf(#[from] EbpfError),
 }
@@ -129,8 +131,7 @@ pub fn run(
 ) -> Result<Report, ReplayError> {
     let mut events = monitor.take_events()?;
     let registry = prometheus::Registry::new();
-    let metrics = crate::watch::WatchMetrics::register(&registry)
-        .expect("fresh registry, static metric definitions");
+    let metrics = crate::watch::WatchMetrics::register(&registry).map_err(ReplayError::Metrics)?;
     let mut watcher = crate::watch::Watcher::new(monitor.take_watch()?, watch, metrics)?;
     let mut seen: HashMap<FlowKey, FlowRecord> = HashMap::new();
     let mut frames = 0u64;
@@ -186,39 +187,8 @@ pub fn run(
     });
 
     let counters = monitor.read_counters()?;
-    let mut aggregates: Vec<Aggregate> = counters
-        .classes
-        .iter()
-        .map(|(index, c)| {
-            let class = labels.class(*index);
-            Aggregate {
-                group: class.group.to_owned(),
-                country: class.country,
-                direction: class.direction,
-                verdict: class.verdict,
-                packets: c.packets,
-                bytes: c.bytes,
-            }
-        })
-        .collect();
-    aggregates.sort();
-    let mut watch: Vec<WatchHit> = counters
-        .watch
-        .iter()
-        .filter_map(|(index, c)| {
-            let (entry, group, dir) = monitor_common::watch::watch_counter_parts(*index);
-            let (list, name) = labels.watch.get(entry as usize).filter(|_| entry != 0)?;
-            Some(WatchHit {
-                watchlist: list.clone(),
-                entry: name.clone(),
-                group: labels.group(group).to_owned(),
-                direction: Direction::from_code(dir),
-                packets: c.packets,
-                bytes: c.bytes,
-            })
-        })
-        .collect();
-    watch.sort();
+    let aggregates = aggregates(&counters, labels);
+    let watch = watch_hits(&counters, labels);
     let mut by_name: BTreeMap<String, u64> = reason::NAMES
         .iter()
         .map(|(id, name)| {
@@ -251,6 +221,49 @@ pub fn run(
         counters: by_name,
         watch,
     })
+}
+
+/// The class counters as (group, country, direction, verdict) totals, sorted.
+fn aggregates(counters: &Counters, labels: &Labels) -> Vec<Aggregate> {
+    let mut aggregates: Vec<Aggregate> = counters
+        .classes
+        .iter()
+        .map(|(index, c)| {
+            let class = labels.class(*index);
+            Aggregate {
+                group: class.group.to_owned(),
+                country: class.country,
+                direction: class.direction,
+                verdict: class.verdict,
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect();
+    aggregates.sort();
+    aggregates
+}
+
+/// The watch counters as (watchlist entry, group, direction) totals, sorted.
+fn watch_hits(counters: &Counters, labels: &Labels) -> Vec<WatchHit> {
+    let mut watch: Vec<WatchHit> = counters
+        .watch
+        .iter()
+        .filter_map(|(index, c)| {
+            let (entry, group, dir) = monitor_common::watch::watch_counter_parts(*index);
+            let (list, name) = labels.watch.get(entry as usize).filter(|_| entry != 0)?;
+            Some(WatchHit {
+                watchlist: list.clone(),
+                entry: name.clone(),
+                group: labels.group(group).to_owned(),
+                direction: Direction::from_code(dir),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+        })
+        .collect();
+    watch.sort();
+    watch
 }
 
 /// Calls `f` with every frame of a pcap or pcapng file as an Ethernet frame.

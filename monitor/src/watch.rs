@@ -47,6 +47,7 @@ pub enum Domain {
 
 impl Domain {
     /// Parses a pattern; names are case-insensitive and a final dot is ignored.
+    #[must_use]
     pub fn parse(text: &str) -> Option<Domain> {
         let t = text.trim().to_ascii_lowercase();
         let t = t.strip_suffix('.').unwrap_or(&t);
@@ -166,6 +167,45 @@ pub enum WatchConfigError {
     Duplicate(String),
 }
 
+/// A watchlist name: 1 to 32 of `a-z`, `0-9`, `_` and `-`.
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A watched prefix: a CIDR without host bits, no wider than the prefilter allows.
+fn prefix(value: &str) -> Result<IpNet, WatchConfigError> {
+    let net: IpNet = value
+        .trim()
+        .parse()
+        .map_err(|source| WatchConfigError::Cidr {
+            value: value.to_owned(),
+            source,
+        })?;
+    if net.trunc() != net {
+        return Err(WatchConfigError::HostBits(value.to_owned()));
+    }
+    let min = if net.addr().is_ipv4() {
+        MIN_PREFIX_V4
+    } else {
+        MIN_PREFIX_V6
+    };
+    if net.prefix_len() < min {
+        return Err(WatchConfigError::TooWide(net));
+    }
+    Ok(net)
+}
+
+/// A watched AS number: 1..=4294967295.
+fn asn(value: i64) -> Result<u32, WatchConfigError> {
+    u32::try_from(value)
+        .ok()
+        .filter(|a| *a != 0)
+        .ok_or(WatchConfigError::Asn(value))
+}
+
 /// Validates the `[[watchlist]]` tables. `at` makes a location of a span and key path;
 /// `named` are the ASNs that already hold named slots (`[metrics]` and the policies').
 pub(crate) fn validate(
@@ -189,11 +229,7 @@ pub(crate) fn validate(
                 WatchConfigError::TooManyWatchlists,
             ));
         }
-        let name_ok = (1..=32).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !name_ok {
+        if !valid_name(name) {
             return Err(err(
                 &r.name.span(),
                 key("name"),
@@ -223,28 +259,7 @@ pub(crate) fn validate(
         };
         for (i, s) in r.prefixes.iter().enumerate() {
             let k = key(&format!("prefixes[{i}]"));
-            let value = s.get_ref();
-            let net: IpNet = value.trim().parse().map_err(|source| {
-                err(
-                    &s.span(),
-                    k.clone(),
-                    WatchConfigError::Cidr {
-                        value: value.clone(),
-                        source,
-                    },
-                )
-            })?;
-            if net.trunc() != net {
-                return Err(err(&s.span(), k, WatchConfigError::HostBits(value.clone())));
-            }
-            let min = if net.addr().is_ipv4() {
-                MIN_PREFIX_V4
-            } else {
-                MIN_PREFIX_V6
-            };
-            if net.prefix_len() < min {
-                return Err(err(&s.span(), k, WatchConfigError::TooWide(net)));
-            }
+            let net = prefix(s.get_ref()).map_err(|problem| err(&s.span(), k.clone(), problem))?;
             if list.prefixes.contains(&net) {
                 return Err(err(
                     &s.span(),
@@ -257,10 +272,7 @@ pub(crate) fn validate(
         }
         for (i, v) in r.asns.iter().enumerate() {
             let k = key(&format!("asns[{i}]"));
-            let asn = match u32::try_from(*v.get_ref()) {
-                Ok(a) if a != 0 => a,
-                _ => return Err(err(&v.span(), k, WatchConfigError::Asn(*v.get_ref()))),
-            };
+            let asn = asn(*v.get_ref()).map_err(|problem| err(&v.span(), k.clone(), problem))?;
             if list.asns.contains(&asn) {
                 return Err(err(
                     &v.span(),
@@ -434,6 +446,11 @@ pub fn key(addr: IpAddr) -> [u8; 16] {
         IpAddr::V4(a) => mapped_v4(a.octets()),
         IpAddr::V6(a) => a.octets(),
     }
+}
+
+/// A count as a gauge value (saturating; counts here are bounded far below `i64::MAX`).
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A change the kernel maps need.
@@ -715,7 +732,7 @@ impl Watcher {
         let changes = self.learner.configure(plan);
         self.count_forgets(&changes);
         self.maps.apply(&changes)?;
-        self.metrics.learned.set(self.learner.len() as i64);
+        self.metrics.learned.set(gauge(self.learner.len()));
         Ok(())
     }
 
@@ -777,7 +794,7 @@ impl Watcher {
             self.metrics.map_errors.inc();
             tracing::warn!(error = %crate::error_chain(&e), "writing learned addresses failed");
         }
-        self.metrics.learned.set(self.learner.len() as i64);
+        self.metrics.learned.set(gauge(self.learner.len()));
     }
 }
 
@@ -888,7 +905,7 @@ mod tests {
             ),
             Learned::default()
         );
-        assert!(ch.is_empty());
+        assert_eq!(ch, []);
 
         // Still there just before TTL + grace, gone at it.
         let mut ch = Vec::new();

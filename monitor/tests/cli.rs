@@ -191,7 +191,12 @@ fn lookup_names_the_watch_entry_by_prefix_then_asn() {
     let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
         .args(["lookup", "--config"])
         .arg(&path)
-        .args(["198.51.100.10", "198.51.100.100", "203.0.113.40", "203.0.113.70"])
+        .args([
+            "198.51.100.10",
+            "198.51.100.100",
+            "203.0.113.40",
+            "203.0.113.70",
+        ])
         .output()
         .expect("run exfilmon");
     assert!(
