@@ -1997,6 +1997,114 @@ log = "events.jsonl"
     }
 
     #[test]
+    fn watchlist_errors_name_file_line_and_key() {
+        // (the [[watchlist]] table after HOME, which takes lines 1-2, and the message)
+        let cases = [
+            (
+                "name = \"Xiaomi\"\n",
+                "config.toml:4: watchlist[0].name: \"Xiaomi\" is not a valid watchlist name",
+            ),
+            (
+                "name = \"a\"\nprefixes = [\"198.51.100.0/33\"]\n",
+                "config.toml:5: watchlist[0].prefixes[0]: \"198.51.100.0/33\" is not a CIDR network",
+            ),
+            (
+                "name = \"a\"\nprefixes = [\"198.51.100.1/24\"]\n",
+                "config.toml:5: watchlist[0].prefixes[0]: \"198.51.100.1/24\" has host bits set",
+            ),
+            (
+                "name = \"a\"\nprefixes = [\"198.51.100.0/24\", \"10.0.0.0/7\"]\n",
+                "config.toml:5: watchlist[0].prefixes[1]: 10.0.0.0/7 is too wide",
+            ),
+            (
+                "name = \"a\"\nprefixes = [\"2001:db8::/31\"]\n",
+                "config.toml:5: watchlist[0].prefixes[0]: 2001:db8::/31 is too wide",
+            ),
+            (
+                "name = \"a\"\nasns = [\n  64500,\n  0,\n]\n",
+                "config.toml:7: watchlist[0].asns[1]: 0 is out of range",
+            ),
+            (
+                "name = \"a\"\nasns = [64500, 64500]\n",
+                "config.toml:5: watchlist[0].asns[1]: AS64500 is listed twice in this watchlist",
+            ),
+            (
+                "name = \"a\"\ndomains = [\"ok.example\", \"bad..example\"]\n",
+                "config.toml:5: watchlist[0].domains[1]: \"bad..example\" is not a domain name",
+            ),
+            (
+                "name = \"a\"\ndomains = [\"*.example.com\", \"*.Example.com.\"]\n",
+                "config.toml:5: watchlist[0].domains[1]: *.example.com is listed twice",
+            ),
+            (
+                "name = \"a\"\nbogus = 1\n",
+                "config.toml:5: watchlist[0].bogus: unknown field `bogus`",
+            ),
+        ];
+        for (table, want) in cases {
+            let text = format!("{HOME}[[watchlist]]\n{table}");
+            let msg = err(&text);
+            assert!(
+                msg.contains(want),
+                "error {msg:?} should contain {want:?} for:\n{text}"
+            );
+        }
+        assert_err(
+            &format!("{HOME}[[watchlist]]\nname = \"a\"\n[[watchlist]]\nname = \"a\"\n"),
+            &["config.toml:6: watchlist[1].name: watchlist name \"a\" is already used"],
+        );
+    }
+
+    #[test]
+    fn watchlist_limits_count_entries_lists_and_named_asns() {
+        use std::fmt::Write as _;
+
+        let list = |r: std::ops::Range<u32>, f: &dyn Fn(u32) -> String| {
+            r.map(f).collect::<Vec<_>>().join(", ")
+        };
+        // 33 watchlists: the 33rd name is refused.
+        let mut many = String::new();
+        for i in 0..33 {
+            let _ = write!(many, "[[watchlist]]\nname = \"w{i}\"\n");
+        }
+        assert_err(
+            &format!("{HOME}{many}"),
+            &["watchlist[32].name: at most 32 watchlists are allowed"],
+        );
+        // 255 entries over all watchlists fit, the 256th does not.
+        let domains = |r| list(r, &|i| format!("\"d{i}.example\""));
+        let fits = format!(
+            "{HOME}[[watchlist]]\nname = \"a\"\ndomains = [{}]\n[[watchlist]]\nname = \"b\"\n\
+             domains = [{}]\n",
+            domains(0..200),
+            domains(200..255)
+        );
+        let c = parse(&fits).expect("255 entries fit");
+        assert_eq!(c.watchlists.len(), 2);
+        assert_err(
+            &fits.replace("\"d254.example\"", "\"d254.example\", \"d255.example\""),
+            &["config.toml:8: watchlist[1].domains[55]: at most 255 entries are allowed"],
+        );
+        // Watched ASNs share the 255 named ASN slots with [metrics] and the policies.
+        let asns = |r| list(r, &|n: u32| n.to_string());
+        let shared = format!(
+            "{HOME}deny_asns = [{}]\n[metrics]\nasns = [{}]\n[[watchlist]]\nname = \"a\"\n\
+             asns = [{}]\n",
+            asns(1..101),
+            asns(101..201),
+            asns(150..256)
+        );
+        let c = parse(&shared).expect("255 distinct named ASNs fit");
+        assert_eq!(c.named_asns().len(), 255);
+        assert_err(
+            &shared.replace("asns = [150", "asns = [9999, 150"),
+            &[
+                "config.toml:8: watchlist[0].asns[106]: [metrics] asns, the policies' allow_asns and deny_asns and the watched AS numbers together exceed the 255 named ASN slots",
+            ],
+        );
+    }
+
+    #[test]
     fn unknown_keys_have_line_and_path() {
         assert_err(
             &format!("{HOME}colour = 1\n"),
