@@ -5,7 +5,7 @@
 //! Limits, so that the metric label set is bounded by the config: at most
 //! [`MAX_WATCHLISTS`] watchlists and [`MAX_ENTRIES`] entries (prefixes, AS numbers and
 //! domains) in all; IPv4 prefixes of /8 or longer and IPv6 of /32 or longer; watched AS
-//! numbers share the 255 named ASN slots with `[metrics] asns`; at most
+//! numbers share the 255 named ASN slots with `[metrics] asns` and the policies'; at most
 //! `LEARNED_ENTRIES` (16,384) DNS-learned addresses at a time.
 
 use std::{
