@@ -129,6 +129,22 @@ fn geoip_inspect_prints_each_source_and_its_ranges() {
     );
 }
 
+/// `exfilmon lookup --config CONFIG ADDRS...`, which must succeed; its stdout.
+fn lookup(config: &std::path::Path, addrs: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
+        .args(["lookup", "--config"])
+        .arg(config)
+        .args(addrs)
+        .output()
+        .expect("run exfilmon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
 #[test]
 fn lookup_names_the_deciding_rule_and_the_drop_for_each_group() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,18 +161,7 @@ fn lookup_names_the_deciding_rule_and_the_drop_for_each_group() {
         ),
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
-        .args(["lookup", "--config"])
-        .arg(&path)
-        .args(["203.0.113.10", "203.0.113.70", "192.0.2.10"])
-        .output()
-        .expect("run exfilmon");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = lookup(&path, &["203.0.113.10", "203.0.113.70", "192.0.2.10"]);
     assert_eq!(
         stdout,
         "203.0.113.10: remote, country CN, asn AS?\n\
@@ -188,23 +193,15 @@ fn lookup_names_the_watch_entry_by_prefix_then_asn() {
         ),
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_exfilmon"))
-        .args(["lookup", "--config"])
-        .arg(&path)
-        .args([
+    let stdout = lookup(
+        &path,
+        &[
             "198.51.100.10",
             "198.51.100.100",
             "203.0.113.40",
             "203.0.113.70",
-        ])
-        .output()
-        .expect("run exfilmon");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let watch: Vec<&str> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("  watch "))
