@@ -57,6 +57,20 @@ struct Templates {
 }
 
 impl Templates {
+    fn all(&self) -> [&IntCounterVec; 9] {
+        [
+            &self.packets,
+            &self.bytes,
+            &self.asn_packets,
+            &self.asn_bytes,
+            &self.frames,
+            &self.kernel_events,
+            &self.policy_drops,
+            &self.watch_packets,
+            &self.watch_bytes,
+        ]
+    }
+
     fn new() -> Self {
         let vec = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
@@ -125,21 +139,11 @@ impl KernelCollector {
 
 impl Collector for KernelCollector {
     fn desc(&self) -> Vec<&Desc> {
-        let t = &self.templates;
-        [
-            &t.packets,
-            &t.bytes,
-            &t.asn_packets,
-            &t.asn_bytes,
-            &t.frames,
-            &t.kernel_events,
-            &t.policy_drops,
-            &t.watch_packets,
-            &t.watch_bytes,
-        ]
-        .into_iter()
-        .flat_map(Collector::desc)
-        .collect()
+        self.templates
+            .all()
+            .into_iter()
+            .flat_map(Collector::desc)
+            .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -236,6 +240,54 @@ pub fn families(counters: &Counters, labels: &Labels) -> Vec<MetricFamily> {
     .collect()
 }
 
+/// `exfilmon_build_info`: always 1, with the version and the kernel program ABI.
+fn build_info() -> prometheus::Result<IntGaugeVec> {
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "exfilmon_build_info",
+            "Build information; the value is always 1.",
+        ),
+        &["version", "kernel_program_abi"],
+    )?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), "1"])
+        .set(1);
+    Ok(build)
+}
+
+/// The name of every metric family exfilmon exports (kernel counters and the daemon's own,
+/// whether or not they have series yet): what alert rules and dashboards may refer to.
+///
+/// # Panics
+/// Never: the metric definitions are static.
+#[must_use]
+pub fn family_names() -> std::collections::BTreeSet<String> {
+    let daemon = DaemonMetrics::register(&Registry::new()).expect("static metric definitions");
+    let templates = Templates::new();
+    let kernel: Vec<&dyn Collector> = templates.all().into_iter().map(|v| v as _).collect();
+    let daemon_collectors = daemon.collectors();
+    let build = build_info().expect("static metric definition");
+    kernel
+        .into_iter()
+        .chain(daemon_collectors.iter().map(AsRef::as_ref))
+        .chain([&build as &dyn Collector])
+        .flat_map(Collector::desc)
+        .map(|d| d.fq_name.clone())
+        .chain(watch_family_names())
+        .collect()
+}
+
+/// The DNS learning families; each has a series from the start, so a gather names them all.
+fn watch_family_names() -> Vec<String> {
+    let registry = Registry::new();
+    crate::watch::WatchMetrics::register(&registry).expect("static metric definitions");
+    registry
+        .gather()
+        .iter()
+        .map(|f| f.get_name().to_owned())
+        .collect()
+}
+
 /// The daemon's own metrics.
 #[derive(Clone)]
 pub struct DaemonMetrics {
@@ -254,7 +306,6 @@ pub struct DaemonMetrics {
 }
 
 impl DaemonMetrics {
-    #[expect(clippy::too_many_lines, reason = "one metric definition after another")]
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             flow_events: IntCounterVec::new(
@@ -337,34 +388,33 @@ impl DaemonMetrics {
             m.reloads.with_label_values(&[r]);
         }
         m.config_applied();
-        registry.register(Box::new(m.flow_events.clone()))?;
-        registry.register(Box::new(m.event_errors.clone()))?;
-        registry.register(Box::new(m.flows_tracked.clone()))?;
-        registry.register(Box::new(m.geoip_prefixes.clone()))?;
-        registry.register(Box::new(m.geoip_level2_blocks.clone()))?;
-        registry.register(Box::new(m.geoip_source_modified.clone()))?;
-        registry.register(Box::new(m.geoip_source_built.clone()))?;
-        registry.register(Box::new(m.kernel_map_memory.clone()))?;
-        registry.register(Box::new(m.collector_errors.clone()))?;
-        registry.register(Box::new(m.reloads.clone()))?;
-        registry.register(Box::new(m.last_reload_successful.clone()))?;
-        registry.register(Box::new(m.last_reload_success.clone()))?;
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "exfilmon_build_info",
-                "Build information; the value is always 1.",
-            ),
-            &["version", "kernel_program_abi"],
-        )?;
-        build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), "1"])
-            .set(1);
-        registry.register(Box::new(build))?;
+        for collector in m.collectors() {
+            registry.register(collector)?;
+        }
+        registry.register(Box::new(build_info()?))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(m)
+    }
+
+    /// Every collector of the daemon's own metrics, for registering (and naming) them.
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.flow_events.clone()),
+            Box::new(self.event_errors.clone()),
+            Box::new(self.flows_tracked.clone()),
+            Box::new(self.geoip_prefixes.clone()),
+            Box::new(self.geoip_level2_blocks.clone()),
+            Box::new(self.geoip_source_modified.clone()),
+            Box::new(self.geoip_source_built.clone()),
+            Box::new(self.kernel_map_memory.clone()),
+            Box::new(self.collector_errors.clone()),
+            Box::new(self.reloads.clone()),
+            Box::new(self.last_reload_successful.clone()),
+            Box::new(self.last_reload_success.clone()),
+        ]
     }
 
     /// Records that a config was applied now.
