@@ -284,7 +284,7 @@ fn watch_family_names() -> Vec<String> {
     registry
         .gather()
         .iter()
-        .map(|f| f.get_name().to_owned())
+        .map(|f| f.name().to_owned())
         .collect()
 }
 

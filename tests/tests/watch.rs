@@ -309,3 +309,204 @@ fn addresses_learned_from_dns_are_attributed_to_the_domain() {
     );
     let _ = IpAddr::V4(PLAIN);
 }
+
+/// The watched domain of the lab test, and the address the lab's resolver gives for it.
+const LAB_DOMAIN: &str = "upload.shady.example";
+const LAB_ANSWER: Ipv4Addr = exfilmon_tests::lab::SERVER_SG_V4;
+/// Datagrams per burst in the lab test.
+const LAB_COUNT: usize = 30;
+
+/// A resolver inside the lab's internet namespace: answers at most `max` queries for A
+/// records of any name with `LAB_ANSWER` (TTL 300), for at most 30 seconds.
+fn lab_resolver(
+    lab: &exfilmon_tests::Lab,
+    addr: std::net::SocketAddr,
+    max: usize,
+) -> std::thread::JoinHandle<usize> {
+    let sock = lab
+        .ns(exfilmon_tests::Node::Inet)
+        .enter(|| std::net::UdpSocket::bind(addr).expect("bind the resolver"));
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut answered = 0;
+        let mut buf = [0u8; 512];
+        while answered < max && start.elapsed() < std::time::Duration::from_secs(30) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut m = Message::response(query.metadata.id, OpCode::Query);
+            for q in &query.queries {
+                m.add_query(q.clone());
+                m.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    300,
+                    RData::A(A(LAB_ANSWER)),
+                ));
+            }
+            sock.send_to(&m.to_vec().expect("encodes"), from)
+                .expect("answer");
+            answered += 1;
+        }
+        answered
+    })
+}
+
+/// Resolves `name` (A) from inside `ns` through `resolver`; the first address.
+fn lab_resolve(
+    ns: &exfilmon_tests::netns::NetNs,
+    resolver: std::net::SocketAddr,
+    name: &str,
+) -> Ipv4Addr {
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
+    let bytes = q.to_vec().expect("encodes");
+    let reply = ns.enter(move || {
+        let sock = std::net::UdpSocket::bind((exfilmon_tests::lab::PHONE_V4, 0)).expect("bind");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        sock.send_to(&bytes, resolver).expect("query");
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("an answer within 5 s");
+        buf[..n].to_vec()
+    });
+    let reply = Message::from_vec(&reply).expect("parses");
+    reply
+        .answers
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .expect("an A record")
+}
+
+#[test]
+#[ignore = "needs root: builds network namespaces and loads eBPF programs"]
+fn lab_device_resolving_a_watched_domain_is_counted_and_replay_agrees() {
+    use std::{fmt::Write as _, net::SocketAddr};
+
+    use exfilmon_tests::{
+        Capture, Lab, Node,
+        daemon::{Daemon, free_port, write_lab_config},
+        lab::{DEVICE_IF, PHONE_V4, SERVER_IN_V4, SERVER_US_V4},
+        traffic::{udp_burst, udp_sink},
+    };
+
+    require_root("lab_device_resolving_a_watched_domain_is_counted_and_replay_agrees");
+    let wait = std::time::Duration::from_secs(20);
+    let lab = Lab::new().expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port().expect("port");
+    let config = write_lab_config(&lab, dir.path(), port).expect("config");
+    let mut text = std::fs::read_to_string(&config).expect("read config");
+    writeln!(
+        text,
+        "\n[[watchlist]]\nname = \"shady\"\ndomains = [\"{LAB_DOMAIN}\"]"
+    )
+    .expect("a string takes it");
+    std::fs::write(&config, text).expect("write config");
+    let daemon =
+        Daemon::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir).expect("daemon");
+    let pcap = daemon.dir().join("phone.pcap");
+    let capture = Capture::start(lab.ns(Node::Phone), DEVICE_IF, &pcap).expect("tcpdump");
+
+    // The phone resolves the watched name through the lab's resolver (a domestic server).
+    let resolver_addr = SocketAddr::from((SERVER_IN_V4, 53));
+    let resolver = lab_resolver(&lab, resolver_addr, 1);
+    let addr = lab_resolve(lab.ns(Node::Phone), resolver_addr, LAB_DOMAIN);
+    assert_eq!(addr, LAB_ANSWER);
+    assert_eq!(resolver.join().expect("resolver"), 1);
+    daemon
+        .wait_for("the answer learned", wait, |m| {
+            m.sum("exfilmon_dns_answers_total", &[("result", "watched")]) >= 1.0
+        })
+        .expect("learned");
+
+    // Then it sends to the answer, and to an address nobody watches.
+    let inet = lab.ns(Node::Inet);
+    let watched = udp_sink(inet, SocketAddr::from((addr, 9501))).expect("sink");
+    let plain = udp_sink(inet, SocketAddr::from((SERVER_US_V4, 9502))).expect("sink");
+    let burst = |to: SocketAddr| {
+        udp_burst(
+            lab.ns(Node::Phone),
+            Some(PHONE_V4.into()),
+            to,
+            LAB_COUNT,
+            200,
+        )
+        .expect("burst")
+    };
+    let sent = burst(watched.addr());
+    let sent_plain = burst(plain.addr());
+    assert_eq!(sent.packets, LAB_COUNT as u64);
+    assert_eq!(sent_plain.packets, LAB_COUNT as u64);
+    for s in [&watched, &plain] {
+        assert_eq!(
+            s.wait_for(LAB_COUNT as u64, std::time::Duration::from_secs(10))
+                .packets,
+            LAB_COUNT as u64,
+            "monitoring never drops"
+        );
+    }
+
+    let bytes = |m: &exfilmon_tests::daemon::Metrics| {
+        m.sum("exfilmon_watchlist_bytes_total", &[("watchlist", "shady")])
+    };
+    #[expect(clippy::cast_precision_loss, reason = "a few kilobytes")]
+    let expected = sent.l3_bytes as f64;
+    let m = daemon
+        .wait_for("the watched bytes", wait, |m| bytes(m) >= expected)
+        .expect("counted");
+    assert_eq!(
+        bytes(&m),
+        expected,
+        "exactly the layer-3 bytes sent to the answer"
+    );
+    assert_eq!(
+        m.sum(
+            "exfilmon_watchlist_bytes_total",
+            &[
+                ("watchlist", "shady"),
+                ("entry", LAB_DOMAIN),
+                ("group", "phones"),
+                ("direction", "outbound"),
+            ]
+        ),
+        expected,
+        "all of it outbound from the phones, for the domain entry"
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a few datagrams")]
+    let packets = LAB_COUNT as f64;
+    assert_eq!(
+        m.sum("exfilmon_watchlist_packets_total", &[]),
+        packets,
+        "the unwatched address is not counted"
+    );
+
+    let captured = capture.stop().expect("stop tcpdump");
+    assert_eq!(captured.dropped, 0, "tcpdump dropped packets");
+    assert_replay_agrees(&daemon.config, &pcap, sent.l3_bytes);
+    let (status, _log) = daemon.stop_with_event_log().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
+}
+
+/// The lab's capture replayed learns the same answer and gives the one watch hit the daemon
+/// counted live.
+fn assert_replay_agrees(config: &std::path::Path, pcap: &std::path::Path, bytes: u64) {
+    let report = exfilmon_tests::replay_json(config, &[pcap]);
+    let hits = report["watch"].as_array().expect("watch");
+    assert_eq!(hits.len(), 1, "one watch hit in the replay: {hits:?}");
+    assert_eq!(hits[0]["watchlist"], "shady");
+    assert_eq!(hits[0]["entry"], LAB_DOMAIN);
+    assert_eq!(hits[0]["direction"], "outbound");
+    assert_eq!(hits[0]["packets"], LAB_COUNT);
+    assert_eq!(hits[0]["bytes"], bytes);
+}
