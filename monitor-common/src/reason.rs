@@ -58,15 +58,22 @@ pub const DNS_COPIED: u32 = 27;
 pub const DNS_TRUNCATED: u32 = 28;
 /// Anomaly: a DNS answer could not be read from the packet; nothing was copied.
 pub const DNS_LOAD_FAILED: u32 = 29;
+/// Event: a ClientHello packet was copied into the ring buffer.
+pub const TLS_HELLO_COPIED: u32 = 30;
+/// Event: a ClientHello packet longer than `watch::HELLO_COPY` was cut for the copy.
+pub const TLS_HELLO_CUT: u32 = 31;
+/// Event: the bytes of a packet to TCP port 443 could not be read for the ClientHello check
+/// or the copy.
+pub const TLS_LOAD_FAILED: u32 = 32;
 
 /// Size of the `REASONS` array.
-pub const REASON_ENTRIES: u32 = 32;
+pub const REASON_ENTRIES: u32 = 40;
 
 /// Number of outcome ids (they sum to the packets seen).
 pub const OUTCOMES: u32 = 10;
 
 /// Names as exported in metrics and replay output, by id.
-pub const NAMES: [(u32, &str); 24] = [
+pub const NAMES: [(u32, &str); 27] = [
     (OUTBOUND, "outbound"),
     (INBOUND, "inbound"),
     (INTERNAL, "internal"),
@@ -91,4 +98,7 @@ pub const NAMES: [(u32, &str); 24] = [
     (DNS_COPIED, "dns_copied"),
     (DNS_TRUNCATED, "dns_truncated"),
     (DNS_LOAD_FAILED, "dns_load_failed"),
+    (TLS_HELLO_COPIED, "tls_hello_copied"),
+    (TLS_HELLO_CUT, "tls_hello_cut"),
+    (TLS_LOAD_FAILED, "tls_load_failed"),
 ];

@@ -104,10 +104,39 @@ pub struct DnsEvent {
 }
 const _: () = assert!(size_of::<DnsEvent>() == 16 + DNS_COPY);
 
+/// Ring buffer record kind of a TLS ClientHello.
+pub const EVENT_HELLO: u32 = 5;
+/// Bytes of a ClientHello packet copied at most, from its IP header on; enough for the
+/// server name of the ClientHellos that name the server early (OpenSSL, curl, Firefox).
+/// A longer packet is cut and counted (`tls_hello_cut`); the name may then be lost.
+pub const HELLO_COPY: usize = 1024;
+/// The TCP destination port whose first payload bytes are checked for a ClientHello.
+pub const PORT_HTTPS: u16 = 443;
+
+/// A packet to TCP port 443 whose payload starts a TLS handshake record holding a
+/// ClientHello: the IP packet from its header on, cut at [`HELLO_COPY`] bytes. The daemon
+/// reads the server name and learns the destination address as DNS answers teach it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloEvent {
+    /// [`EVENT_HELLO`].
+    pub kind: u32,
+    /// Bytes of `data` that hold the packet.
+    pub len: u16,
+    pub _pad: u16,
+    /// The IP packet's length (more than `len` when cut).
+    pub packet_len: u32,
+    pub _pad2: u32,
+    pub data: [u8; HELLO_COPY],
+}
+const _: () = assert!(size_of::<HelloEvent>() == 16 + HELLO_COPY);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding.
     unsafe impl aya::Pod for super::DnsEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HelloEvent {}
 }
 
 #[cfg(test)]

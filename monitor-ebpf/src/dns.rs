@@ -1,36 +1,51 @@
-//! DNS answers: packets from TCP or UDP port 53 are copied, payload only and at most
-//! `DNS_COPY` bytes, into the ring buffer as `DnsEvent` records. The daemon parses them
-//! (the kernel never parses DNS) and learns the addresses of watched domains.
+//! Payload copies for domain attribution. DNS answers: packets from TCP or UDP port 53
+//! are copied, payload only and at most `DNS_COPY` bytes, into the ring buffer as
+//! `DnsEvent` records. TLS ClientHellos: packets to TCP port 443 whose payload starts a
+//! handshake record holding a ClientHello are copied from the IP header on, at most
+//! `HELLO_COPY` bytes, as `HelloEvent` records. The daemon parses both (the kernel never
+//! parses DNS or TLS) and learns the addresses of watched domains.
 
 use core::arch::asm;
 
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_md},
+    bindings::{__sk_buff, xdp_md},
     cty::{c_long, c_void},
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };
 use monitor_common::{
     reason,
-    watch::{DNS_COPY, DnsEvent, EVENT_DNS},
+    watch::{DNS_COPY, DnsEvent, EVENT_DNS, EVENT_HELLO, HELLO_COPY, HelloEvent},
 };
 
 use crate::{
-    maps::{CONFIG, DNS_PENDING, EVENTS, count},
+    flow::wakeup_flags,
+    maps::{DNS_PENDING, EVENTS, count},
     parse::Packet,
 };
 
 /// The source port of the packets `note` is for.
 pub const PORT_DNS: u16 = 53;
 const _: () = assert!(DNS_COPY == 0x200, "the copy length mask below");
+const _: () = assert!(HELLO_COPY == 0x400, "the copy length mask below");
 
-/// Where the DNS payload of a packet is: the record `note` leaves in `DNS_PENDING` for
-/// `copy_xdp`/`copy_tc`; `len` 0 is none.
+/// `Answer::kind` of a DNS answer.
+const KIND_DNS: u8 = 0;
+/// `Answer::kind` of a packet that may hold a ClientHello.
+const KIND_HELLO: u8 = 1;
+
+/// What to copy of a packet: the record `note`/`note_hello` leave in `DNS_PENDING` for
+/// `copy_xdp`/`copy_tc`; `len` 0 is none. For a DNS answer, `offset` and `len` are the
+/// payload's; for a ClientHello candidate they are the IP packet's and `payload` is where
+/// the TCP payload starts.
 #[derive(Clone, Copy)]
 pub struct Answer {
     offset: u32,
     len: u32,
+    payload: u32,
     proto: u8,
     family: u8,
+    kind: u8,
+    _pad: u8,
 }
 
 /// Notes where the DNS payload of a TCP or UDP packet from port 53 is, for the copy the
@@ -58,8 +73,36 @@ pub fn note(p: &Packet) {
             *slot = Answer {
                 offset: p.payload,
                 len: p.l3_end - p.payload,
+                payload: p.payload,
                 proto: p.proto,
                 family: p.family,
+                kind: KIND_DNS,
+                _pad: 0,
+            };
+        }
+    }
+}
+
+/// Notes a TCP packet to port 443 with a payload, for the copy to check whether the payload
+/// starts a ClientHello (`pending`, then `copy_xdp`/`copy_tc`): the check reads packet
+/// bytes, so it is made once the packet is classified, off the parser's paths, as `note`
+/// explains.
+#[inline(always)]
+pub fn note_hello(p: &Packet) {
+    if p.l3_end <= p.payload {
+        return;
+    }
+    if let Some(slot) = DNS_PENDING.get_ptr_mut(0) {
+        // SAFETY: as in `note`.
+        unsafe {
+            *slot = Answer {
+                offset: p.l3_end - p.l3_bytes as u32,
+                len: p.l3_bytes as u32,
+                payload: p.payload,
+                proto: p.proto,
+                family: p.family,
+                kind: KIND_HELLO,
+                _pad: 0,
             };
         }
     }
@@ -94,7 +137,7 @@ pub fn copy_tc(skb: *mut __sk_buff) {
 /// Reserves a `DnsEvent`, fills it with `load(offset, buf, size)` and submits it; failures
 /// are counted.
 #[inline(always)]
-fn copy(load: impl FnOnce(u32, *mut c_void, u32) -> c_long) {
+fn copy(load: impl Fn(u32, *mut c_void, u32) -> c_long) {
     let Some(slot) = DNS_PENDING.get_ptr_mut(0) else {
         return;
     };
@@ -104,6 +147,10 @@ fn copy(load: impl FnOnce(u32, *mut c_void, u32) -> c_long) {
         (*slot).len = 0;
         a
     };
+    if a.kind == KIND_HELLO {
+        copy_hello(&a, load);
+        return;
+    }
     // `a.len` is an unknown value here (read from the map): bounded below and above.
     let len = if a.len > DNS_COPY as u32 {
         count(reason::DNS_TRUNCATED);
@@ -141,14 +188,62 @@ fn copy(load: impl FnOnce(u32, *mut c_void, u32) -> c_long) {
         count(reason::DNS_LOAD_FAILED);
         return;
     }
-    let wakeup_at = CONFIG.get(0).map_or(0, |c| c.wakeup_bytes);
     // Answers are few and the learning should be prompt: wake the daemon when the ring is
     // past the threshold, as flow events do.
-    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_at {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(u64::from(flags));
+    entry.submit(wakeup_flags());
     count(reason::DNS_COPIED);
+}
+
+/// Whether the TCP payload at `a.payload` starts a TLS handshake record (type 22, major
+/// version 3) whose first message is a ClientHello (type 1); then copies the IP packet into
+/// a `HelloEvent`. Every other packet to port 443 costs the six-byte read alone.
+#[inline(always)]
+fn copy_hello(a: &Answer, load: impl Fn(u32, *mut c_void, u32) -> c_long) {
+    let mut head = [0u8; 6];
+    if load(a.payload, head.as_mut_ptr().cast(), 6) != 0 {
+        // A payload shorter than six bytes is no ClientHello; anything else is a failure.
+        if a.offset + a.len >= a.payload + 6 {
+            count(reason::TLS_LOAD_FAILED);
+        }
+        return;
+    }
+    if head[0] != 22 || head[1] != 3 || head[5] != 1 {
+        return;
+    }
+    let len = if a.len > HELLO_COPY as u32 {
+        count(reason::TLS_HELLO_CUT);
+        HELLO_COPY as u32
+    } else {
+        a.len
+    };
+    if len == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<HelloEvent>(0) else {
+        count(reason::RINGBUF_DROPPED);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved record, `HELLO_COPY` bytes of `data` long; `len` is
+    // 1..=HELLO_COPY (checked above), so the helper writes inside it.
+    let rc = unsafe {
+        (*e).kind = EVENT_HELLO;
+        (*e).len = len as u16;
+        (*e)._pad = 0;
+        (*e).packet_len = a.len;
+        (*e)._pad2 = 0;
+        let buf = (&raw mut (*e).data).cast();
+        // As in `copy`: the mask keeps the range proof and is a no-op for 1..=HELLO_COPY.
+        let mut size = u64::from(len - 1);
+        asm!("{0} &= 0x3ff", inout(reg) size, options(nomem, nostack, preserves_flags));
+        load(a.offset, buf, (size + 1) as u32)
+    };
+    if rc != 0 {
+        entry.discard(0);
+        count(reason::TLS_LOAD_FAILED);
+        return;
+    }
+    // Like an answer, a ClientHello should be learned promptly.
+    entry.submit(wakeup_flags());
+    count(reason::TLS_HELLO_COPIED);
 }

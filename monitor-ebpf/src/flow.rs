@@ -131,15 +131,22 @@ fn update(st: *mut FlowState, key: &FlowKey, p: &Packet, outbound: bool, now: u6
     }
 }
 
-/// Submits one event; a failed reservation is counted, never retried.
+/// The submit flags of a record: a forced wakeup once the unread data reaches the
+/// configured `wakeup_bytes`, none before (the daemon's timer drains small batches).
 #[inline(always)]
-pub fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
+pub fn wakeup_flags() -> u64 {
     let wakeup_at = CONFIG.get(0).map_or(0, |c| c.wakeup_bytes);
-    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_at {
+    u64::from(if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wakeup_at {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
-    };
+    })
+}
+
+/// Submits one event; a failed reservation is counted, never retried.
+#[inline(always)]
+pub fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
+    let flags = wakeup_flags();
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
             entry.write(FlowEvent {
@@ -148,7 +155,7 @@ pub fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
                 key: *key,
                 state: *st,
             });
-            entry.submit(u64::from(flags));
+            entry.submit(flags);
             count(reason::RINGBUF_SUBMITTED);
         }
         None => count(reason::RINGBUF_DROPPED),

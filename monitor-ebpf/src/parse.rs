@@ -9,6 +9,7 @@ use core::{arch::asm, ptr::read_unaligned};
 use monitor_common::{
     flow::{FAMILY_V4, FAMILY_V6},
     reason,
+    watch::PORT_HTTPS,
 };
 
 use crate::{dns, maps::count};
@@ -307,6 +308,8 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
                 p.payload = (off + usize::from(*((h + 12) as *const u8) >> 4) * 4) as u32;
                 if p.sport == dns::PORT_DNS {
                     dns::note(p);
+                } else if p.dport == PORT_HTTPS {
+                    dns::note_hello(p);
                 }
             },
             None => count(reason::MALFORMED_L4),

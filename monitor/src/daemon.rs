@@ -410,6 +410,11 @@ impl EventSink {
                         w.answer(payload, tcp, cut);
                     }
                 }
+                Ok(events::Record::Hello { packet, cut }) => {
+                    if let Some(w) = self.watcher.as_mut() {
+                        w.hello(packet, cut);
+                    }
+                }
                 Err(e) => {
                     self.decode_errors.inc();
                     tracing::warn!(error = %e, "undecodable ring buffer record");

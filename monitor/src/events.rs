@@ -71,11 +71,18 @@ pub enum Record<'a> {
         tcp: bool,
         cut: bool,
     },
+    /// A ClientHello packet from its IP header on, as copied, and whether the kernel cut it.
+    Hello {
+        packet: &'a [u8],
+        cut: bool,
+    },
 }
 
 /// Decodes one ring buffer record by its kind (the first word).
 pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, EventError> {
-    use monitor_common::watch::{DNS_COPY, DnsEvent, EVENT_DNS};
+    use monitor_common::watch::{
+        DNS_COPY, DnsEvent, EVENT_DNS, EVENT_HELLO, HELLO_COPY, HelloEvent,
+    };
     let kind = bytes
         .first_chunk::<4>()
         .map(|k| u32::from_ne_bytes(*k))
@@ -83,22 +90,34 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, EventError> {
             len: bytes.len(),
             expected: 4,
         })?;
-    if kind != EVENT_DNS {
-        return decode(bytes).map(|(k, key, st)| Record::Flow(k, key, st));
+    // Both copies share their header: kind, copied length (u16), then the copied
+    // thing's own length at bytes 8..12; the data starts at 16.
+    let copied = |size: usize, max: usize| -> Result<(&[u8], bool), EventError> {
+        if bytes.len() != size {
+            return Err(EventError::Size {
+                len: bytes.len(),
+                expected: size,
+            });
+        }
+        let len = usize::from(u16::from_ne_bytes([bytes[4], bytes[5]])).min(max);
+        let whole = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        Ok((&bytes[16..16 + len], whole as usize > len))
+    };
+    match kind {
+        EVENT_DNS => {
+            let (payload, cut) = copied(size_of::<DnsEvent>(), DNS_COPY)?;
+            Ok(Record::Dns {
+                payload,
+                tcp: bytes[6] == 6,
+                cut,
+            })
+        }
+        EVENT_HELLO => {
+            let (packet, cut) = copied(size_of::<HelloEvent>(), HELLO_COPY)?;
+            Ok(Record::Hello { packet, cut })
+        }
+        _ => decode(bytes).map(|(k, key, st)| Record::Flow(k, key, st)),
     }
-    if bytes.len() != size_of::<DnsEvent>() {
-        return Err(EventError::Size {
-            len: bytes.len(),
-            expected: size_of::<DnsEvent>(),
-        });
-    }
-    let len = usize::from(u16::from_ne_bytes([bytes[4], bytes[5]])).min(DNS_COPY);
-    let payload_len = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    Ok(Record::Dns {
-        payload: &bytes[16..16 + len],
-        tcp: bytes[6] == 6,
-        cut: payload_len as usize > len,
-    })
 }
 
 /// Decodes one flow event record.

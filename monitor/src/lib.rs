@@ -15,6 +15,7 @@ pub mod reload;
 pub mod replay;
 pub mod tables;
 pub mod tier6;
+pub mod tls;
 pub mod watch;
 
 use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};

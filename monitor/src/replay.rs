@@ -121,8 +121,9 @@ pub struct WatchHit {
 }
 
 /// Runs every frame of `captures`, in order, through a freshly loaded `monitor`.
-/// DNS answers are learned as the daemon learns them, before the next frame runs, so a
-/// capture gives the watchlist hits that live traffic gave.
+/// DNS answers and ClientHellos are learned as the daemon learns them, before the next
+/// frame runs, so a capture gives the watchlist hits that live traffic gave (more, by the
+/// few packets that pass live while the daemon is still learning).
 pub fn run(
     monitor: &mut Monitor,
     labels: &Labels,
@@ -169,6 +170,9 @@ pub fn run(
                     }
                     Ok(events::Record::Dns { payload, tcp, cut }) => {
                         watcher.answer(payload, tcp, cut);
+                    }
+                    Ok(events::Record::Hello { packet, cut }) => {
+                        watcher.hello(packet, cut);
                     }
                     Err(_) => {}
                 }

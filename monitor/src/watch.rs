@@ -37,6 +37,10 @@ pub const MAX_ENTRIES: usize = MAX_WATCH_ENTRIES as usize - 1;
 pub const GRACE_SECS: u64 = 60;
 /// TTLs are capped at a day, so that one answer cannot pin an address for years.
 pub const MAX_TTL_SECS: u64 = 86_400;
+/// How long an address named by a ClientHello stays attributed to the name (plus
+/// `GRACE_SECS`), renewed by every ClientHello that names it: long enough for the uploads
+/// a connection carries, short enough that a reused CDN address is soon forgotten.
+pub const HELLO_TTL_SECS: u32 = 3600;
 
 /// A domain pattern: an exact name, or `*.suffix` for every name below the suffix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -639,6 +643,8 @@ impl Learner {
 pub struct WatchMetrics {
     answers: prometheus::IntCounterVec,
     malformed: prometheus::IntCounterVec,
+    hellos: prometheus::IntCounterVec,
+    hellos_malformed: prometheus::IntCounterVec,
     learned: prometheus::IntGauge,
     evictions: prometheus::IntCounter,
     full: prometheus::IntCounter,
@@ -661,6 +667,20 @@ impl WatchMetrics {
                 Opts::new(
                     "exfilmon_dns_malformed_total",
                     "DNS answers that could not be parsed, by reason.",
+                ),
+                &["reason"],
+            )?,
+            hellos: IntCounterVec::new(
+                Opts::new(
+                    "exfilmon_tls_client_hellos_total",
+                    "TLS ClientHellos copied by the kernel, by result: watched (the server address was learned for a watched name), unwatched, no_server_name (none, or past the copy's cut), malformed.",
+                ),
+                &["result"],
+            )?,
+            hellos_malformed: IntCounterVec::new(
+                Opts::new(
+                    "exfilmon_tls_malformed_total",
+                    "Copied ClientHello packets that could not be read, by reason.",
                 ),
                 &["reason"],
             )?,
@@ -687,8 +707,16 @@ impl WatchMetrics {
         for r in crate::dns::Malformed::ALL {
             m.malformed.with_label_values(&[r.as_str()]);
         }
+        for r in ["watched", "unwatched", "no_server_name", "malformed"] {
+            m.hellos.with_label_values(&[r]);
+        }
+        for r in crate::tls::Malformed::ALL {
+            m.hellos_malformed.with_label_values(&[r.as_str()]);
+        }
         registry.register(Box::new(m.answers.clone()))?;
         registry.register(Box::new(m.malformed.clone()))?;
+        registry.register(Box::new(m.hellos.clone()))?;
+        registry.register(Box::new(m.hellos_malformed.clone()))?;
         registry.register(Box::new(m.learned.clone()))?;
         registry.register(Box::new(m.evictions.clone()))?;
         registry.register(Box::new(m.full.clone()))?;
@@ -761,16 +789,49 @@ impl Watcher {
                 return;
             }
         };
+        let result = self.learn(&resolved);
+        self.metrics.answers.with_label_values(&[result]).inc();
+    }
+
+    /// Reads one ClientHello packet and, when it names a watched domain, learns its
+    /// destination address for the name for `HELLO_TTL_SECS`, as an answer would teach it.
+    /// The ClientHello itself, and the handshake before it, are not attributed: the
+    /// address is watched from the next packet on.
+    pub fn hello(&mut self, packet: &[u8], cut: bool) {
+        let result = match crate::tls::parse(packet) {
+            Ok(crate::tls::Hello {
+                server,
+                name: Some(name),
+            }) => self.learn(&[Resolved {
+                addr: server,
+                ttl: HELLO_TTL_SECS,
+                names: vec![name],
+            }]),
+            Ok(_) => "no_server_name",
+            Err(e) => {
+                tracing::debug!(error = %e, cut, "unreadable ClientHello copy");
+                self.metrics
+                    .hellos_malformed
+                    .with_label_values(&[e.as_str()])
+                    .inc();
+                "malformed"
+            }
+        };
+        self.metrics.hellos.with_label_values(&[result]).inc();
+    }
+
+    /// Learns what `resolved` says about watched names, now; "watched" when it taught an
+    /// address, "unwatched" otherwise.
+    fn learn(&mut self, resolved: &[Resolved]) -> &'static str {
         let mut changes = Vec::new();
-        let got = self.learner.learn(&resolved, now_secs(), &mut changes);
-        let result = if got.addresses > 0 {
+        let got = self.learner.learn(resolved, now_secs(), &mut changes);
+        self.metrics.full.inc_by(u64::from(got.full));
+        self.write(&changes);
+        if got.addresses > 0 {
             "watched"
         } else {
             "unwatched"
-        };
-        self.metrics.answers.with_label_values(&[result]).inc();
-        self.metrics.full.inc_by(u64::from(got.full));
-        self.write(&changes);
+        }
     }
 
     /// Forgets expired addresses.

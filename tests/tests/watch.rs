@@ -19,12 +19,13 @@ use monitor::{
     geoip::GeoDb,
     load_monitor,
     tables::{self, Labels},
+    tls,
     watch::{Plan, WatchMetrics, Watcher},
 };
 use monitor_common::{
     class::{DIR_INBOUND, DIR_OUTBOUND},
     programs, reason,
-    watch::{DNS_COPY, watch_counter_parts},
+    watch::{DNS_COPY, HELLO_COPY, watch_counter_parts},
 };
 
 const UDP: u8 = 17;
@@ -41,6 +42,8 @@ struct Harness {
     labels: Labels,
     events: RingBuf<MapData>,
     watcher: Watcher,
+    /// ClientHello packets drained from the ring, with whether the kernel cut them.
+    hellos: Vec<(Vec<u8>, bool)>,
     _dir: tempfile::TempDir,
 }
 
@@ -91,6 +94,7 @@ domains = ["api.account.xiaomi.com", "*.xiaomi.com"]
             labels: plan.labels,
             events,
             watcher,
+            hellos: Vec::new(),
             _dir: dir,
         }
     }
@@ -124,13 +128,21 @@ domains = ["api.account.xiaomi.com", "*.xiaomi.com"]
         self.monitor.read_counters().expect("counters").reasons[id as usize]
     }
 
-    /// Drains the ring: DNS answers go to the watcher, as in the daemon; returns them.
+    /// Drains the ring: DNS answers and ClientHellos go to the watcher, as in the daemon;
+    /// returns the answers and keeps the ClientHellos in `hellos`.
     fn drain(&mut self) -> Vec<(Vec<u8>, bool, bool)> {
         let mut dns = Vec::new();
         while let Some(item) = self.events.next() {
-            if let Ok(events::Record::Dns { payload, tcp, cut }) = events::decode_record(&item) {
-                self.watcher.answer(payload, tcp, cut);
-                dns.push((payload.to_vec(), tcp, cut));
+            match events::decode_record(&item) {
+                Ok(events::Record::Dns { payload, tcp, cut }) => {
+                    self.watcher.answer(payload, tcp, cut);
+                    dns.push((payload.to_vec(), tcp, cut));
+                }
+                Ok(events::Record::Hello { packet, cut }) => {
+                    self.watcher.hello(packet, cut);
+                    self.hellos.push((packet.to_vec(), cut));
+                }
+                _ => {}
             }
         }
         dns
@@ -310,11 +322,137 @@ fn addresses_learned_from_dns_are_attributed_to_the_domain() {
     let _ = IpAddr::V4(PLAIN);
 }
 
+#[test]
+#[ignore = "needs root: loads eBPF programs"]
+fn client_hellos_are_copied_and_their_server_is_learned() {
+    let mut h = Harness::new("client_hellos_are_copied_and_their_server_is_learned");
+    let hello = |name: &str, padding: usize| tls::client_hello(Some(name), padding);
+    let v4 = ipv4(
+        PHONE,
+        PLAIN,
+        TCP,
+        &tcp(40010, 443, 0x18, &hello("API.account.xiaomi.com", 0)),
+    );
+    h.run(&eth_v4(&v4));
+    assert!(
+        h.hits().is_empty(),
+        "the ClientHello itself is not attributed"
+    );
+    // Not copied: application data to port 443, a ClientHello to another port, a SYN.
+    h.run(&eth_v4(&ipv4(
+        PHONE,
+        PLAIN,
+        TCP,
+        &tcp(40010, 443, 0x18, &[23, 3, 3, 0, 4, 1, 2, 3, 4]),
+    )));
+    h.run(&eth_v4(&ipv4(
+        PHONE,
+        PLAIN,
+        TCP,
+        &tcp(40011, 8443, 0x18, &hello("api.account.xiaomi.com", 0)),
+    )));
+    h.run(&eth_v4(&ipv4(
+        PHONE,
+        PLAIN,
+        TCP,
+        &tcp(40012, 443, 0x02, &[]),
+    )));
+    // Copied but cut: the name lies past `HELLO_COPY`.
+    let long = ipv4(
+        PHONE,
+        AS64500,
+        TCP,
+        &tcp(40013, 443, 0x18, &hello("late.xiaomi.com", 1200)),
+    );
+    h.run(&eth_v4(&long));
+    let v6 = ipv6(
+        "2001:db8:1:1::10".parse::<Ipv6Addr>().expect("ip"),
+        "2001:db8:77::1".parse::<Ipv6Addr>().expect("ip"),
+        &[],
+        TCP,
+        &tcp(40014, 443, 0x18, &hello("v6.xiaomi.com", 0)),
+    );
+    h.run(&eth_v6(&v6));
+
+    assert!(h.drain().is_empty(), "no DNS answers");
+    assert_eq!(
+        h.hellos,
+        [
+            (v4.clone(), false),
+            (long[..HELLO_COPY].to_vec(), true),
+            (v6.clone(), false)
+        ],
+        "the IP packets of the three ClientHellos to port 443, the long one cut"
+    );
+    assert_eq!(h.reason(reason::TLS_HELLO_COPIED), 3);
+    assert_eq!(h.reason(reason::TLS_HELLO_CUT), 1);
+    assert_eq!(h.reason(reason::TLS_LOAD_FAILED), 0);
+
+    // The servers of the two whole ClientHellos are learned for their names.
+    h.run(&send(PLAIN, 100));
+    h.run(&send(AS64500, 100));
+    h.run(&eth_v6(&ipv6(
+        "2001:db8:77::1".parse::<Ipv6Addr>().expect("ip"),
+        "2001:db8:1:1::10".parse::<Ipv6Addr>().expect("ip"),
+        &[],
+        UDP,
+        &udp(443, 40014, &[0; 12]),
+    )));
+    assert_eq!(
+        h.hits(),
+        [
+            ("xiaomi/*.xiaomi.com".to_owned(), DIR_INBOUND, 1, 60),
+            (
+                "xiaomi/api.account.xiaomi.com".to_owned(),
+                DIR_OUTBOUND,
+                1,
+                128
+            ),
+        ],
+        "the cut ClientHello's server (AS64500) stays unwatched"
+    );
+}
+
 /// The watched domain of the lab test, and the address the lab's resolver gives for it.
 const LAB_DOMAIN: &str = "upload.shady.example";
 const LAB_ANSWER: Ipv4Addr = exfilmon_tests::lab::SERVER_SG_V4;
 /// Datagrams per burst in the lab test.
 const LAB_COUNT: usize = 30;
+
+/// The lab's daemon with the watchlist `shady` of one domain pattern, and a capture of
+/// the phone's traffic (in the daemon's directory).
+fn lab_daemon(
+    lab: &exfilmon_tests::Lab,
+    domain: &str,
+) -> (
+    exfilmon_tests::daemon::Daemon,
+    exfilmon_tests::Capture,
+    std::path::PathBuf,
+) {
+    use std::fmt::Write as _;
+
+    use exfilmon_tests::daemon::{Daemon, free_port, write_lab_config};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port().expect("port");
+    let config = write_lab_config(lab, dir.path(), port).expect("config");
+    let mut text = std::fs::read_to_string(&config).expect("read config");
+    writeln!(
+        text,
+        "\n[[watchlist]]\nname = \"shady\"\ndomains = [\"{domain}\"]"
+    )
+    .expect("a string takes it");
+    std::fs::write(&config, text).expect("write config");
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let daemon = Daemon::start_with(config, metrics, dir).expect("daemon");
+    let pcap = daemon.dir().join("phone.pcap");
+    let capture = exfilmon_tests::Capture::start(
+        lab.ns(exfilmon_tests::Node::Phone),
+        exfilmon_tests::lab::DEVICE_IF,
+        &pcap,
+    )
+    .expect("tcpdump");
+    (daemon, capture, pcap)
+}
 
 /// A resolver inside the lab's internet namespace: answers at most `max` queries for A
 /// records of any name with `LAB_ANSWER` (TTL 300), for at most 30 seconds.
@@ -391,32 +529,18 @@ fn lab_resolve(
 #[test]
 #[ignore = "needs root: builds network namespaces and loads eBPF programs"]
 fn lab_device_resolving_a_watched_domain_is_counted_and_replay_agrees() {
-    use std::{fmt::Write as _, net::SocketAddr};
+    use std::net::SocketAddr;
 
     use exfilmon_tests::{
-        Capture, Lab, Node,
-        daemon::{Daemon, free_port, write_lab_config},
-        lab::{DEVICE_IF, PHONE_V4, SERVER_IN_V4, SERVER_US_V4},
+        Lab, Node,
+        lab::{PHONE_V4, SERVER_IN_V4, SERVER_US_V4},
         traffic::{udp_burst, udp_sink},
     };
 
     require_root("lab_device_resolving_a_watched_domain_is_counted_and_replay_agrees");
     let wait = std::time::Duration::from_secs(20);
     let lab = Lab::new().expect("lab");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port().expect("port");
-    let config = write_lab_config(&lab, dir.path(), port).expect("config");
-    let mut text = std::fs::read_to_string(&config).expect("read config");
-    writeln!(
-        text,
-        "\n[[watchlist]]\nname = \"shady\"\ndomains = [\"{LAB_DOMAIN}\"]"
-    )
-    .expect("a string takes it");
-    std::fs::write(&config, text).expect("write config");
-    let daemon =
-        Daemon::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir).expect("daemon");
-    let pcap = daemon.dir().join("phone.pcap");
-    let capture = Capture::start(lab.ns(Node::Phone), DEVICE_IF, &pcap).expect("tcpdump");
+    let (daemon, capture, pcap) = lab_daemon(&lab, LAB_DOMAIN);
 
     // The phone resolves the watched name through the lab's resolver (a domestic server).
     let resolver_addr = SocketAddr::from((SERVER_IN_V4, 53));
@@ -509,4 +633,143 @@ fn assert_replay_agrees(config: &std::path::Path, pcap: &std::path::Path, bytes:
     assert_eq!(hits[0]["direction"], "outbound");
     assert_eq!(hits[0]["packets"], LAB_COUNT);
     assert_eq!(hits[0]["bytes"], bytes);
+}
+
+/// A TLS server stand-in in the lab's internet namespace: accepts one connection on
+/// `addr` and reads it to its end (at most 20 s); returns the bytes read.
+fn lab_tls_sink(
+    lab: &exfilmon_tests::Lab,
+    addr: std::net::SocketAddr,
+) -> std::thread::JoinHandle<usize> {
+    use std::io::Read as _;
+    let listener = lab
+        .ns(exfilmon_tests::Node::Inet)
+        .enter(|| std::net::TcpListener::bind(addr).expect("bind the TLS sink"));
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("a connection");
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        got.len()
+    })
+}
+
+/// The last event-log record of each flow, as JSON.
+fn last_records(log: &str) -> Vec<serde_json::Value> {
+    let mut last = std::collections::BTreeMap::new();
+    for v in log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let key = format!(
+            "{}:{}>{}:{}/{}",
+            v["src"], v["sport"], v["dst"], v["dport"], v["proto"]
+        );
+        last.insert(key, v);
+    }
+    last.into_values().collect()
+}
+
+#[test]
+#[ignore = "needs root: builds network namespaces and loads eBPF programs"]
+fn lab_client_hello_naming_a_watched_domain_attributes_its_server() {
+    use std::{io::Write as _, net::SocketAddr};
+
+    use exfilmon_tests::{Lab, Node, lab::SERVER_SG_V4, traffic::tcp_exchange};
+
+    require_root("lab_client_hello_naming_a_watched_domain_attributes_its_server");
+    let wait = std::time::Duration::from_secs(20);
+    let lab = Lab::new().expect("lab");
+    let (daemon, capture, pcap) = lab_daemon(&lab, "*.shady.example");
+
+    // 1. The phone opens TLS to the server, naming a watched domain in its ClientHello.
+    let https = SocketAddr::from((SERVER_SG_V4, 443));
+    let sink = lab_tls_sink(&lab, https);
+    let mut conn = lab
+        .ns(Node::Phone)
+        .enter(|| std::net::TcpStream::connect_timeout(&https, wait))
+        .expect("connect");
+    conn.write_all(&tls::client_hello(Some(LAB_DOMAIN), 0))
+        .expect("ClientHello");
+    daemon
+        .wait_for("the ClientHello learned", wait, |m| {
+            m.sum("exfilmon_tls_client_hellos_total", &[("result", "watched")]) >= 1.0
+        })
+        .expect("learned");
+    drop(conn);
+    sink.join().expect("sink");
+
+    // 2. Then it uploads to the same server on another port: all of it is the domain's.
+    let upload = tcp_exchange(
+        lab.ns(Node::Phone),
+        lab.ns(Node::Inet),
+        SocketAddr::from((SERVER_SG_V4, 8443)),
+        &[0x55; 3000],
+        5000,
+    )
+    .expect("upload");
+    assert_eq!((upload.request_bytes, upload.response_bytes), (3000, 5000));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let metrics = daemon.wait_for("a scrape", wait, |_| true).expect("scrape");
+    let captured = capture.stop().expect("stop tcpdump");
+    assert_eq!(captured.dropped, 0, "tcpdump dropped packets");
+    let report = exfilmon_tests::replay_json(&daemon.config, &[&pcap]);
+    let (status, log) = daemon.stop_with_event_log().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
+
+    // Every packet attributed to the entry is in a flow tracked for it, and the reverse:
+    // the counters equal the flow table's totals, direction by direction.
+    let entry = format!("shady/{}", "*.shady.example");
+    let flows: Vec<_> = last_records(&log)
+        .into_iter()
+        .filter(|v| v["watch"] == entry.as_str())
+        .collect();
+    let total = |field: &str| {
+        flows
+            .iter()
+            .map(|v| v[field].as_u64().expect("n"))
+            .sum::<u64>()
+    };
+    let counted = |dir: &str| {
+        metrics.sum(
+            "exfilmon_watchlist_bytes_total",
+            &[
+                ("watchlist", "shady"),
+                ("group", "phones"),
+                ("direction", dir),
+            ],
+        )
+    };
+    #[expect(clippy::cast_precision_loss, reason = "kilobytes")]
+    let (out, inb) = (total("bytes_out") as f64, total("bytes_in") as f64);
+    assert_eq!(counted("outbound"), out);
+    assert_eq!(counted("inbound"), inb);
+    let second = flows
+        .iter()
+        .find(|v| v["dport"] == 8443)
+        .unwrap_or_else(|| panic!("the upload is a watched flow: {flows:?}"));
+    assert!(second["bytes_out"].as_u64() >= Some(3000 + 40 * 3));
+    assert!(second["bytes_in"].as_u64() >= Some(5000 + 40 * 3));
+    assert!(
+        out >= 3120.0,
+        "the upload's bytes are counted for the domain"
+    );
+
+    // The capture replayed learns the same name: the upload's flow is the same flow.
+    let replayed = report["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .find(|v| v["dport"] == 8443)
+        .expect("the upload in the replay");
+    for field in [
+        "watch",
+        "packets_out",
+        "bytes_out",
+        "packets_in",
+        "bytes_in",
+    ] {
+        assert_eq!(replayed[field], second[field], "{field}");
+    }
 }
