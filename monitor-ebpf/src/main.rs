@@ -34,13 +34,7 @@ const TC_PULL_LEN: u32 = 256;
 #[xdp]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    let drop = classify::packet(
-        start,
-        end,
-        (end - start) as u32,
-        Lookup::Tables,
-        Track::Flows,
-    );
+    let drop = classify::packet(start, end, xdp_len(&ctx), Lookup::Tables, Track::Flows);
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
     }
@@ -74,7 +68,7 @@ fn bench(ctx: &XdpContext, lookup: Lookup, track: Track) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
     // The benchmark measures the classifier; its frames always pass.
-    let _ = classify::packet(start, end, (end - start) as u32, lookup, track);
+    let _ = classify::packet(start, end, xdp_len(ctx), lookup, track);
     // As `exfilmon_xdp` does (the workload has no DNS answers, so this is the check alone).
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
@@ -133,11 +127,21 @@ pub fn exfilmon_tc_ingress(ctx: TcContext) -> i32 {
     tc(&ctx)
 }
 
+/// The frame's length on the wire, fragments of a multi-buffer frame included. From the
+/// helper rather than `data_end - data`: subtracting packet pointers needs CAP_PERFMON,
+/// and the daemon runs with CAP_BPF and CAP_NET_ADMIN only.
+#[inline(always)]
+fn xdp_len(ctx: &XdpContext) -> u32 {
+    // SAFETY: the helper reads the program's own context.
+    unsafe { aya_ebpf::helpers::generated::bpf_xdp_get_buff_len(ctx.ctx) as u32 }
+}
+
 #[inline(always)]
 fn tc(ctx: &TcContext) -> i32 {
     let len = ctx.len();
     let want = if len < TC_PULL_LEN { len } else { TC_PULL_LEN };
-    if ((ctx.data_end() - ctx.data()) as u32) < want {
+    // Compared as pointers (pointer minus pointer needs CAP_PERFMON, see `xdp_len`).
+    if ctx.data() + want as usize > ctx.data_end() {
         // Headers of a non-linear skb: make them directly readable. Failure only means we
         // parse what is linear; the parser counts what it cannot read.
         let _ = ctx.pull_data(want);

@@ -33,8 +33,17 @@ pub struct Daemon {
     /// Its JSON-lines event log.
     pub event_log: PathBuf,
     stderr: PathBuf,
+    /// The network namespace (its `/run/netns` path) the daemon and its metrics live in,
+    /// when not the test's own.
+    netns: Option<PathBuf>,
     dir: tempfile::TempDir,
 }
+
+/// Capabilities a confined daemon keeps (`Daemon::start_confined`): exactly those the
+/// README and the systemd unit grant. CAP_PERFMON is the verifier's: without it, pointer
+/// arithmetic on packet pointers with a variable offset (IPv4 options, IPv6 extension
+/// headers, VLAN tags) is refused as a Spectre v1 risk.
+pub const CONFINED_CAPS: &str = "-all,+bpf,+net_admin,+perfmon";
 
 /// The lab's config (tests/lab/exfilmon.toml) filled in for `lab`, written with the lab's
 /// GeoIP CSV into `dir`. Returns the config path.
@@ -77,8 +86,45 @@ impl Daemon {
         metrics: SocketAddr,
         dir: tempfile::TempDir,
     ) -> Result<Self> {
+        Self::spawn(Command::new(exfilmon_bin()), None, config, metrics, dir)
+    }
+
+    /// Starts `exfilmon run --config CONFIG` inside network namespace `netns` as user
+    /// nobody with only [`CONFINED_CAPS`] (`setpriv`: effective, permitted, inheritable,
+    /// ambient and bounding sets), so the config must name no `netns`.
+    /// `dir` is opened to that user; /metrics is scraped from inside `netns`.
+    pub fn start_confined(
+        netns: &crate::netns::NetNs,
+        config: PathBuf,
+        metrics: SocketAddr,
+        dir: tempfile::TempDir,
+    ) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        // World-writable, as a state directory of the service user would be its own.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))?;
+        for entry in fs::read_dir(dir.path())? {
+            fs::set_permissions(entry?.path(), fs::Permissions::from_mode(0o644))?;
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns.name(), "setpriv"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(format!("--inh-caps={CONFINED_CAPS}"))
+            .arg(format!("--ambient-caps={CONFINED_CAPS}"))
+            .arg(format!("--bounding-set={CONFINED_CAPS}"))
+            .arg("--")
+            .arg(exfilmon_bin());
+        Self::spawn(cmd, Some(netns.path()), config, metrics, dir)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        netns: Option<PathBuf>,
+        config: PathBuf,
+        metrics: SocketAddr,
+        dir: tempfile::TempDir,
+    ) -> Result<Self> {
         let stderr = dir.path().join("exfilmon.stderr");
-        let child = Command::new(exfilmon_bin())
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&config)
@@ -94,6 +140,7 @@ impl Daemon {
             config,
             event_log: dir.path().join("events.jsonl"),
             stderr,
+            netns,
             dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -140,6 +187,22 @@ impl Daemon {
 
     /// The raw text of /metrics.
     pub fn scrape_text(&self) -> Result<String> {
+        let Some(netns) = &self.netns else {
+            return self.scrape_here();
+        };
+        let file = fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .context("setns(CLONE_NEWNET)")?;
+                self.scrape_here()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the scrape thread panicked"))?
+        })
+    }
+
+    fn scrape_here(&self) -> Result<String> {
         let url = format!("http://{}/metrics", self.metrics);
         let mut response = ureq::get(&url)
             .call()

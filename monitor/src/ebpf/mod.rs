@@ -64,6 +64,18 @@ pub enum EbpfError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "interface {interface} already has an XDP program, which exfilmon will not replace: \
+         it never detaches what it did not attach. Remove the other program first \
+         (`ip link set dev {interface} xdp off` if nothing else needs it; `bpftool net` \
+         shows who attached it), or hook this interface with tc-egress/tc-ingress, which \
+         runs beside other programs"
+    )]
+    XdpOccupied {
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
     #[error("interface name {interface:?} contains a NUL byte")]
     InterfaceName { interface: String },
     #[error("adding the clsact qdisc to {interface} failed")]
@@ -180,6 +192,28 @@ pub struct Counters {
     pub policy_drops: Vec<(u32, ClassCounter)>,
     /// Non-zero watch entry counters: (`watch::watch_counter_index`, packets, bytes).
     pub watch: Vec<(u32, ClassCounter)>,
+}
+
+/// An XDP attach that failed because the interface has another XDP program is told apart:
+/// the kernel refuses a link over an attached program (EBUSY) or beside one in the other
+/// mode (EEXIST), and aya falls back to netlink only on EINVAL, so nothing was replaced.
+fn xdp_attach_error(interface: &str, source: ProgramError) -> EbpfError {
+    let errno = match &source {
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        _ => None,
+    };
+    if matches!(errno, Some(libc::EBUSY | libc::EEXIST)) {
+        EbpfError::XdpOccupied {
+            interface: interface.to_owned(),
+            source,
+        }
+    } else {
+        EbpfError::Attach {
+            program: programs::XDP,
+            interface: interface.to_owned(),
+            source,
+        }
+    }
 }
 
 impl Monitor {
@@ -349,11 +383,7 @@ impl Monitor {
                     .ok_or(EbpfError::MissingMap { map: programs::XDP })?;
                 program
                     .attach(ifname, mode)
-                    .map_err(|source| EbpfError::Attach {
-                        program: programs::XDP,
-                        interface: interface.to_owned(),
-                        source,
-                    })?;
+                    .map_err(|source| xdp_attach_error(interface, source))?;
             }
             Hook::TcEgress | Hook::TcIngress => {
                 let (name, attach) = if hook == Hook::TcEgress {
