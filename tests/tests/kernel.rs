@@ -637,3 +637,184 @@ fn attached_programs_stay_within_the_verifier_budget() {
         );
     }
 }
+
+/// The representative frames of the fail-open corpus: one per parse path.
+fn representative_frames() -> Vec<Vec<u8>> {
+    let v6 = |ext: &[u8], proto: u8, payload: &[u8]| {
+        eth_v6(&ipv6(
+            PHONE6.parse().expect("v6"),
+            CN6.parse().expect("v6"),
+            ext,
+            proto,
+            payload,
+        ))
+    };
+    let mut frames = vec![
+        eth_v4(&ipv4(PHONE, CN, UDP, &udp(40000, 443, &[7; 40]))),
+        eth_v4(&ipv4(PHONE, SG, TCP, &tcp(40001, 443, ACK, &[1; 24]))),
+        eth_v4(&ipv4(CN, PHONE, TCP, &tcp(443, 40001, SYN | ACK, &[]))),
+        eth_v4(&ipv4_with(PHONE, CN, TCP, &[1; 8], 0, &tcp(1, 2, ACK, &[]))),
+        eth_v4(&ipv4_with(
+            PHONE,
+            CN,
+            UDP,
+            &[],
+            0x2000,
+            &udp(1, 2, &[3; 16]),
+        )),
+        eth_v4(&ipv4_with(PHONE, CN, UDP, &[], 0x0010, &[3; 16])),
+        eth_v4(&ipv4(PHONE, CN, ICMP, &icmp(8, 0))),
+        eth_v4(&ipv4(IN, PHONE, UDP, &udp(53, 40002, &[0x12; 60]))),
+        eth_v4(&ipv4(
+            PHONE,
+            CN,
+            TCP,
+            &tcp(
+                40003,
+                443,
+                ACK,
+                &monitor::tls::client_hello(Some("x.example"), 0),
+            ),
+        )),
+        eth(
+            &[(0x8100, 5)],
+            0x0800,
+            &ipv4(PHONE, CN, UDP, &udp(1, 2, &[])),
+        ),
+        eth(
+            &[(0x88a8, 5), (0x8100, 6)],
+            0x86dd,
+            &ipv6(
+                PHONE6.parse().expect("v6"),
+                CN6.parse().expect("v6"),
+                &[],
+                UDP,
+                &udp(1, 2, &[]),
+            ),
+        ),
+        eth(
+            &[(0x88a8, 5), (0x8100, 6), (0x8100, 7)],
+            0x0800,
+            &ipv4(PHONE, CN, UDP, &udp(1, 2, &[])),
+        ),
+        eth_v6(&ipv6_fragment(
+            PHONE6.parse().expect("v6"),
+            CN6.parse().expect("v6"),
+            UDP,
+            0,
+            true,
+            &udp(1, 2, &[5; 8]),
+        )),
+        eth_v6(&ipv6_fragment(
+            PHONE6.parse().expect("v6"),
+            CN6.parse().expect("v6"),
+            UDP,
+            100,
+            false,
+            &[5; 8],
+        )),
+        v6(&[], ICMPV6, &icmp(128, 0)),
+        arp(),
+    ];
+    // 0 to 9 IPv6 extension headers: up to the cap of 8, and past it.
+    let chain = [
+        HOPOPTS, DSTOPTS, ROUTING, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS,
+    ];
+    for n in 0..=chain.len() {
+        frames.push(v6(&chain[..n], TCP, &tcp(40004, 443, ACK, &[9; 12])));
+    }
+    frames
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs() {
+    use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
+
+    let mut h =
+        Harness::new("fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs");
+    let frames = representative_frames();
+    let mut tc_runs = 0u64;
+    let mut tc_refused = 0u64;
+    let mut run_tc = |h: &mut Harness, frame: &[u8]| {
+        let out = match h.monitor.test_run(programs::TC_EGRESS, frame) {
+            Ok(out) => out,
+            // The kernel builds no skb for a frame whose network header is cut (EINVAL):
+            // the stack would have dropped it before any TC hook, so it cannot occur there.
+            Err(monitor::ebpf::EbpfError::TestRun {
+                source: aya::programs::ProgramError::SyscallError(e),
+                ..
+            }) if e.io_error.raw_os_error() == Some(22) => {
+                tc_refused += 1;
+                return;
+            }
+            Err(e) => panic!("test run of {} bytes {frame:02x?}: {e:?}", frame.len()),
+        };
+        assert_eq!(
+            out.action, TC_ACT_OK,
+            "TC must pass every frame: {frame:02x?}"
+        );
+        assert_eq!(out.frame, frame, "TC must leave every frame unchanged");
+        h.frames += 1;
+        tc_runs += 1;
+    };
+
+    // 1. Every representative frame cut at every length from the Ethernet header on (the
+    //    shortest frame BPF_PROG_TEST_RUN takes), through XDP and TC.
+    for frame in &frames {
+        for cut in 14..=frame.len() {
+            h.run(&frame[..cut]);
+            run_tc(&mut h, &frame[..cut]);
+        }
+    }
+    // 2. Bad IPv4 header lengths and total lengths.
+    let v4 = &frames[0];
+    for ihl in 0..16u8 {
+        let mut f = v4.clone();
+        f[14] = 0x40 | ihl;
+        h.run(&f);
+    }
+    for total in [0u16, 1, 19, 20, 27, 28, 75, 77, 1500, u16::MAX] {
+        let mut f = v4.clone();
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        h.run(&f);
+    }
+    // 3. Random mutations: 1 to 6 bytes of the first 96 overwritten, and a random cut.
+    let mut rng = StdRng::seed_from_u64(0x00e0_f11e);
+    for _ in 0..7000 {
+        let mut f = frames[rng.random_range(0..frames.len())].clone();
+        for _ in 0..rng.random_range(1..=6) {
+            let at = rng.random_range(0..f.len().min(96));
+            f[at] = rng.random();
+        }
+        if rng.random_bool(0.3) {
+            f.truncate(rng.random_range(14..=f.len()));
+        }
+        h.run(&f);
+    }
+
+    let runs = h.frames;
+    println!(
+        "fail-open corpus: {runs} runs ({} through XDP, {tc_runs} through TC), every one PASS \
+         and unchanged; {tc_refused} cut frames the kernel builds no skb for",
+        runs - tc_runs
+    );
+    assert!(runs >= 10_000, "at least 10,000 frames: {runs}");
+    h.assert_outcomes_sum();
+    let c = h.counters();
+    println!(
+        "outcome counters sum to {runs}: {:?}",
+        reason::NAMES
+            .iter()
+            .take(reason::OUTCOMES as usize)
+            .map(|(id, name)| (*name, c.reasons[*id as usize]))
+            .collect::<Vec<_>>()
+    );
+    for id in [
+        reason::MALFORMED_IPV4,
+        reason::MALFORMED_IPV6,
+        reason::MALFORMED_L2,
+    ] {
+        assert!(c.reasons[id as usize] > 0, "the corpus reaches reason {id}");
+    }
+}
