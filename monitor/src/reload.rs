@@ -7,8 +7,9 @@
 //! idle generation and become live with one map write (`Monitor::install_geo`).
 //!
 //! What needs the maps or links made again cannot change here: interfaces, the metrics
-//! listen address, the flow table size and the ring buffer size keep their running values
-//! until a restart, and the reload says so.
+//! listen address, the flow table size, the ring buffer size and the detections' state
+//! directory keep their running values until a restart, and the reload says so. The
+//! detections' thresholds, windows and tick apply at once.
 
 use std::sync::RwLock;
 
@@ -118,6 +119,13 @@ fn keep_restart_settings(running: &Config, new: &mut Config) -> Vec<&'static str
     if new.flows.ring_bytes != running.flows.ring_bytes {
         changed.push("flows.ring_bytes");
         new.flows.ring_bytes = running.flows.ring_bytes;
+    }
+    // The state file in use stays where it is; it is written on every new first contact.
+    if new.detections.state_dir != running.detections.state_dir {
+        changed.push("detections.state_dir");
+        new.detections
+            .state_dir
+            .clone_from(&running.detections.state_dir);
     }
     changed
 }
