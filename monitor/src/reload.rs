@@ -159,12 +159,18 @@ max_entries = 1024
         };
         let running = parse(BASE);
         let mut new = parse(
-            &BASE
+            &(BASE
                 .replace("veth0", "veth1")
-                .replace("max_entries = 1024", "max_entries = 2048\nupdate_bytes = 7"),
+                .replace("max_entries = 1024", "max_entries = 2048\nupdate_bytes = 7")
+                + "[detections]\nstate_dir = \"elsewhere\"\n[detections.volume]\nmin_bytes = 5\n"),
         );
         let changed = keep_restart_settings(&running, &mut new);
-        assert_eq!(changed, ["interface", "flows.max_entries"]);
+        assert_eq!(
+            changed,
+            ["interface", "flows.max_entries", "detections.state_dir"]
+        );
+        assert_eq!(new.detections.state_dir, running.detections.state_dir);
+        assert_eq!(new.detections.volume.min_bytes, 5, "thresholds apply");
         assert_eq!(new.interfaces, running.interfaces);
         assert_eq!(new.flows.max_entries, 1024);
         assert_eq!(

@@ -190,6 +190,13 @@ fn detections_fire_on_their_scenarios_survive_a_restart_and_replay_agrees() {
         &[("group", "phones"), ("country", "CN")],
     );
     assert!(first_cn > 1.7e9, "first contact time {first_cn}");
+    for kind in ["asymmetry", "volume", "beaconing"] {
+        let last = m.sum(
+            "exfilmon_detection_last_timestamp_seconds",
+            &[("detection", kind), ("group", "phones"), ("country", "CN")],
+        );
+        assert!(last >= first_cn, "{kind}: last detection time {last}");
+    }
     let lint = exfilmon_tests::promtool_check_metrics(&daemon.scrape_text().expect("scrape"));
     assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
 

@@ -19,6 +19,7 @@ pub struct DetectMetrics {
     pub asymmetry: IntCounterVec,
     pub volume: IntCounterVec,
     pub beaconing: IntCounterVec,
+    pub last_time: IntGaugeVec,
     pub beacon_destinations: IntGauge,
     pub beacon_evictions: IntCounter,
     pub errors: IntCounterVec,
@@ -59,6 +60,14 @@ impl DetectMetrics {
                 "exfilmon_detection_beaconing_total",
                 "Beacons found: regular small flows from one inside address to one remote address and port, by group and country.",
             ),
+            last_time: IntGaugeVec::new(
+                Opts::new(
+                    "exfilmon_detection_last_timestamp_seconds",
+                    "When the last detection of each kind (first_contact, asymmetry, beaconing, volume) was made for each group and country since the daemon started.",
+                ),
+                &["detection", "group", "country"],
+            )
+            .expect("static metric definition"),
             beacon_destinations: IntGauge::new(
                 "exfilmon_detection_beacon_destinations",
                 "Destinations (inside address, remote address, port, protocol) the beaconing detection remembers.",
@@ -101,6 +110,7 @@ impl DetectMetrics {
             Box::new(self.asymmetry.clone()),
             Box::new(self.volume.clone()),
             Box::new(self.beaconing.clone()),
+            Box::new(self.last_time.clone()),
             Box::new(self.beacon_destinations.clone()),
             Box::new(self.beacon_evictions.clone()),
             Box::new(self.errors.clone()),
@@ -117,6 +127,14 @@ impl DetectMetrics {
             What::Beaconing { .. } => &self.beaconing,
         };
         family.with_label_values(&labels).inc();
+        let secs = d
+            .time
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+        self.last_time
+            .with_label_values(&[d.what.name(), &d.group, &d.country])
+            .set(secs);
     }
 
     /// Sets the first-contact times from the known pairs.

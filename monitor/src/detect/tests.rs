@@ -607,3 +607,64 @@ fn detections_config_errors_name_file_line_and_key() {
         assert!(msg.contains(want), "{msg:?} should contain {want:?}");
     }
 }
+
+#[test]
+fn new_thresholds_apply_at_once_and_a_changed_window_starts_afresh() {
+    let mut d = Detector::new(volume_only(), Contacts::new());
+    let mut higher = volume_only();
+    higher.detections.volume.min_bytes = 5_000_000;
+    d.configure(higher);
+    // 3 MB in the window: over the old 1 MB threshold, under the new 5 MB.
+    let medium = vec![traffic("phones", "CN", 500_000, 0)];
+    assert_eq!(ticks(&mut d, 0, &vec![medium; 6]), Vec::new());
+    let heavy = vec![traffic("phones", "CN", 2_000_000, 0)];
+
+    // Half a window counted, then the window changes: the partial sums are dropped.
+    let mut d = Detector::new(volume_only(), Contacts::new());
+    assert_eq!(ticks(&mut d, 0, &vec![heavy.clone(); 3]), Vec::new());
+    let mut longer = volume_only();
+    longer.detections.volume.window = Duration::from_secs(120);
+    d.configure(longer);
+    assert_eq!(d.flush(), Vec::new());
+    let found = ticks(&mut d, 120, &[heavy]);
+    assert_eq!(found, Vec::new());
+    assert_eq!(kinds(&d.flush()), [("volume", "phones", "CN")]);
+}
+
+#[test]
+fn each_detection_is_a_counter_and_a_time_by_group_and_country() {
+    let registry = prometheus::Registry::new();
+    let m = metrics::DetectMetrics::register(&registry).expect("register");
+    let mut d = Detector::new(settings(), Contacts::new());
+    let mut found = ticks(
+        &mut d,
+        0,
+        &vec![vec![traffic("phones", "CN", 2_000_000, 0)]; 6],
+    );
+    for i in 0..5 {
+        found.extend(d.flow(&flow("203.0.113.10", i * 30_000, 100)));
+    }
+    for f in &found {
+        m.count(f);
+    }
+    m.set_contacts(d.contacts());
+    m.set_beacons(d.beacons());
+    let text = String::from_utf8(crate::metrics::render(&registry)).expect("utf8");
+    for want in [
+        r#"exfilmon_detection_first_contacts_total{country="CN",group="phones"} 1"#,
+        r#"exfilmon_detection_asymmetry_total{country="CN",group="phones"} 1"#,
+        r#"exfilmon_detection_volume_total{country="CN",group="phones"} 1"#,
+        r#"exfilmon_detection_beaconing_total{country="CN",group="phones"} 1"#,
+        r#"exfilmon_detection_last_timestamp_seconds{country="CN",detection="volume",group="phones"} 1767225660"#,
+        r#"exfilmon_detection_first_contact_timestamp_seconds{country="CN",group="phones"} 1767225610"#,
+        "exfilmon_detection_beacon_destinations 1",
+        "exfilmon_detection_beacon_evictions_total 0",
+        r#"exfilmon_detection_errors_total{reason="state_write"} 0"#,
+    ] {
+        assert!(text.contains(want), "want {want} in\n{text}");
+    }
+    assert!(
+        !text.contains("203.0.113") && !text.contains("443"),
+        "no address or port is a label:\n{text}"
+    );
+}
