@@ -266,6 +266,8 @@ pub async fn run(
     }
     sink.drain(ring.get_mut(), &labels);
     report_unreported(&flows_map, &mut sink, &labels);
+    // A last detection tick, so that the contacts of the last seconds are saved and logged.
+    sink.detect_tick(SystemTime::now(), read_counters(&counters), &labels);
     if let Some(log) = sink.log.as_mut() {
         log.flush()?;
     }
