@@ -179,6 +179,17 @@ fn detections_fire_on_their_scenarios_survive_a_restart_and_replay_agrees() {
                 && count(m, "volume", "phones", "CN") == 1.0
                 && count(m, "asymmetry", "phones", "CN") == 1.0
                 && count(m, "beaconing", "phones", "CN") == 1.0
+                // A scrape is not atomic: the gauges may trail the counters by one.
+                && ["asymmetry", "volume", "beaconing"].iter().all(|kind| {
+                    m.sum(
+                        "exfilmon_detection_last_timestamp_seconds",
+                        &[("detection", kind), ("group", "phones"), ("country", "CN")],
+                    ) > 0.0
+                })
+                && m.sum(
+                    "exfilmon_detection_first_contact_timestamp_seconds",
+                    &[("group", "phones"), ("country", "CN")],
+                ) > 0.0
         })
         .unwrap_or_else(|e| panic!("{e:#}\nevent log:\n{:?}", logged(&events)));
     // Silent where the traffic is ordinary.
