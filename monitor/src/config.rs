@@ -60,6 +60,13 @@
 //! asns = [4134]                 # named ASN slots, shared with [metrics] asns (default [])
 //! domains = ["api.account.xiaomi.com", "*.xiaomi.com"]
 //!                               # exact names or *.suffix, any case (default [])
+//!
+//! [detections]                  # see crate::detect::config for every key and default
+//! state_dir = "/var/lib/exfilmon"
+//! tick_secs = 10
+//! [detections.volume]
+//! window_secs = 3600
+//! min_bytes = 1073741824
 //! ```
 //!
 //! Policy precedence, highest first; the first rule that matches decides the verdict (see
@@ -428,6 +435,15 @@ pub enum ConfigError {
         #[source]
         problem: crate::watch::WatchConfigError,
     },
+    /// A `[detections]` key is wrong (beyond a plain integer range).
+    #[error("{at}: {problem}")]
+    Detections {
+        /// Where.
+        at: Box<Location>,
+        /// What is wrong.
+        #[source]
+        problem: crate::detect::config::DetectConfigError,
+    },
     /// An interface (or its network namespace) does not exist.
     #[error("{at}: {what} {name:?} not found ({}: {source})", path.display())]
     InterfaceMissing {
@@ -468,6 +484,8 @@ pub struct Config {
     pub events: Events,
     /// `[[watchlist]]`, in file order.
     pub watchlists: Vec<crate::watch::Watchlist>,
+    /// `[detections]`.
+    pub detections: crate::detect::config::Detections,
 }
 
 /// `[home]`: the inside networks and the home jurisdictions.
@@ -814,6 +832,7 @@ struct RawConfig {
     events: Option<RawEvents>,
     #[serde(default)]
     watchlist: Vec<crate::watch::RawWatchlist>,
+    detections: Option<crate::detect::config::RawDetections>,
 }
 
 #[derive(Deserialize)]
@@ -972,6 +991,10 @@ impl Ctx<'_> {
         let events = self.events(raw.events.as_ref())?;
         let watchlists =
             crate::watch::validate(&raw.watchlist, named, &|span, key| self.at(span, key))?;
+        let detections =
+            crate::detect::config::validate(raw.detections.as_ref(), self.dir(), &|span, key| {
+                self.at(span, key)
+            })?;
         Ok(Config {
             path: self.file.to_owned(),
             jurisdictions,
@@ -983,6 +1006,7 @@ impl Ctx<'_> {
             flows,
             events,
             watchlists,
+            detections,
         })
     }
 

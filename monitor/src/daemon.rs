@@ -3,8 +3,8 @@
 
 use std::{
     os::fd::AsRawFd as _,
-    sync::{Arc, RwLock},
-    time::Duration,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -18,7 +18,11 @@ use tokio::{
 
 use crate::{
     config::{Config, Hook as CfgHook, XdpMode as CfgMode},
-    ebpf::{EbpfError, FlowMap, Hook, Monitor},
+    detect::{
+        Detection,
+        drive::{self, DetectError, Live},
+    },
+    ebpf::{CounterMaps, Counters, EbpfError, FlowMap, Hook, Monitor},
     events::{self, Clock, EventKind, EventLog, FlowRecord, FlowTable},
     geoip::SourceInfo,
     metrics::{self, DaemonMetrics, KernelCollector},
@@ -49,6 +53,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Events(#[from] events::EventError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
     #[error("registering metrics failed")]
     Metrics(#[from] prometheus::Error),
     #[error("setting up signal handling or the ring buffer poller failed")]
@@ -118,17 +124,24 @@ pub async fn run(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
+    // The detections' state is loaded before anything is attached, so a bad state
+    // directory fails first too.
+    let clock = Clock::now();
+    let registry = Registry::new();
+    let detect = Live::start(&config, &registry, clock)?;
+
     attach_all(&mut monitor, &config)?;
 
     let labels = Arc::new(RwLock::new(plan.labels));
-    let registry = Registry::new();
     let dm = DaemonMetrics::register(&registry)?;
     dm.set_geoip_tables(&plan.tables.geo);
     dm.set_geoip_sources(sources);
     // Before any map is taken: only the maps the loader still holds are listed.
     dm.set_map_memory(&monitor.map_memory());
+    // The collector reads the counters at scrape time, the detection ticks on their own.
+    let counters = Arc::new(Mutex::new(monitor.take_counters()?));
     registry.register(Box::new(KernelCollector::new(
-        monitor.take_counters()?,
+        counters.clone(),
         labels.clone(),
         dm.collector_errors.clone(),
     )))?;
@@ -143,7 +156,6 @@ pub async fn run(
     };
     tracing::info!(listen = %config.metrics.listen, "serving /metrics");
 
-    let clock = Clock::now();
     let log = config
         .events
         .log
@@ -152,6 +164,10 @@ pub async fn run(
         .transpose()?;
     let mut sink = EventSink::new(&dm, log);
     sink.watcher = Some(watcher);
+    sink.detect = Some(detect);
+    let mut detect_at = drive::next_tick(SystemTime::now(), config.detections.tick);
+    let detect_sleep = tokio::time::sleep_until(until(detect_at));
+    tokio::pin!(detect_sleep);
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring =
@@ -172,6 +188,12 @@ pub async fn run(
             _ = drain_tick.tick() => {
                 sink.drain(ring.get_mut(), &labels);
                 sink.flush_log();
+            }
+            () = &mut detect_sleep => {
+                sink.detect_tick(detect_at, read_counters(&counters), &labels);
+                let tick = sink.detect.as_ref().map_or(config.detections.tick, Live::tick);
+                detect_at = drive::next_tick(SystemTime::now(), tick);
+                detect_sleep.as_mut().reset(until(detect_at));
             }
             _ = sweep_tick.tick() => {
                 sweep(&mut flows_map, &mut sink, &labels, config.flows.idle_timeout);
@@ -210,6 +232,13 @@ pub async fn run(
                                 tracing::error!(error = %crate::error_chain(&e), "writing the new watchlists failed");
                             }
                         }
+                        if let Some(d) = sink.detect.as_mut() {
+                            d.reconfigure(&r.config);
+                        }
+                        if r.config.detections.tick != config.detections.tick {
+                            detect_at = drive::next_tick(SystemTime::now(), r.config.detections.tick);
+                            detect_sleep.as_mut().reset(until(detect_at));
+                        }
                         if r.config.flows.idle_timeout != config.flows.idle_timeout {
                             sweep_tick = tokio::time::interval(sweep_interval(&r.config));
                         }
@@ -237,6 +266,8 @@ pub async fn run(
     }
     sink.drain(ring.get_mut(), &labels);
     report_unreported(&flows_map, &mut sink, &labels);
+    // A last detection tick, so that the contacts of the last seconds are saved and logged.
+    sink.detect_tick(SystemTime::now(), read_counters(&counters), &labels);
     if let Some(log) = sink.log.as_mut() {
         log.flush()?;
     }
@@ -246,6 +277,18 @@ pub async fn run(
     drop(monitor);
     tracing::info!("detached; bye");
     Ok(())
+}
+
+/// The tokio instant of a wall-clock time (now, if it has passed).
+fn until(t: SystemTime) -> tokio::time::Instant {
+    tokio::time::Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// Reads the class counters for a detection tick.
+fn read_counters(maps: &Mutex<CounterMaps>) -> Result<Counters, EbpfError> {
+    maps.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .read()
 }
 
 /// The watchlist plan of `config` with the entry and ASN slots of `labels`.
@@ -350,6 +393,8 @@ pub struct EventSink {
     pub log: Option<EventLog>,
     /// DNS learning for watched domains (none in the drain benchmark).
     pub watcher: Option<crate::watch::Watcher>,
+    /// The detections (none in the drain benchmark).
+    pub detect: Option<Live>,
     /// `exfilmon_flow_events_total` by kind, resolved once (not per event).
     kinds: [IntCounter; 4],
     decode_errors: IntCounter,
@@ -364,6 +409,7 @@ impl EventSink {
             table: FlowTable::default(),
             log,
             watcher: None,
+            detect: None,
             kinds: [
                 kind(EventKind::FlowStart),
                 kind(EventKind::FlowUpdate),
@@ -438,6 +484,49 @@ impl EventSink {
             self.log_errors.inc();
             tracing::warn!(error = %crate::error_chain(&e), "event log write failed");
         }
+        self.detect_flow(kind, key, st, labels);
+    }
+
+    /// Passes a flow event to the beaconing detection.
+    fn detect_flow(&mut self, kind: EventKind, key: &FlowKey, st: &FlowState, labels: &Labels) {
+        if let Some(found) = self
+            .detect
+            .as_mut()
+            .and_then(|d| d.on_flow(kind, key, st, labels))
+        {
+            self.log_detections(&[found]);
+        }
+    }
+
+    /// A detection tick at `at` with the class counters read then.
+    pub fn detect_tick(
+        &mut self,
+        at: SystemTime,
+        counters: Result<Counters, EbpfError>,
+        labels: &RwLock<Labels>,
+    ) {
+        let Some(detect) = self.detect.as_mut() else {
+            return;
+        };
+        let found = {
+            let labels = labels
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            detect.on_tick(at, counters, &labels)
+        };
+        self.log_detections(&found);
+    }
+
+    fn log_detections(&mut self, found: &[Detection]) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        for d in found {
+            if let Err(e) = log.write_detection(d) {
+                self.log_errors.inc();
+                tracing::warn!(error = %crate::error_chain(&e), "event log write failed");
+            }
+        }
     }
 
     fn flush_log(&mut self) {
@@ -490,6 +579,8 @@ fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idl
         let already_reported = st.ended != 0 && st.reported_bytes == st.bytes_out + st.bytes_in;
         if already_reported {
             sink.table.apply(EventKind::FlowIdle, &key);
+            // Its last bytes (the packets after FIN) still count for beaconing.
+            sink.detect_flow(EventKind::FlowIdle, &key, &st, &labels);
         } else {
             sink.handle(EventKind::FlowIdle, &key, &st, &labels);
         }

@@ -293,7 +293,17 @@ struct LogLine<'a> {
     flow: &'a FlowRecord,
 }
 
-/// The JSON-lines event log of violation flows.
+/// One detection line of the event log.
+#[derive(Serialize)]
+struct DetectionLine<'a> {
+    v: u32,
+    /// Always `detection`; the kind is in `detection`.
+    event: &'static str,
+    #[serde(flatten)]
+    detection: &'a crate::detect::Detection,
+}
+
+/// The JSON-lines event log of violation flows and detections.
 pub struct EventLog {
     path: PathBuf,
     out: BufWriter<File>,
@@ -332,6 +342,22 @@ impl EventLog {
             first_seen: stamp(self.clock.wall(flow.first_ns)),
             last_seen: stamp(self.clock.wall(flow.last_ns)),
             flow,
+        };
+        let err = |source| EventError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        serde_json::to_writer(&mut self.out, &line).map_err(|e| err(io::Error::other(e)))?;
+        self.out.write_all(b"\n").map_err(err)
+    }
+
+    /// Writes a detection: `{"v":1,"event":"detection","time":...,"detection":"first_contact",
+    /// "group":...,"country":...}` and the detection's own fields.
+    pub fn write_detection(&mut self, d: &crate::detect::Detection) -> Result<(), EventError> {
+        let line = DetectionLine {
+            v: 1,
+            event: "detection",
+            detection: d,
         };
         let err = |source| EventError::Write {
             path: self.path.clone(),
@@ -483,5 +509,43 @@ mod tests {
         assert_eq!(lines[0]["rule"], "group phones: deny @sanctioned (CN)");
         assert_eq!(lines[0]["bytes"], 360);
         assert_eq!(lines[0]["v"], 1);
+    }
+
+    #[test]
+    fn detections_are_event_log_lines_of_their_own() {
+        use crate::detect::{Detection, Stamp, What};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        let mut log = EventLog::open(&path, Clock::now()).expect("open");
+        let at = humantime::parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        log.write_detection(&Detection {
+            time: Stamp(at),
+            group: "phones".into(),
+            country: "CN".into(),
+            what: What::FirstContact {
+                window_start: Stamp(at - Duration::from_secs(10)),
+                window_end: Stamp(at),
+                bytes_out: 420,
+            },
+        })
+        .expect("write");
+        log.flush().expect("flush");
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).expect("read").trim())
+                .expect("one JSON line");
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "v": 1,
+                "event": "detection",
+                "detection": "first_contact",
+                "time": "2026-01-01T00:00:00.000Z",
+                "group": "phones",
+                "country": "CN",
+                "window_start": "2025-12-31T23:59:50.000Z",
+                "window_end": "2026-01-01T00:00:00.000Z",
+                "bytes_out": 420,
+            })
+        );
     }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod country;
 pub mod daemon;
+pub mod detect;
 pub mod dir24;
 pub mod dns;
 pub mod ebpf;

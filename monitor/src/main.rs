@@ -170,7 +170,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let plan = tables::plan(&config, &geo)?;
             let mut monitor = load_monitor(&config, &plan)?;
             let watch = watch::Plan::new(&config.watchlists, &plan.labels.watch, &plan.labels.asns);
-            let report = replay::run(&mut monitor, &plan.labels, watch, &captures)?;
+            let report = replay::run(&mut monitor, &plan.labels, watch, &config, &captures)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Table => print!("{}", replay::table(&report)),

@@ -37,7 +37,8 @@ const WATCH_LABELS: [&str; 4] = ["watchlist", "entry", "group", "direction"];
 
 /// Reads the kernel's counters at scrape time.
 pub struct KernelCollector {
-    maps: Mutex<CounterMaps>,
+    /// Shared with the daemon's detection ticks.
+    maps: Arc<Mutex<CounterMaps>>,
     labels: Arc<RwLock<Labels>>,
     read_errors: IntCounter,
     templates: Templates,
@@ -127,9 +128,13 @@ impl Templates {
 
 impl KernelCollector {
     #[must_use]
-    pub fn new(maps: CounterMaps, labels: Arc<RwLock<Labels>>, read_errors: IntCounter) -> Self {
+    pub fn new(
+        maps: Arc<Mutex<CounterMaps>>,
+        labels: Arc<RwLock<Labels>>,
+        read_errors: IntCounter,
+    ) -> Self {
         Self {
-            maps: Mutex::new(maps),
+            maps,
             labels,
             read_errors,
             templates: Templates::new(),
@@ -274,6 +279,17 @@ pub fn family_names() -> std::collections::BTreeSet<String> {
         .flat_map(Collector::desc)
         .map(|d| d.fq_name.clone())
         .chain(watch_family_names())
+        .chain(
+            crate::detect::metrics::DetectMetrics::new()
+                .collectors()
+                .iter()
+                .flat_map(|c| {
+                    c.desc()
+                        .into_iter()
+                        .map(|d| d.fq_name.clone())
+                        .collect::<Vec<_>>()
+                }),
+        )
         .collect()
 }
 

@@ -7,8 +7,9 @@
 //! idle generation and become live with one map write (`Monitor::install_geo`).
 //!
 //! What needs the maps or links made again cannot change here: interfaces, the metrics
-//! listen address, the flow table size and the ring buffer size keep their running values
-//! until a restart, and the reload says so.
+//! listen address, the flow table size, the ring buffer size and the detections' state
+//! directory keep their running values until a restart, and the reload says so. The
+//! detections' thresholds, windows and tick apply at once.
 
 use std::sync::RwLock;
 
@@ -119,6 +120,13 @@ fn keep_restart_settings(running: &Config, new: &mut Config) -> Vec<&'static str
         changed.push("flows.ring_bytes");
         new.flows.ring_bytes = running.flows.ring_bytes;
     }
+    // The state file in use stays where it is; it is written on every new first contact.
+    if new.detections.state_dir != running.detections.state_dir {
+        changed.push("detections.state_dir");
+        new.detections
+            .state_dir
+            .clone_from(&running.detections.state_dir);
+    }
     changed
 }
 
@@ -151,12 +159,18 @@ max_entries = 1024
         };
         let running = parse(BASE);
         let mut new = parse(
-            &BASE
+            &(BASE
                 .replace("veth0", "veth1")
-                .replace("max_entries = 1024", "max_entries = 2048\nupdate_bytes = 7"),
+                .replace("max_entries = 1024", "max_entries = 2048\nupdate_bytes = 7")
+                + "[detections]\nstate_dir = \"elsewhere\"\n[detections.volume]\nmin_bytes = 5\n"),
         );
         let changed = keep_restart_settings(&running, &mut new);
-        assert_eq!(changed, ["interface", "flows.max_entries"]);
+        assert_eq!(
+            changed,
+            ["interface", "flows.max_entries", "detections.state_dir"]
+        );
+        assert_eq!(new.detections.state_dir, running.detections.state_dir);
+        assert_eq!(new.detections.volume.min_bytes, 5, "thresholds apply");
         assert_eq!(new.interfaces, running.interfaces);
         assert_eq!(new.flows.max_entries, 1024);
         assert_eq!(

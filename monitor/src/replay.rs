@@ -7,6 +7,7 @@ use std::{
     fs::File,
     io::{BufReader, Read as _},
     path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use monitor_common::{flow::FlowKey, reason};
@@ -18,6 +19,7 @@ use pcap_file::{
 use serde::Serialize;
 
 use crate::{
+    detect::{Detection, drive::Replay as Detections},
     ebpf::{Counters, EbpfError, Monitor},
     events::{self, FlowRecord},
     tables::{Direction, Labels, Verdict},
@@ -107,6 +109,9 @@ pub struct Report {
     pub counters: BTreeMap<String, u64>,
     /// Watchlist hits: `{watchlist, entry, group, direction, packets, bytes}`.
     pub watch: Vec<WatchHit>,
+    /// The detections the daemon would have made, on the captures' clock, in time order
+    /// (the event log's detection lines without `v` and `event`).
+    pub detections: Vec<Detection>,
 }
 
 /// One (watchlist entry, group, direction) total.
@@ -123,13 +128,17 @@ pub struct WatchHit {
 /// Runs every frame of `captures`, in order, through a freshly loaded `monitor`.
 /// DNS answers and ClientHellos are learned as the daemon learns them, before the next
 /// frame runs, so a capture gives the watchlist hits that live traffic gave (more, by the
-/// few packets that pass live while the daemon is still learning).
+/// few packets that pass live while the daemon is still learning). The detections run on
+/// the frames' timestamps and start with no known contacts (no state file is read or
+/// written).
 pub fn run(
     monitor: &mut Monitor,
     labels: &Labels,
     watch: crate::watch::Plan,
+    config: &crate::config::Config,
     captures: &[PathBuf],
 ) -> Result<Report, ReplayError> {
+    let mut detect = Detections::new(config);
     let mut events = monitor.take_events()?;
     let registry = prometheus::Registry::new();
     let metrics = crate::watch::WatchMetrics::register(&registry).map_err(ReplayError::Metrics)?;
@@ -140,8 +149,16 @@ pub fn run(
     let mut clipped = 0u64;
     let mut dropped = 0u64;
     for path in captures {
-        for_each_frame(path, |index, frame| {
+        for_each_frame(path, |index, ts, frame| {
             frames += 1;
+            let run_err = |source| ReplayError::Run {
+                path: path.clone(),
+                frame: index,
+                source,
+            };
+            detect
+                .before_frame(ts, || monitor.read_counters(), labels)
+                .map_err(run_err)?;
             if frame.len() < MIN_FRAME {
                 short += 1;
                 return Ok(());
@@ -154,18 +171,15 @@ pub fn run(
             };
             let out = monitor
                 .test_run(monitor_common::programs::XDP, data)
-                .map_err(|source| ReplayError::Run {
-                    path: path.clone(),
-                    frame: index,
-                    source,
-                })?;
+                .map_err(run_err)?;
             if out.action == XDP_DROP {
                 dropped += 1;
             }
             // Drain after every frame: events keep their order and the ring never fills.
             while let Some(item) = events.next() {
                 match events::decode_record(&item) {
-                    Ok(events::Record::Flow(_, key, st)) => {
+                    Ok(events::Record::Flow(kind, key, st)) => {
+                        detect.on_flow(kind, &key, &st, ts, labels);
                         seen.insert(key, FlowRecord::new(&key, &st, labels));
                     }
                     Ok(events::Record::Dns { payload, tcp, cut }) => {
@@ -182,9 +196,11 @@ pub fn run(
     }
 
     // Final totals come from the flow table; flows it no longer holds keep their last event.
-    for (key, st) in monitor.flows()? {
-        seen.insert(key, FlowRecord::new(&key, &st, labels));
+    let open = monitor.flows()?;
+    for (key, st) in &open {
+        seen.insert(*key, FlowRecord::new(key, st, labels));
     }
+    let detections = detect.finish(&open, || monitor.read_counters(), labels)?;
     let mut flows: Vec<FlowRecord> = seen.into_values().collect();
     flows.sort_by(|a, b| {
         (a.src, a.dst, a.proto, a.sport, a.dport).cmp(&(b.src, b.dst, b.proto, b.sport, b.dport))
@@ -224,6 +240,7 @@ pub fn run(
         policy_drops,
         counters: by_name,
         watch,
+        detections,
     })
 }
 
@@ -270,11 +287,14 @@ fn watch_hits(counters: &Counters, labels: &Labels) -> Vec<WatchHit> {
     watch
 }
 
-/// Calls `f` with every frame of a pcap or pcapng file as an Ethernet frame.
+/// Calls `f` with every frame of a pcap or pcapng file as an Ethernet frame, with its
+/// capture time (a pcapng simple packet, which has none, takes the previous frame's).
 fn for_each_frame(
     path: &Path,
-    mut f: impl FnMut(u64, &[u8]) -> Result<(), ReplayError>,
+    mut f: impl FnMut(u64, SystemTime, &[u8]) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
+    let at = |d: Duration| UNIX_EPOCH + d;
+    let mut last = UNIX_EPOCH;
     let open = || {
         File::open(path).map_err(|source| ReplayError::Open {
             path: path.to_owned(),
@@ -314,13 +334,14 @@ fn for_each_frame(
                         .copied()
                         .unwrap_or(DataLink::ETHERNET);
                     let frame = ethernet(path, link, &epb.data, &mut buf)?;
-                    f(index, frame)?;
+                    last = at(epb.timestamp);
+                    f(index, last, frame)?;
                     index += 1;
                 }
                 Block::SimplePacket(spb) => {
                     let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
                     let frame = ethernet(path, link, &spb.data, &mut buf)?;
-                    f(index, frame)?;
+                    f(index, last, frame)?;
                     index += 1;
                 }
                 _ => {}
@@ -332,7 +353,7 @@ fn for_each_frame(
         while let Some(packet) = reader.next_packet() {
             let packet = packet.map_err(|e| frame_err(index, e))?;
             let frame = ethernet(path, link, &packet.data, &mut buf)?;
-            f(index, frame)?;
+            f(index, at(packet.timestamp), frame)?;
             index += 1;
         }
     }
@@ -429,6 +450,31 @@ pub fn table(report: &Report) -> String {
             report.dropped,
             drops.join(", ")
         );
+    }
+    if !report.detections.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "time",
+            "detection",
+            "group",
+            "country",
+            "details",
+        ]);
+        for d in &report.detections {
+            let mut fields = serde_json::to_value(&d.what).unwrap_or_default();
+            if let Some(map) = fields.as_object_mut() {
+                map.remove("detection");
+            }
+            t.add_row([
+                humantime::format_rfc3339_millis(d.time.0).to_string(),
+                d.what.name().to_owned(),
+                d.group.clone(),
+                d.country.clone(),
+                fields.to_string(),
+            ]);
+        }
+        out.push_str("\n\ndetections\n");
+        out.push_str(&t.to_string());
     }
     out.push_str("\n\ncounters: ");
     let nonzero: Vec<String> = report

@@ -54,7 +54,8 @@ pub fn write_lab_config(lab: &Lab, dir: &Path, port: u16) -> Result<PathBuf> {
     let text = template
         .replace("@NETNS@", lab.ns(Node::Router).name())
         .replace("@PORT@", &port.to_string())
-        .replace("@LOG@", &dir.join("events.jsonl").display().to_string());
+        .replace("@LOG@", &dir.join("events.jsonl").display().to_string())
+        .replace("@STATE@", &dir.join("state").display().to_string());
     fs::copy(lab_dir.join("geoip.csv"), dir.join("geoip.csv"))
         .context("copying the lab GeoIP CSV")?;
     let path = dir.join("exfilmon.toml");

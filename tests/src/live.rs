@@ -94,8 +94,10 @@ pub fn write_config(dir: &Path, attach: Option<(&str, u16)>) -> Result<PathBuf> 
             text,
             "[[interface]]\nname = \"{MON_IF}\"\nhook = \"xdp\"\nmode = \"native\"\nnetns = \"{netns}\"\n\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
-             [events]\nlog = \"{}\"\n",
-            dir.join("events.jsonl").display()
+             [events]\nlog = \"{}\"\n\
+             [detections]\nstate_dir = \"{}\"\n",
+            dir.join("events.jsonl").display(),
+            dir.join("state").display()
         );
     }
     let path = dir.join("exfilmon.toml");

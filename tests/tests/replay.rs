@@ -75,7 +75,14 @@ fn report(dir: &Path, capture: &Path) -> replay::Report {
     let mut monitor = load_monitor(&config, &plan).expect("load");
     let watch =
         monitor::watch::Plan::new(&config.watchlists, &plan.labels.watch, &plan.labels.asns);
-    replay::run(&mut monitor, &plan.labels, watch, &[capture.to_owned()]).expect("replay")
+    replay::run(
+        &mut monitor,
+        &plan.labels,
+        watch,
+        &config,
+        &[capture.to_owned()],
+    )
+    .expect("replay")
 }
 
 #[test]

@@ -177,10 +177,21 @@ fn print_tables(metrics: &exfilmon_tests::daemon::Metrics) {
 
 fn print_flows(text: &str) {
     let mut last = std::collections::BTreeMap::new();
+    let mut detections = Vec::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        if v["event"] == "detection" {
+            detections.push(format!(
+                "  {} {}: group {} → {}",
+                v["time"].as_str().unwrap_or_default(),
+                v["detection"].as_str().unwrap_or_default(),
+                v["group"].as_str().unwrap_or_default(),
+                v["country"].as_str().unwrap_or_default()
+            ));
+            continue;
+        }
         let key = format!(
             "{} {}:{} -> {}:{}",
             v["proto"], v["src"], v["sport"], v["dst"], v["dport"]
@@ -217,4 +228,10 @@ fn print_flows(text: &str) {
         ]);
     }
     println!("\nviolation flows, final totals from the event log:\n{t}");
+    if !detections.is_empty() {
+        println!(
+            "\ndetections from the event log:\n{}",
+            detections.join("\n")
+        );
+    }
 }

@@ -392,9 +392,11 @@ impl Monitor {
                     (programs::TC_INGRESS, TcAttachType::Ingress)
                 };
                 // tcx needs no qdisc; on older kernels aya falls back to netlink, which does.
+                // A qdisc left by an earlier run (EEXIST, named only in the error's source)
+                // is the one wanted.
                 if let Err(source) = tc::qdisc_add_clsact(ifname)
                     && !matches!(&source, TcError::AlreadyAttached)
-                    && !source.to_string().contains("exists")
+                    && !already_exists(&source)
                 {
                     return Err(EbpfError::Clsact {
                         interface: interface.to_owned(),
@@ -611,6 +613,20 @@ fn read_reasons<T: std::borrow::Borrow<MapData>>(
 
 /// Reads a whole per-CPU counter array (`name`) in batches and sums each entry over the
 /// CPUs. Only non-zero entries are returned.
+/// Whether an error, or one of its sources, is the OS's EEXIST.
+fn already_exists(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AlreadyExists)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn read_counter_array(
     map: &MapData,
     name: &'static str,
