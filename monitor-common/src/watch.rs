@@ -85,7 +85,7 @@ pub const EVENT_DNS: u32 = 4;
 pub const DNS_COPY: usize = 512;
 
 /// A DNS answer copied from a packet from port 53: the transport payload (for TCP with
-/// its two-byte length prefix), cut at [`DNS_COPY`] bytes.
+/// its two-byte length prefix), cut at [`DNS_COPY`] bytes, with the packet's addresses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnsEvent {
@@ -100,9 +100,13 @@ pub struct DnsEvent {
     /// The payload's length in the packet (more than `len` when cut).
     pub payload_len: u32,
     pub _pad: u32,
+    /// The answering server (the packet's source) and the client it answers (its
+    /// destination), in network order; IPv4 in the first four bytes.
+    pub server: [u8; 16],
+    pub client: [u8; 16],
     pub data: [u8; DNS_COPY],
 }
-const _: () = assert!(size_of::<DnsEvent>() == 16 + DNS_COPY);
+const _: () = assert!(size_of::<DnsEvent>() == 48 + DNS_COPY);
 
 /// Ring buffer record kind of a TLS ClientHello.
 pub const EVENT_HELLO: u32 = 5;

@@ -20,7 +20,7 @@ use monitor_common::{
 use crate::{
     flow::wakeup_flags,
     maps::{DNS_PENDING, EVENTS, count},
-    parse::Packet,
+    parse::{Packet, addr_bytes},
 };
 
 /// The source port of the packets `note` is for.
@@ -46,6 +46,9 @@ pub struct Answer {
     family: u8,
     kind: u8,
     _pad: u8,
+    /// A DNS answer's addresses (unused for a ClientHello, whose copy holds its header).
+    server: [u32; 4],
+    client: [u32; 4],
 }
 
 /// Notes where the DNS payload of a TCP or UDP packet from port 53 is, for the copy the
@@ -78,6 +81,8 @@ pub fn note(p: &Packet) {
                 family: p.family,
                 kind: KIND_DNS,
                 _pad: 0,
+                server: p.src,
+                client: p.dst,
             };
         }
     }
@@ -103,6 +108,8 @@ pub fn note_hello(p: &Packet) {
                 family: p.family,
                 kind: KIND_HELLO,
                 _pad: 0,
+                server: [0; 4],
+                client: [0; 4],
             };
         }
     }
@@ -175,6 +182,8 @@ fn copy(load: impl Fn(u32, *mut c_void, u32) -> c_long) {
         (*e).family = a.family;
         (*e).payload_len = a.len;
         (*e)._pad = 0;
+        (*e).server = addr_bytes(&a.server);
+        (*e).client = addr_bytes(&a.client);
         let buf = (&raw mut (*e).data).cast();
         // Keeps the verifier's range proof: LLVM would otherwise pass `len` in a register
         // it shares with the header fields stored above, whose bounds the verifier cannot

@@ -451,9 +451,22 @@ impl EventSink {
             n += 1;
             match events::decode_record(&item) {
                 Ok(events::Record::Flow(kind, key, st)) => self.handle(kind, &key, &st, &labels),
-                Ok(events::Record::Dns { payload, tcp, cut }) => {
-                    if let Some(w) = self.watcher.as_mut() {
-                        w.answer(payload, tcp, cut);
+                Ok(events::Record::Dns {
+                    payload,
+                    tcp,
+                    cut,
+                    server,
+                    client,
+                }) => {
+                    let parsed = self
+                        .watcher
+                        .as_mut()
+                        .and_then(|w| w.answer(payload, tcp, cut));
+                    if let (Some(parsed), Some(detect)) = (parsed, self.detect.as_mut())
+                        && let Some(found) =
+                            detect.on_dns(SystemTime::now(), server, client, &parsed)
+                    {
+                        self.log_detections(&[found]);
                     }
                 }
                 Ok(events::Record::Hello { packet, cut }) => {

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod tunnel;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -78,6 +79,8 @@ pub struct Detection {
     #[serde(flatten)]
     pub what: What,
     pub group: String,
+    /// Empty (and left out of the JSON) for DNS tunnels.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub country: String,
 }
 
@@ -126,6 +129,24 @@ pub enum What {
         first_seen: Stamp,
         last_seen: Stamp,
     },
+    /// DNS-tunnel signs from one inside client in a window (`country` is empty: the
+    /// tunnel's far end hides behind the resolver).
+    DnsTunnel {
+        client: IpAddr,
+        /// The server that answered (the client's resolver).
+        server: IpAddr,
+        sign: tunnel::Sign,
+        window_start: Stamp,
+        window_end: Stamp,
+        /// The client's answers, long names, high-entropy names and TXT/NULL answer bytes
+        /// in the window so far.
+        answers: u64,
+        long_names: u64,
+        high_entropy_names: u64,
+        txt_null_bytes: u64,
+        /// The last long or high-entropy name seen.
+        example: Option<String>,
+    },
 }
 
 impl What {
@@ -137,6 +158,7 @@ impl What {
             Self::Asymmetry { .. } => "asymmetry",
             Self::Volume { .. } => "volume",
             Self::Beaconing { .. } => "beaconing",
+            Self::DnsTunnel { .. } => "dns_tunnel",
         }
     }
 }
@@ -205,6 +227,8 @@ pub struct Settings {
     /// `[home] countries`, as codes: never a first contact, and left out of asymmetry and
     /// volume unless `include_domestic`.
     pub home: BTreeSet<String>,
+    /// The inside networks by group: whose DNS client an address is.
+    pub inside: tunnel::Inside,
 }
 
 impl Settings {
@@ -218,6 +242,7 @@ impl Settings {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            inside: tunnel::Inside::from_config(config),
         }
     }
 }
@@ -280,6 +305,7 @@ pub struct Detector {
     asymmetry: Window,
     volume: Window,
     beacons: Beacons,
+    tunnels: tunnel::Tunnels,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -291,6 +317,7 @@ impl Detector {
     #[must_use]
     pub fn new(settings: Settings, contacts: Contacts) -> Self {
         let beacons = Beacons::new(settings.detections.beaconing.max_entries);
+        let tunnels = tunnel::Tunnels::new(settings.detections.dns_tunnel.max_entries);
         Self {
             settings,
             contacts,
@@ -298,7 +325,27 @@ impl Detector {
             asymmetry: Window::default(),
             volume: Window::default(),
             beacons,
+            tunnels,
         }
+    }
+
+    /// One DNS answer: the DNS-tunnel detection, for inside clients only.
+    pub fn dns(&mut self, seen: &tunnel::DnsSeen) -> Option<Detection> {
+        let Self {
+            settings, tunnels, ..
+        } = self;
+        let cfg = &settings.detections.dns_tunnel;
+        if !cfg.enabled {
+            return None;
+        }
+        let group = settings.inside.group(seen.client)?;
+        tunnels.see(cfg, group, seen)
+    }
+
+    /// The DNS-tunnel detection's clients.
+    #[must_use]
+    pub fn tunnels(&self) -> &tunnel::Tunnels {
+        &self.tunnels
     }
 
     #[must_use]
@@ -319,6 +366,9 @@ impl Detector {
         }
         if old.beaconing.max_entries != new.beaconing.max_entries {
             self.beacons.resize(new.beaconing.max_entries);
+        }
+        if old.dns_tunnel.max_entries != new.dns_tunnel.max_entries {
+            self.tunnels.resize(new.dns_tunnel.max_entries);
         }
         self.settings = settings;
     }

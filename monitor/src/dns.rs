@@ -79,8 +79,26 @@ pub struct Resolved {
     pub names: Vec<String>,
 }
 
+/// What an answer tells: the addresses it resolves, and what the DNS-tunnel detection
+/// looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub resolved: Vec<Resolved>,
+    /// The first question's name (lower case, no final dot).
+    pub question: Option<String>,
+    /// Bytes of TXT and NULL record data in the answer section: the record types tunnels
+    /// carry their downstream data in.
+    pub txt_null_bytes: u64,
+}
+
 /// Parses a DNS payload as the kernel copied it: UDP as is, TCP with its length prefix.
 pub fn parse(payload: &[u8], tcp: bool) -> Result<Vec<Resolved>, Malformed> {
+    parse_message(payload, tcp).map(|p| p.resolved)
+}
+
+/// [`parse`], with the question and the TXT/NULL volume too. A query (not a response)
+/// gives nothing.
+pub fn parse_message(payload: &[u8], tcp: bool) -> Result<Parsed, Malformed> {
     let msg = if tcp {
         let (len, rest) = payload
             .split_first_chunk::<2>()
@@ -104,9 +122,22 @@ pub fn parse(payload: &[u8], tcp: bool) -> Result<Vec<Resolved>, Malformed> {
         _ => Malformed::Invalid,
     })?;
     if message.metadata.message_type != MessageType::Response {
-        return Ok(Vec::new());
+        return Ok(Parsed::default());
     }
-    Ok(resolve(&message))
+    let txt_null_bytes = message
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::TXT(t) => t.txt_data.iter().map(|d| d.len() as u64 + 1).sum(),
+            RData::NULL(n) => n.anything.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    Ok(Parsed {
+        resolved: resolve(&message),
+        question: message.queries.first().map(|q| name(&q.name)),
+        txt_null_bytes,
+    })
 }
 
 /// The header's counts must fit the bytes: refused before hickory allocates for them.

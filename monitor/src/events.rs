@@ -70,6 +70,9 @@ pub enum Record<'a> {
         payload: &'a [u8],
         tcp: bool,
         cut: bool,
+        /// The answering server and the client it answered.
+        server: IpAddr,
+        client: IpAddr,
     },
     /// A ClientHello packet from its IP header on, as copied, and whether the kernel cut it.
     Hello {
@@ -91,29 +94,43 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, EventError> {
             expected: 4,
         })?;
     // Both copies share their header: kind, copied length (u16), then the copied
-    // thing's own length at bytes 8..12; the data starts at 16.
-    let copied = |size: usize, max: usize| -> Result<(&[u8], bool), EventError> {
-        if bytes.len() != size {
+    // thing's own length at bytes 8..12; the data starts at `at`, at most `max` bytes.
+    let copied = |at: usize, max: usize| -> Result<(&[u8], bool), EventError> {
+        if bytes.len() != at + max {
             return Err(EventError::Size {
                 len: bytes.len(),
-                expected: size,
+                expected: at + max,
             });
         }
         let len = usize::from(u16::from_ne_bytes([bytes[4], bytes[5]])).min(max);
         let whole = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        Ok((&bytes[16..16 + len], whole as usize > len))
+        Ok((&bytes[at..at + len], whole as usize > len))
     };
     match kind {
         EVENT_DNS => {
-            let (payload, cut) = copied(size_of::<DnsEvent>(), DNS_COPY)?;
+            const AT: usize = size_of::<DnsEvent>() - DNS_COPY;
+            let (payload, cut) = copied(AT, DNS_COPY)?;
+            let family = bytes[7];
+            let addr = |at: usize| -> IpAddr {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&bytes[at..at + 16]);
+                if family == FAMILY_V4 {
+                    IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                } else {
+                    IpAddr::V6(Ipv6Addr::from(b))
+                }
+            };
             Ok(Record::Dns {
                 payload,
                 tcp: bytes[6] == 6,
                 cut,
+                server: addr(16),
+                client: addr(32),
             })
         }
         EVENT_HELLO => {
-            let (packet, cut) = copied(size_of::<HelloEvent>(), HELLO_COPY)?;
+            const AT: usize = size_of::<HelloEvent>() - HELLO_COPY;
+            let (packet, cut) = copied(AT, HELLO_COPY)?;
             Ok(Record::Hello { packet, cut })
         }
         _ => decode(bytes).map(|(k, key, st)| Record::Flow(k, key, st)),

@@ -177,19 +177,7 @@ pub fn run(
             }
             // Drain after every frame: events keep their order and the ring never fills.
             while let Some(item) = events.next() {
-                match events::decode_record(&item) {
-                    Ok(events::Record::Flow(kind, key, st)) => {
-                        detect.on_flow(kind, &key, &st, ts, labels);
-                        seen.insert(key, FlowRecord::new(&key, &st, labels));
-                    }
-                    Ok(events::Record::Dns { payload, tcp, cut }) => {
-                        watcher.answer(payload, tcp, cut);
-                    }
-                    Ok(events::Record::Hello { packet, cut }) => {
-                        watcher.hello(packet, cut);
-                    }
-                    Err(_) => {}
-                }
+                apply(&item, ts, labels, &mut watcher, &mut detect, &mut seen);
             }
             Ok(())
         })?;
@@ -242,6 +230,36 @@ pub fn run(
         watch,
         detections,
     })
+}
+
+/// Applies one ring record drained after the frame captured at `ts`, as the daemon would.
+fn apply(
+    item: &[u8],
+    ts: std::time::SystemTime,
+    labels: &Labels,
+    watcher: &mut crate::watch::Watcher,
+    detect: &mut Detections,
+    seen: &mut HashMap<FlowKey, FlowRecord>,
+) {
+    match events::decode_record(item) {
+        Ok(events::Record::Flow(kind, key, st)) => {
+            detect.on_flow(kind, &key, &st, ts, labels);
+            seen.insert(key, FlowRecord::new(&key, &st, labels));
+        }
+        Ok(events::Record::Dns {
+            payload,
+            tcp,
+            cut,
+            server,
+            client,
+        }) => {
+            if let Some(parsed) = watcher.answer(payload, tcp, cut) {
+                detect.on_dns(ts, server, client, &parsed);
+            }
+        }
+        Ok(events::Record::Hello { packet, cut }) => watcher.hello(packet, cut),
+        Err(_) => {}
+    }
 }
 
 /// The class counters as (group, country, direction, verdict) totals, sorted.

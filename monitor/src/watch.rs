@@ -770,9 +770,10 @@ impl Watcher {
         self.learner.plan()
     }
 
-    /// Parses one DNS answer record and learns what it says about watched domains.
-    pub fn answer(&mut self, payload: &[u8], tcp: bool, cut: bool) {
-        let resolved = match crate::dns::parse(payload, tcp) {
+    /// Parses one DNS answer record and learns what it says about watched domains; returns
+    /// the parsed answer (for the DNS-tunnel detection), or `None` when it is malformed.
+    pub fn answer(&mut self, payload: &[u8], tcp: bool, cut: bool) -> Option<crate::dns::Parsed> {
+        let parsed = match crate::dns::parse_message(payload, tcp) {
             Ok(r) => r,
             Err(e) => {
                 // A cut answer that does not parse is a truncation, whatever broke first.
@@ -786,11 +787,12 @@ impl Watcher {
                     .malformed
                     .with_label_values(&[reason.as_str()])
                     .inc();
-                return;
+                return None;
             }
         };
-        let result = self.learn(&resolved);
+        let result = self.learn(&parsed.resolved);
         self.metrics.answers.with_label_values(&[result]).inc();
+        Some(parsed)
     }
 
     /// Reads one ClientHello packet and, when it names a watched domain, learns its

@@ -44,6 +44,8 @@ struct Harness {
     watcher: Watcher,
     /// ClientHello packets drained from the ring, with whether the kernel cut them.
     hellos: Vec<(Vec<u8>, bool)>,
+    /// The (server, client) addresses of the DNS answers drained.
+    dns_addresses: Vec<(IpAddr, IpAddr)>,
     _dir: tempfile::TempDir,
 }
 
@@ -95,6 +97,7 @@ domains = ["api.account.xiaomi.com", "*.xiaomi.com"]
             events,
             watcher,
             hellos: Vec::new(),
+            dns_addresses: Vec::new(),
             _dir: dir,
         }
     }
@@ -134,9 +137,16 @@ domains = ["api.account.xiaomi.com", "*.xiaomi.com"]
         let mut dns = Vec::new();
         while let Some(item) = self.events.next() {
             match events::decode_record(&item) {
-                Ok(events::Record::Dns { payload, tcp, cut }) => {
+                Ok(events::Record::Dns {
+                    payload,
+                    tcp,
+                    cut,
+                    server,
+                    client,
+                }) => {
                     self.watcher.answer(payload, tcp, cut);
                     dns.push((payload.to_vec(), tcp, cut));
+                    self.dns_addresses.push((server, client));
                 }
                 Ok(events::Record::Hello { packet, cut }) => {
                     self.watcher.hello(packet, cut);
@@ -273,6 +283,13 @@ fn dns_answers_become_ring_records_and_cut_ones_are_counted() {
     assert_eq!(dns[0], (small.clone(), false, false));
     assert_eq!(dns[1], (framed, true, false));
     assert_eq!(dns[2], (big[..DNS_COPY].to_vec(), false, true));
+    assert!(
+        h.dns_addresses
+            .iter()
+            .all(|a| *a == (IpAddr::V4(RESOLVER), IpAddr::V4(PHONE))),
+        "each answer names its server and its client: {:?}",
+        h.dns_addresses
+    );
     assert_eq!(h.reason(reason::DNS_COPIED), 3);
     assert_eq!(h.reason(reason::DNS_TRUNCATED), 1);
 }
@@ -419,11 +436,12 @@ const LAB_ANSWER: Ipv4Addr = exfilmon_tests::lab::SERVER_SG_V4;
 /// Datagrams per burst in the lab test.
 const LAB_COUNT: usize = 30;
 
-/// The lab's daemon with the watchlist `shady` of one domain pattern, and a capture of
-/// the phone's traffic (in the daemon's directory).
+/// The lab's daemon with the watchlist `shady` of one domain pattern and `extra` config,
+/// and a capture of the phone's traffic (in the daemon's directory).
 fn lab_daemon(
     lab: &exfilmon_tests::Lab,
     domain: &str,
+    extra: &str,
 ) -> (
     exfilmon_tests::daemon::Daemon,
     exfilmon_tests::Capture,
@@ -438,7 +456,7 @@ fn lab_daemon(
     let mut text = std::fs::read_to_string(&config).expect("read config");
     writeln!(
         text,
-        "\n[[watchlist]]\nname = \"shady\"\ndomains = [\"{domain}\"]"
+        "\n[[watchlist]]\nname = \"shady\"\ndomains = [\"{domain}\"]\n{extra}"
     )
     .expect("a string takes it");
     std::fs::write(&config, text).expect("write config");
@@ -540,7 +558,7 @@ fn lab_device_resolving_a_watched_domain_is_counted_and_replay_agrees() {
     require_root("lab_device_resolving_a_watched_domain_is_counted_and_replay_agrees");
     let wait = std::time::Duration::from_secs(20);
     let lab = Lab::new().expect("lab");
-    let (daemon, capture, pcap) = lab_daemon(&lab, LAB_DOMAIN);
+    let (daemon, capture, pcap) = lab_daemon(&lab, LAB_DOMAIN, "");
 
     // The phone resolves the watched name through the lab's resolver (a domestic server).
     let resolver_addr = SocketAddr::from((SERVER_IN_V4, 53));
@@ -681,7 +699,7 @@ fn lab_client_hello_naming_a_watched_domain_attributes_its_server() {
     require_root("lab_client_hello_naming_a_watched_domain_attributes_its_server");
     let wait = std::time::Duration::from_secs(20);
     let lab = Lab::new().expect("lab");
-    let (daemon, capture, pcap) = lab_daemon(&lab, "*.shady.example");
+    let (daemon, capture, pcap) = lab_daemon(&lab, "*.shady.example", "");
 
     // 1. The phone opens TLS to the server, naming a watched domain in its ClientHello.
     let https = SocketAddr::from((SERVER_SG_V4, 443));
@@ -771,5 +789,110 @@ fn lab_client_hello_naming_a_watched_domain_attributes_its_server() {
         "bytes_in",
     ] {
         assert_eq!(replayed[field], second[field], "{field}");
+    }
+}
+
+/// A label of base32 characters, different for each `i`: data as a DNS tunnel encodes it.
+fn encoded_label(i: u64) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..40)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 32) as usize] as char
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: builds network namespaces and loads eBPF programs"]
+fn lab_dns_tunnel_signs_fire_once_and_replay_agrees() {
+    use std::net::SocketAddr;
+
+    use exfilmon_tests::{
+        Lab, Node,
+        lab::{PHONE_V4, SERVER_IN_V4},
+    };
+
+    require_root("lab_dns_tunnel_signs_fire_once_and_replay_agrees");
+    let wait = std::time::Duration::from_secs(20);
+    let lab = Lab::new().expect("lab");
+    let (daemon, capture, pcap) = lab_daemon(
+        &lab,
+        LAB_DOMAIN,
+        "[detections.dns_tunnel]\nmin_suspicious = 10\nwindow_secs = 3600\n",
+    );
+    let resolver_addr = SocketAddr::from((SERVER_IN_V4, 53));
+    let ordinary = ["www.example.com", "mail.example.org", "api.example.net"];
+    let resolver = lab_resolver(&lab, resolver_addr, ordinary.len() + 15);
+    // Ordinary names first: no sign.
+    for name in ordinary {
+        lab_resolve(lab.ns(Node::Phone), resolver_addr, name);
+    }
+    daemon
+        .wait_for("the ordinary answers parsed", wait, |m| {
+            m.sum("exfilmon_dns_answers_total", &[]) >= 3.0
+        })
+        .expect("parsed");
+    let m = daemon.wait_for("a scrape", wait, |_| true).expect("scrape");
+    assert_eq!(m.sum("exfilmon_detection_dns_tunnel_total", &[]), 0.0);
+    // Then 15 names carrying encoded data: the 10th fires, once.
+    for i in 0..15 {
+        lab_resolve(
+            lab.ns(Node::Phone),
+            resolver_addr,
+            &format!("{}.t.example.com", encoded_label(i)),
+        );
+    }
+    assert_eq!(resolver.join().expect("resolver"), ordinary.len() + 15);
+    let m = daemon
+        .wait_for("the tunnel detected", wait, |m| {
+            m.sum("exfilmon_dns_answers_total", &[]) >= 18.0
+                && m.sum("exfilmon_detection_dns_tunnel_total", &[]) >= 1.0
+        })
+        .expect("detected");
+    assert_eq!(
+        m.sum(
+            "exfilmon_detection_dns_tunnel_total",
+            &[("group", "phones"), ("sign", "high_entropy")]
+        ),
+        1.0,
+        "once a window, for the phones, by entropy"
+    );
+    assert_eq!(m.sum("exfilmon_detection_dns_tunnel_total", &[]), 1.0);
+    let captured = capture.stop().expect("stop tcpdump");
+    assert_eq!(captured.dropped, 0, "tcpdump dropped packets");
+    let report = exfilmon_tests::replay_json(&daemon.config, &[&pcap]);
+    let (status, log) = daemon.stop_with_event_log().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
+
+    let tunnels = |values: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        values
+            .into_iter()
+            .filter(|v| v["detection"] == "dns_tunnel")
+            .collect()
+    };
+    let live = tunnels(
+        log.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+    );
+    assert_eq!(live.len(), 1, "one event-log line: {live:?}");
+    assert_eq!(live[0]["client"], PHONE_V4.to_string());
+    assert_eq!(live[0]["server"], SERVER_IN_V4.to_string());
+    assert_eq!(live[0]["high_entropy_names"], 10);
+    let replayed = tunnels(report["detections"].as_array().expect("detections").clone());
+    assert_eq!(replayed.len(), 1, "replay finds it too: {replayed:?}");
+    for field in [
+        "client",
+        "server",
+        "sign",
+        "group",
+        "answers",
+        "high_entropy_names",
+    ] {
+        assert_eq!(replayed[0][field], live[0][field], "{field}");
     }
 }

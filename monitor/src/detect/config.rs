@@ -28,6 +28,18 @@
 //! enabled = true
 //! window_secs = 3600               # a multiple of tick_secs
 //! min_bytes = 1073741824           # outbound bytes per group and country in a window (1 GiB)
+//!
+//! [detections.dns_tunnel]
+//! enabled = true
+//! window_secs = 60                 # per inside client, fixed windows (any length)
+//! min_suspicious = 20              # this many long or high-entropy names in a window...
+//! max_label_len = 50               # ...a label (left of the last two) this long, or
+//! max_name_len = 120               # ...a name this long, is long
+//! entropy_min_len = 32             # a label this long with at least entropy_bits bits
+//! entropy_bits = 4.0               # per character is high-entropy
+//! max_answers = 1200               # this many answers in a window (20/s at 60 s)
+//! max_txt_bytes = 65536            # TXT and NULL answer bytes in a window
+//! max_entries = 65536              # clients remembered; the least recently seen go first
 //! ```
 
 use std::{
@@ -62,6 +74,51 @@ pub struct Detections {
     pub asymmetry: Asymmetry,
     pub beaconing: Beaconing,
     pub volume: Volume,
+    pub dns_tunnel: DnsTunnel,
+}
+
+/// `[detections.dns_tunnel]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsTunnel {
+    /// Default: true.
+    pub enabled: bool,
+    /// `window_secs`: default 60 s; 1 s to a week.
+    pub window: Duration,
+    /// Long or high-entropy names per client and window that fire. Default: 20.
+    pub min_suspicious: u64,
+    /// A label left of the name's last two this long is long. Default: 50; 8..=63.
+    pub max_label_len: usize,
+    /// A name this long is long. Default: 120; 16..=253.
+    pub max_name_len: usize,
+    /// Labels shorter than this are never high-entropy. Default: 32 (a random base32
+    /// label of 32 has about 4.2 bits per character, wordy names of that length 3.9-4.1);
+    /// 8..=63.
+    pub entropy_min_len: usize,
+    /// Bits per character from which a label is high-entropy. Default: 4.0; 1..=6.
+    pub entropy_bits: f64,
+    /// Answers per client and window that fire. Default: 1200.
+    pub max_answers: u64,
+    /// TXT and NULL answer bytes per client and window that fire. Default: 64 KiB.
+    pub max_txt_bytes: u64,
+    /// Clients remembered at most. Default: 65536; 1..=1048576.
+    pub max_entries: usize,
+}
+
+impl Default for DnsTunnel {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_mins(1),
+            min_suspicious: 20,
+            max_label_len: 50,
+            max_name_len: 120,
+            entropy_min_len: 32,
+            entropy_bits: 4.0,
+            max_answers: 1200,
+            max_txt_bytes: 64 << 10,
+            max_entries: 65_536,
+        }
+    }
 }
 
 /// `[detections.first_contact]`.
@@ -143,6 +200,7 @@ impl Default for Detections {
                 window: Duration::from_hours(1),
                 min_bytes: 1 << 30,
             },
+            dns_tunnel: DnsTunnel::default(),
         }
     }
 }
@@ -170,6 +228,22 @@ pub(crate) struct RawDetections {
     asymmetry: Option<RawAsymmetry>,
     beaconing: Option<RawBeaconing>,
     volume: Option<RawVolume>,
+    dns_tunnel: Option<RawDnsTunnel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsTunnel {
+    enabled: Option<bool>,
+    window_secs: Option<Spanned<i64>>,
+    min_suspicious: Option<Spanned<i64>>,
+    max_label_len: Option<Spanned<i64>>,
+    max_name_len: Option<Spanned<i64>>,
+    entropy_min_len: Option<Spanned<i64>>,
+    entropy_bits: Option<Spanned<f64>>,
+    max_answers: Option<Spanned<i64>>,
+    max_txt_bytes: Option<Spanned<i64>>,
+    max_entries: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -381,6 +455,10 @@ pub(crate) fn validate(
         None => d.beaconing,
         Some(b) => beaconing(&c, b, &d.beaconing)?,
     };
+    let dns_tunnel = match &r.dns_tunnel {
+        None => d.dns_tunnel,
+        Some(t) => dns_tunnel(&c, t, &d.dns_tunnel)?,
+    };
     Ok(Detections {
         state_dir,
         tick,
@@ -389,6 +467,71 @@ pub(crate) fn validate(
         asymmetry,
         beaconing,
         volume,
+        dns_tunnel,
+    })
+}
+
+fn dns_tunnel(c: &Check<'_>, t: &RawDnsTunnel, d: &DnsTunnel) -> Result<DnsTunnel, ConfigError> {
+    let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let int = |v: Option<&Spanned<i64>>, key: &str, default: u64, range: (i64, i64)| {
+        c.int(v, &format!("dns_tunnel.{key}"), default, range)
+    };
+    Ok(DnsTunnel {
+        enabled: t.enabled.unwrap_or(d.enabled),
+        window: Duration::from_secs(int(
+            t.window_secs.as_ref(),
+            "window_secs",
+            d.window.as_secs(),
+            (1, WEEK_SECS),
+        )?),
+        min_suspicious: int(
+            t.min_suspicious.as_ref(),
+            "min_suspicious",
+            d.min_suspicious,
+            (1, i64::MAX),
+        )?,
+        max_label_len: usize_of(int(
+            t.max_label_len.as_ref(),
+            "max_label_len",
+            d.max_label_len as u64,
+            (8, 63),
+        )?),
+        max_name_len: usize_of(int(
+            t.max_name_len.as_ref(),
+            "max_name_len",
+            d.max_name_len as u64,
+            (16, 253),
+        )?),
+        entropy_min_len: usize_of(int(
+            t.entropy_min_len.as_ref(),
+            "entropy_min_len",
+            d.entropy_min_len as u64,
+            (8, 63),
+        )?),
+        entropy_bits: c.float(
+            t.entropy_bits.as_ref(),
+            "dns_tunnel.entropy_bits",
+            d.entropy_bits,
+            (1.0, 6.0),
+        )?,
+        max_answers: int(
+            t.max_answers.as_ref(),
+            "max_answers",
+            d.max_answers,
+            (1, i64::MAX),
+        )?,
+        max_txt_bytes: int(
+            t.max_txt_bytes.as_ref(),
+            "max_txt_bytes",
+            d.max_txt_bytes,
+            (1, i64::MAX),
+        )?,
+        max_entries: usize_of(int(
+            t.max_entries.as_ref(),
+            "max_entries",
+            d.max_entries as u64,
+            (1, 1 << 20),
+        )?),
     })
 }
 

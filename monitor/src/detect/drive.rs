@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -53,6 +54,22 @@ fn flow_seen(key: &FlowKey, st: &FlowState, labels: &Labels, start: SystemTime) 
         country: labels.country(u32::from(st.country)),
         start,
         bytes: st.bytes_out + st.bytes_in,
+    }
+}
+
+/// A DNS answer as the DNS-tunnel detection sees it.
+fn dns_seen(
+    at: SystemTime,
+    server: IpAddr,
+    client: IpAddr,
+    parsed: &crate::dns::Parsed,
+) -> super::tunnel::DnsSeen {
+    super::tunnel::DnsSeen {
+        at_ms: millis(at),
+        client,
+        server,
+        question: parsed.question.clone(),
+        txt_null_bytes: parsed.txt_null_bytes,
     }
 }
 
@@ -168,6 +185,20 @@ impl Live {
         }
         let seen = flow_seen(key, st, labels, self.clock.wall(st.first_ns));
         let found = self.detector.flow(&seen);
+        self.account(found.as_slice());
+        found
+    }
+
+    /// One DNS answer, received at `at`; returns the DNS-tunnel detection it completes.
+    pub fn on_dns(
+        &mut self,
+        at: SystemTime,
+        server: IpAddr,
+        client: IpAddr,
+        parsed: &crate::dns::Parsed,
+    ) -> Option<Detection> {
+        let found = self.detector.dns(&dns_seen(at, server, client, parsed));
+        self.metrics.set_tunnels(self.detector.tunnels());
         self.account(found.as_slice());
         found
     }
@@ -291,6 +322,18 @@ impl Replay {
             let seen = flow_seen(key, st, labels, self.starts[key]);
             self.found.extend(self.detector.flow(&seen));
         }
+    }
+
+    /// A DNS answer drained after the frame captured at `ts`.
+    pub fn on_dns(
+        &mut self,
+        ts: SystemTime,
+        server: IpAddr,
+        client: IpAddr,
+        parsed: &crate::dns::Parsed,
+    ) {
+        self.found
+            .extend(self.detector.dns(&dns_seen(ts, server, client, parsed)));
     }
 
     /// After the last frame: the last tick, the flows still open ending idle (as the

@@ -22,6 +22,8 @@ pub struct DetectMetrics {
     pub last_time: IntGaugeVec,
     pub beacon_destinations: IntGauge,
     pub beacon_evictions: IntCounter,
+    pub dns_tunnel: IntCounterVec,
+    pub dns_tunnel_evictions: IntCounter,
     pub errors: IntCounterVec,
 }
 
@@ -78,6 +80,19 @@ impl DetectMetrics {
                 "Destinations the beaconing detection forgot to make room ([detections.beaconing] max_entries).",
             )
             .expect("static metric definition"),
+            dns_tunnel: IntCounterVec::new(
+                Opts::new(
+                    "exfilmon_detection_dns_tunnel_total",
+                    "Inside clients showing DNS-tunnel signs in a [detections.dns_tunnel] window, by group and the first sign seen: txt_volume, long_names, high_entropy, answer_rate.",
+                ),
+                &["group", "sign"],
+            )
+            .expect("static metric definition"),
+            dns_tunnel_evictions: IntCounter::new(
+                "exfilmon_detection_dns_tunnel_evictions_total",
+                "Clients the DNS-tunnel detection forgot to make room ([detections.dns_tunnel] max_entries).",
+            )
+            .expect("static metric definition"),
             errors: IntCounterVec::new(
                 Opts::new(
                     "exfilmon_detection_errors_total",
@@ -113,20 +128,23 @@ impl DetectMetrics {
             Box::new(self.last_time.clone()),
             Box::new(self.beacon_destinations.clone()),
             Box::new(self.beacon_evictions.clone()),
+            Box::new(self.dns_tunnel.clone()),
+            Box::new(self.dns_tunnel_evictions.clone()),
             Box::new(self.errors.clone()),
         ]
     }
 
     /// Counts one detection.
     pub fn count(&self, d: &Detection) {
-        let labels = [d.group.as_str(), d.country.as_str()];
-        let family = match d.what {
-            What::FirstContact { .. } => &self.first_contacts,
-            What::Asymmetry { .. } => &self.asymmetry,
-            What::Volume { .. } => &self.volume,
-            What::Beaconing { .. } => &self.beaconing,
+        // The DNS-tunnel counter is by group and sign: its detections have no country.
+        let (family, second) = match &d.what {
+            What::FirstContact { .. } => (&self.first_contacts, d.country.as_str()),
+            What::Asymmetry { .. } => (&self.asymmetry, d.country.as_str()),
+            What::Volume { .. } => (&self.volume, d.country.as_str()),
+            What::Beaconing { .. } => (&self.beaconing, d.country.as_str()),
+            What::DnsTunnel { sign, .. } => (&self.dns_tunnel, sign.as_str()),
         };
-        family.with_label_values(&labels).inc();
+        family.with_label_values(&[d.group.as_str(), second]).inc();
         let secs = d
             .time
             .0
@@ -153,6 +171,13 @@ impl DetectMetrics {
         let seen = self.beacon_evictions.get();
         self.beacon_evictions
             .inc_by(beacons.evictions().saturating_sub(seen));
+    }
+
+    /// Counts the DNS-tunnel detection's new evictions.
+    pub fn set_tunnels(&self, tunnels: &super::tunnel::Tunnels) {
+        let seen = self.dns_tunnel_evictions.get();
+        self.dns_tunnel_evictions
+            .inc_by(tunnels.evictions().saturating_sub(seen));
     }
 
     pub fn error(&self, reason: &'static str) {

@@ -38,6 +38,10 @@ fn settings() -> Settings {
     Settings {
         detections: d,
         home: ["IN".to_owned()].into(),
+        inside: tunnel::Inside::new(vec![(
+            "192.0.2.0/26".parse().expect("net"),
+            "phones".to_owned(),
+        )]),
     }
 }
 
@@ -542,6 +546,12 @@ fn detections_config_has_documented_defaults() {
     assert!(d.beaconing.enabled);
     assert_eq!(d.asymmetry.window, Duration::from_secs(3600));
     assert_eq!(d.volume.min_bytes, 1 << 30);
+    assert!(d.dns_tunnel.enabled);
+    assert_eq!(d.dns_tunnel.window, Duration::from_secs(60));
+    assert_eq!(
+        (d.dns_tunnel.min_suspicious, d.dns_tunnel.max_answers),
+        (20, 1200)
+    );
 
     let c = parse(
         "[detections]\nstate_dir = \"state\"\ntick_secs = 2\ninclude_domestic = true\n\
@@ -601,6 +611,18 @@ fn detections_config_errors_name_file_line_and_key() {
         (
             "[detections.first_contact]\nenabled = 1\n",
             "exfilmon.toml:7: detections.first_contact.enabled",
+        ),
+        (
+            "[detections.dns_tunnel]\nwindow_secs = 60\nmax_label_len = 64\n",
+            "exfilmon.toml:8: detections.dns_tunnel.max_label_len: 64 is out of range (must be 8..=63)",
+        ),
+        (
+            "[detections.dns_tunnel]\nentropy_bits = 7.5\n",
+            "exfilmon.toml:7: detections.dns_tunnel.entropy_bits: 7.5 is out of range (must be 1..=6)",
+        ),
+        (
+            "[detections.dns_tunnel]\nmin_names = 3\n",
+            "exfilmon.toml:7: detections.dns_tunnel.min_names: unknown field `min_names`",
         ),
     ] {
         let msg = err(extra);
