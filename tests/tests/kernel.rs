@@ -50,6 +50,11 @@ fn config_text(extra_flows: &str) -> (tempfile::TempDir, Config) {
     } else {
         "max_entries = 1024"
     };
+    let ring_bytes = if extra_flows.contains("ring_bytes") {
+        ""
+    } else {
+        "ring_bytes = 262144"
+    };
     let text = format!(
         r#"
 [home]
@@ -67,7 +72,7 @@ allow = ["US"]
 sources = [{{ format = "csv", path = "{geo}" }}]
 [flows]
 {max_entries}
-ring_bytes = 262144
+{ring_bytes}
 {extra_flows}
 "#
     );
@@ -817,4 +822,103 @@ fn fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs() {
     ] {
         assert!(c.reasons[id as usize] > 0, "the corpus reaches reason {id}");
     }
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn a_full_ring_counts_every_event_as_delivered_or_dropped() {
+    // The smallest ring (one page) and a consumer that does not read until the end.
+    let mut h = Harness::with_flows(
+        "a_full_ring_counts_every_event_as_delivered_or_dropped",
+        "ring_bytes = 4096",
+    );
+    let produced = 500u16;
+    for port in 0..produced {
+        h.run(&eth_v4(&ipv4(
+            PHONE,
+            CN,
+            UDP,
+            &udp(10_000 + port, 443, &[0; 8]),
+        )));
+    }
+    let c = h.counters();
+    let (submitted, dropped) = (
+        c.reasons[reason::RINGBUF_SUBMITTED as usize],
+        c.reasons[reason::RINGBUF_DROPPED as usize],
+    );
+    assert_eq!(
+        c.reasons[reason::FLOW_CREATED as usize],
+        u64::from(produced)
+    );
+    assert!(dropped > 0, "the ring filled up");
+    assert_eq!(
+        submitted + dropped,
+        u64::from(produced),
+        "each flow start is submitted or counted as dropped"
+    );
+    let delivered = h.events().len() as u64;
+    assert_eq!(delivered, submitted, "every submitted event is delivered");
+    println!(
+        "ring of 4096 bytes, consumer stopped: {produced} events produced = {delivered} delivered \
+         + {dropped} dropped"
+    );
+    h.assert_outcomes_sum();
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn a_flood_of_new_flows_drops_no_packet_and_keeps_the_active_large_flow() {
+    let mut h = Harness::with_flows(
+        "a_flood_of_new_flows_drops_no_packet_and_keeps_the_active_large_flow",
+        "max_entries = 1024",
+    );
+    let large = eth_v4(&ipv4(PHONE, CN, TCP, &tcp(40_000, 443, ACK, &[0x42; 1000])));
+    h.run(&large);
+    let mut large_packets = 1u64;
+    let flood = 100_000u32;
+    for i in 0..flood {
+        // A new violation flow each time: 60,000 source ports times two remote ports.
+        let sport = u16::try_from(1024 + i % 60_000).expect("port");
+        let dport = u16::try_from(1 + i / 60_000).expect("port");
+        h.run(&eth_v4(&ipv4(PHONE, CN, UDP, &udp(sport, dport, &[0; 8]))));
+        if i % 100 == 0 {
+            h.run(&large);
+            large_packets += 1;
+        }
+    }
+    let c = h.counters();
+    let created = c.reasons[reason::FLOW_CREATED as usize];
+    let failed = c.reasons[reason::FLOW_INSERT_FAILED as usize];
+    assert_eq!(
+        created + failed,
+        u64::from(flood) + 1,
+        "every new flow is inserted or counted as failed"
+    );
+    // Every packet passed (run asserts it) and was counted, flood and large flow alike.
+    let large_bytes = large_packets * (large.len() as u64 - 14);
+    let flood_bytes = u64::from(flood) * (20 + 8 + 8);
+    assert_eq!(
+        h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation),
+        (u64::from(flood) + large_packets, flood_bytes + large_bytes)
+    );
+    let flows = h.monitor.flows().expect("flows");
+    let (_, st) = flows
+        .iter()
+        .find(|(k, _)| k.proto == TCP && k.inside_port == 40_000)
+        .expect("the large flow is still in the table");
+    assert_eq!(
+        (st.packets_out, st.bytes_out),
+        (large_packets, large_bytes),
+        "with all its packets"
+    );
+    // The table is an LRU: a full table evicts its least recently used flow rather than
+    // refusing the insert, so the flood's flows push each other out, not the active one.
+    println!(
+        "flood of {flood} new violation flows into a table of 1024: 0 packets dropped, {created} \
+         inserted, {failed} insert failures, {} flows held, {} evicted (their bytes stay in the \
+         class counters); the large flow kept {large_packets} packets",
+        flows.len(),
+        created - flows.len() as u64
+    );
+    h.assert_outcomes_sum();
 }
