@@ -130,17 +130,8 @@ impl Capture {
         std::thread::sleep(Duration::from_millis(200));
         let pid = Pid::from_raw(child.id().cast_signed());
         kill(pid, Signal::SIGINT).context("SIGINT to tcpdump")?;
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("tcpdump did not exit within {STOP_TIMEOUT:?} of SIGINT");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let Some(status) = crate::wait_or_kill(&mut child, STOP_TIMEOUT)? else {
+            bail!("tcpdump did not exit within {STOP_TIMEOUT:?} of SIGINT");
         };
         if let Some(r) = self.reader.take() {
             let _ = r.join();

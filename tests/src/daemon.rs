@@ -280,17 +280,9 @@ impl Daemon {
         };
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("exfilmon did not exit within {STOP_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match crate::wait_or_kill(&mut child, STOP_TIMEOUT)? {
+            Some(status) => Ok(status),
+            None => bail!("exfilmon did not exit within {STOP_TIMEOUT:?} of SIGTERM"),
         }
     }
 }

@@ -39,6 +39,30 @@ pub use traffic::{
     udp_sink,
 };
 
+/// Waits up to `timeout` for `child` (already signalled, or expected to exit on its own)
+/// to exit. Returns its status, or `None` when it was still running at the deadline and was
+/// killed (by its PID: it is this process's child) and reaped.
+///
+/// # Errors
+/// When waiting on the child fails.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Whether this process runs with effective UID 0.
 #[must_use]
 pub fn is_root() -> bool {

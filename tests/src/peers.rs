@@ -324,18 +324,7 @@ impl Peer {
         let pid = i32::try_from(child.id())?;
         let children = cpu::descendants(pid);
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if child.try_wait()?.is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_or_kill(&mut child, STOP_TIMEOUT)?;
         // pmacctd's plugins end with their core process; kill any that did not (they
         // are this process's descendants, gathered before the core exited).
         for c in children {

@@ -186,15 +186,7 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = kill(Pid::from_raw(child.id().cast_signed()), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = crate::wait_or_kill(&mut child, Duration::from_secs(5));
         }
         // The TempDir field removes the directory after this.
     }

@@ -6,7 +6,7 @@
 
 use std::{
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya::programs::XdpMode;
@@ -74,19 +74,9 @@ fn an_interface_with_another_xdp_program_is_refused_and_that_program_stays() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("exfilmon starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // Ours, by PID: it should have refused long ago.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("exfilmon kept running on an interface that has another XDP program");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exfilmon_tests::wait_or_kill(&mut child, Duration::from_secs(30))
+        .expect("wait")
+        .expect("exfilmon refuses and exits, not keeps running on an occupied interface");
     let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("utf-8");
     assert!(!status.success(), "exfilmon must fail: {stderr}");
     assert!(
