@@ -110,15 +110,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, EventError> {
         EVENT_DNS => {
             const AT: usize = size_of::<DnsEvent>() - DNS_COPY;
             let (payload, cut) = copied(AT, DNS_COPY)?;
-            let family = bytes[7];
-            let addr = |at: usize| -> IpAddr {
+            let addr = |at: usize| {
                 let mut b = [0u8; 16];
                 b.copy_from_slice(&bytes[at..at + 16]);
-                if family == FAMILY_V4 {
-                    IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-                } else {
-                    IpAddr::V6(Ipv6Addr::from(b))
-                }
+                ip(bytes[7], &b)
             };
             Ok(Record::Dns {
                 payload,
@@ -159,14 +154,17 @@ pub fn decode(bytes: &[u8]) -> Result<(EventKind, FlowKey, FlowState), EventErro
 /// The addresses of a flow key.
 #[must_use]
 pub fn addresses(key: &FlowKey) -> (IpAddr, IpAddr) {
-    let ip = |b: &[u8; 16]| -> IpAddr {
-        if key.family == FAMILY_V4 {
-            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        } else {
-            IpAddr::V6(Ipv6Addr::from(*b))
-        }
-    };
-    (ip(&key.inside), ip(&key.remote))
+    (ip(key.family, &key.inside), ip(key.family, &key.remote))
+}
+
+/// An address as the kernel writes it: 16 bytes in network order, IPv4 in the first four.
+#[must_use]
+pub fn ip(family: u8, b: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*b))
+    }
 }
 
 /// A flow as the operator sees it: `src` is the inside address, `dst` the remote one.

@@ -197,11 +197,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
     if let Some(slot) = tables::inside_group(config, addr) {
-        let group = if slot == 0 {
-            tables::UNGROUPED
-        } else {
-            config.groups[slot as usize - 1].name.as_str()
-        };
+        let group = tables::group_name(config, slot);
         return format!("{addr}: inside, group {group}");
     }
     let location = geo.lookup(addr);

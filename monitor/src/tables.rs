@@ -227,15 +227,30 @@ pub struct Plan {
     pub labels: Labels,
 }
 
-/// The group slot and name of an inside address, or `None` for a remote one. The most
-/// specific network wins, as in the kernel's LPM lookup.
+/// The group slot of an inside address, or `None` for a remote one. The most specific
+/// network wins, as in the kernel's LPM lookup.
 #[must_use]
 pub fn inside_group(config: &Config, addr: IpAddr) -> Option<u32> {
-    config
-        .inside_networks()
+    longest_match(config.inside_networks(), addr)
+}
+
+/// The value of the most specific of `networks` that holds `addr`.
+pub fn longest_match<T>(networks: impl IntoIterator<Item = (IpNet, T)>, addr: IpAddr) -> Option<T> {
+    networks
+        .into_iter()
         .filter(|(net, _)| net.contains(&addr))
         .max_by_key(|(net, _)| net.prefix_len())
-        .map(|(_, slot)| slot)
+        .map(|(_, value)| value)
+}
+
+/// The name of a config group slot (`Config::inside_networks`): 0 is the home networks
+/// outside every group.
+#[must_use]
+pub fn group_name(config: &Config, slot: u32) -> &str {
+    match slot {
+        0 => UNGROUPED,
+        s => config.groups[s as usize - 1].name.as_str(),
+    }
 }
 
 /// Builds the kernel tables and label names.

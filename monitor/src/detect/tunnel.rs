@@ -140,13 +140,7 @@ impl Inside {
     pub fn from_config(config: &crate::config::Config) -> Self {
         let networks = config
             .inside_networks()
-            .map(|(net, slot)| {
-                let name = match slot {
-                    0 => crate::tables::UNGROUPED.to_owned(),
-                    s => config.groups[s as usize - 1].name.clone(),
-                };
-                (net, name)
-            })
+            .map(|(net, slot)| (net, crate::tables::group_name(config, slot).to_owned()))
             .collect();
         Self { networks }
     }
@@ -154,11 +148,12 @@ impl Inside {
     /// The group of an inside address; `None` outside.
     #[must_use]
     pub fn group(&self, addr: IpAddr) -> Option<&str> {
-        self.networks
-            .iter()
-            .filter(|(net, _)| net.contains(&addr))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, name)| name.as_str())
+        crate::tables::longest_match(
+            self.networks
+                .iter()
+                .map(|(net, name)| (*net, name.as_str())),
+            addr,
+        )
     }
 }
 
