@@ -206,36 +206,46 @@ fn resolve(message: &Message) -> Vec<Resolved> {
     out
 }
 
+/// Test support: a response to an A query for `qname` with `records` (owner, data) in its
+/// answer section, each with `ttl`, as a resolver sends it.
+///
+/// # Panics
+/// On a name that is not valid ASCII DNS, or a message hickory cannot encode.
+#[doc(hidden)]
+#[must_use]
+pub fn response(qname: &str, records: &[(&str, RData)], ttl: u32) -> Vec<u8> {
+    use hickory_proto::{
+        op::{OpCode, Query},
+        rr::{Record, RecordType},
+    };
+    let mut m = Message::response(0x1234, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii(qname).expect("name"),
+        RecordType::A,
+    ));
+    for (owner, data) in records {
+        m.add_answer(Record::from_rdata(
+            Name::from_ascii(owner).expect("name"),
+            ttl,
+            data.clone(),
+        ));
+    }
+    m.to_vec().expect("encodes")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use hickory_proto::{
-        op::{Message, OpCode, Query},
+        op::{Message, Query},
         rr::{
-            Name, RData, Record, RecordType,
+            Name, RData, RecordType,
             rdata::{A, AAAA, CNAME},
         },
     };
 
     use super::*;
-
-    /// A response to `qname` with `records` (owner, data) in its answer section.
-    pub(crate) fn response(qname: &str, records: &[(&str, RData)], ttl: u32) -> Vec<u8> {
-        let mut m = Message::response(0x1234, OpCode::Query);
-        m.add_query(Query::query(
-            Name::from_ascii(qname).expect("name"),
-            RecordType::A,
-        ));
-        for (owner, data) in records {
-            m.add_answer(Record::from_rdata(
-                Name::from_ascii(owner).expect("name"),
-                ttl,
-                data.clone(),
-            ));
-        }
-        m.to_vec().expect("encodes")
-    }
 
     pub(crate) fn a(ip: [u8; 4]) -> RData {
         RData::A(A(Ipv4Addr::from(ip)))

@@ -928,7 +928,7 @@ mod tests {
             )));
 
         // The parsed answer of api.account.xiaomi.com CNAME edge.cdn.example A 203.0.113.7.
-        let bytes = crate::dns::tests::response(
+        let bytes = crate::dns::response(
             "api.account.xiaomi.com.",
             &[
                 (

@@ -175,19 +175,7 @@ fn send(to: Ipv4Addr, n: usize) -> Vec<u8> {
 }
 
 fn answer(qname: &str, records: &[(&str, RData)]) -> Vec<u8> {
-    let mut m = Message::response(7, OpCode::Query);
-    m.add_query(Query::query(
-        Name::from_ascii(qname).expect("name"),
-        RecordType::A,
-    ));
-    for (owner, data) in records {
-        m.add_answer(Record::from_rdata(
-            Name::from_ascii(owner).expect("name"),
-            300,
-            data.clone(),
-        ));
-    }
-    m.to_vec().expect("encodes")
+    monitor::dns::response(qname, records, 300)
 }
 
 #[test]
@@ -792,20 +780,6 @@ fn lab_client_hello_naming_a_watched_domain_attributes_its_server() {
     }
 }
 
-/// A label of base32 characters, different for each `i`: data as a DNS tunnel encodes it.
-fn encoded_label(i: u64) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..40)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ALPHABET[(x % 32) as usize] as char
-        })
-        .collect()
-}
-
 #[test]
 #[ignore = "needs root: builds network namespaces and loads eBPF programs"]
 fn lab_dns_tunnel_signs_fire_once_and_replay_agrees() {
@@ -843,7 +817,10 @@ fn lab_dns_tunnel_signs_fire_once_and_replay_agrees() {
         lab_resolve(
             lab.ns(Node::Phone),
             resolver_addr,
-            &format!("{}.t.example.com", encoded_label(i)),
+            &format!(
+                "{}.t.example.com",
+                monitor::detect::tunnel::encoded_label(i, 40)
+            ),
         );
     }
     assert_eq!(resolver.join().expect("resolver"), ordinary.len() + 15);

@@ -256,6 +256,23 @@ impl Tunnels {
     }
 }
 
+/// Test support: a base32 label of `len` characters, different for each `i` (a xorshift
+/// stream), as DNS tunnels encode their data.
+#[doc(hidden)]
+#[must_use]
+pub fn encoded_label(i: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(ALPHABET[(x % 32) as usize])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,20 +307,6 @@ mod tests {
         }
     }
 
-    /// A base32 label of `len` characters, different for each `i`, as tunnels encode data.
-    fn encoded(i: u64, len: usize) -> String {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                ALPHABET[(x % 32) as usize] as char
-            })
-            .collect()
-    }
-
     #[test]
     fn entropy_is_bits_per_character() {
         assert!(entropy("aaaaaaaa").abs() < 1e-9);
@@ -324,13 +327,13 @@ mod tests {
         ] {
             assert_eq!(name_signs(name, &cfg), (false, false), "{name}");
         }
-        let random = format!("{}.t.example.com", encoded(1, 32));
+        let random = format!("{}.t.example.com", encoded_label(1, 32));
         assert_eq!(name_signs(&random, &cfg), (false, true));
         let long = format!("{}.t.example.com", "a".repeat(55));
         assert_eq!(name_signs(&long, &cfg), (true, false));
         // The registered domain itself is not data: a long second-level name is no sign.
         assert_eq!(
-            name_signs(&format!("{}.com", encoded(2, 40)), &cfg),
+            name_signs(&format!("{}.com", encoded_label(2, 40)), &cfg),
             (false, false)
         );
     }
@@ -340,7 +343,7 @@ mod tests {
         let mut d = detector();
         let mut fired = Vec::new();
         for i in 0..45 {
-            let name = format!("{}.t.example.com", encoded(i, 40));
+            let name = format!("{}.t.example.com", encoded_label(i, 40));
             fired.extend(d.dns(&answer(T0_MS + i * 1000, PHONE, &name, 0)));
         }
         assert_eq!(fired.len(), 1, "once in the first minute: {fired:?}");
@@ -360,7 +363,7 @@ mod tests {
         // The next window counts afresh.
         let again: Vec<_> = (0..20)
             .filter_map(|i| {
-                let name = format!("{}.t.example.com", encoded(100 + i, 40));
+                let name = format!("{}.t.example.com", encoded_label(100 + i, 40));
                 d.dns(&answer(T0_MS + 60_000 + i * 100, PHONE, &name, 0))
             })
             .collect();
@@ -424,7 +427,7 @@ mod tests {
     fn outside_clients_and_a_disabled_detection_are_ignored() {
         let mut d = detector();
         let names: Vec<String> = (0..30)
-            .map(|i| format!("{}.t.example.com", encoded(i, 40)))
+            .map(|i| format!("{}.t.example.com", encoded_label(i, 40)))
             .collect();
         let outside = names
             .iter()
