@@ -10,6 +10,7 @@ pub mod class;
 pub mod config;
 pub mod flow;
 pub mod geo;
+pub mod pin;
 pub mod policy;
 pub mod reason;
 pub mod watch;
@@ -78,6 +79,11 @@ pub mod maps {
     pub const WATCH_ASNS: &str = "WATCH_ASNS";
     /// `PerCpuArray<ClassCounter>` indexed by `watch::watch_counter_index`.
     pub const WATCH_COUNTERS: &str = "WATCH_COUNTERS";
+    /// `Array<pin::PinMeta>`, one entry: how the pinned maps are laid out. Userspace only.
+    pub const PIN_META: &str = "PIN_META";
+    /// `Array<[u8; pin::LABEL_CHUNK]>`: the slot names (JSON) that index the pinned
+    /// counters, so a restarted daemon names them as before. Userspace only.
+    pub const PIN_LABELS: &str = "PIN_LABELS";
 }
 
 /// Program names as the kernel object exports them.

@@ -15,6 +15,7 @@ use monitor_common::{
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::{L1_ENTRIES, V6_ROOT_ENTRIES},
+    pin::{LABEL_CHUNK, PinMeta},
     policy::{DROP_ENTRIES, POLICY_ASN_ENTRIES},
     reason::REASON_ENTRIES,
     watch::{LEARNED_ENTRIES, PREFIX_ENTRIES, WATCH_BITS_WORDS, WATCH_COUNTER_ENTRIES},
@@ -125,6 +126,16 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(
 /// Flow events to the daemon (set by the daemon: `[flows] ring_bytes`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+// --- pinning: read and written by the daemon only ----------------------------------------
+
+/// How the pinned maps are laid out (`monitor_common::pin`).
+#[map]
+pub static PIN_META: Array<PinMeta> = Array::with_max_entries(1, 0);
+
+/// The slot names that index the pinned counters (set by the daemon when it pins).
+#[map]
+pub static PIN_LABELS: Array<[u8; LABEL_CHUNK]> = Array::with_max_entries(1, 0);
 
 // --- the benchmark's maps: one entry each unless the benchmark loads the object ----------
 

@@ -426,6 +426,15 @@ pub enum ConfigError {
         /// Where.
         at: Box<Location>,
     },
+    /// `[pin] dir` is not an absolute path.
+    #[error(
+        "{at}: must be an absolute path on a bpffs mount, e.g. {}",
+        DEFAULT_PIN_DIR
+    )]
+    RelativePinDir {
+        /// Where.
+        at: Box<Location>,
+    },
     /// A `[[watchlist]]` key is wrong.
     #[error("{at}: {problem}")]
     Watchlist {
@@ -486,6 +495,8 @@ pub struct Config {
     pub watchlists: Vec<crate::watch::Watchlist>,
     /// `[detections]`.
     pub detections: crate::detect::config::Detections,
+    /// `[pin]`.
+    pub pin: Pin,
 }
 
 /// `[home]`: the inside networks and the home jurisdictions.
@@ -694,6 +705,29 @@ pub struct Events {
     pub log: Option<PathBuf>,
 }
 
+/// The default `[pin] dir`.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/exfilmon";
+
+/// `[pin]`: where `exfilmon run` pins its counters, flow table, ring buffer and links, so
+/// that a restart or an upgrade loses no count (see `pins`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// Pin, and on exit leave the programs attached and counting. Default: true. When
+    /// false, the daemon detaches at exit and the next one starts from zero.
+    pub enabled: bool,
+    /// The directory on bpffs. Default: [`DEFAULT_PIN_DIR`]. One per running daemon.
+    pub dir: PathBuf,
+}
+
+impl Default for Pin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from(DEFAULT_PIN_DIR),
+        }
+    }
+}
+
 impl Config {
     /// Reads, parses and validates the config at `path`.
     ///
@@ -833,6 +867,7 @@ struct RawConfig {
     #[serde(default)]
     watchlist: Vec<crate::watch::RawWatchlist>,
     detections: Option<crate::detect::config::RawDetections>,
+    pin: Option<RawPin>,
 }
 
 #[derive(Deserialize)]
@@ -916,6 +951,13 @@ struct RawEvents {
     log: Option<Spanned<String>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    enabled: Option<bool>,
+    dir: Option<Spanned<String>>,
+}
+
 // ---------------------------------------------------------------------------
 // Validation.
 
@@ -989,6 +1031,7 @@ impl Ctx<'_> {
         let named = self.check_named_asns(raw, &metrics)?;
         let flows = self.flows(raw.flows.as_ref())?;
         let events = self.events(raw.events.as_ref())?;
+        let pin = self.pin(raw.pin.as_ref())?;
         let watchlists =
             crate::watch::validate(&raw.watchlist, named, &|span, key| self.at(span, key))?;
         let detections =
@@ -1007,6 +1050,7 @@ impl Ctx<'_> {
             events,
             watchlists,
             detections,
+            pin,
         })
     }
 
@@ -1591,6 +1635,24 @@ impl Ctx<'_> {
         }
         Ok(Events {
             log: Some(self.dir().join(log.get_ref())),
+        })
+    }
+
+    fn pin(&self, raw: Option<&RawPin>) -> Result<Pin, ConfigError> {
+        let d = Pin::default();
+        let Some(r) = raw else { return Ok(d) };
+        let dir = match &r.dir {
+            None => d.dir,
+            Some(dir) if dir.get_ref().starts_with('/') => PathBuf::from(dir.get_ref()),
+            Some(dir) => {
+                return Err(ConfigError::RelativePinDir {
+                    at: self.at(&dir.span(), "pin.dir"),
+                });
+            }
+        };
+        Ok(Pin {
+            enabled: r.enabled.unwrap_or(d.enabled),
+            dir,
         })
     }
 }
@@ -2361,6 +2423,28 @@ log = "events.jsonl"
             &format!("{HOME}[events]\nlog = \"\"\n"),
             &["config.toml:4: events.log: must not be empty"],
         );
+        assert_err(
+            &format!("{HOME}[pin]\ndir = \"bpf/exfilmon\"\n"),
+            &["config.toml:4: pin.dir: must be an absolute path on a bpffs mount"],
+        );
+        assert_err(
+            &format!("{HOME}[pin]\npath = \"/sys/fs/bpf/x\"\n"),
+            &["config.toml:4", "unknown field `path`"],
+        );
+    }
+
+    #[test]
+    fn pinning_defaults_on_under_sys_fs_bpf() {
+        let c = parse(HOME).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.pin, Pin::default());
+        assert!(c.pin.enabled);
+        assert_eq!(c.pin.dir, Path::new(DEFAULT_PIN_DIR));
+        let off = parse(&format!(
+            "{HOME}[pin]\nenabled = false\ndir = \"/sys/fs/bpf/site-a\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!off.pin.enabled);
+        assert_eq!(off.pin.dir, Path::new("/sys/fs/bpf/site-a"));
     }
 
     #[test]

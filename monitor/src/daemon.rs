@@ -1,5 +1,6 @@
-//! `exfilmon run`: attach, drain the ring buffer, sweep idle flows, serve metrics, and
-//! detach cleanly on SIGTERM/SIGINT.
+//! `exfilmon run`: attach, drain the ring buffer, sweep idle flows, serve metrics, and on
+//! SIGTERM/SIGINT leave the pinned programs counting for the next daemon (or, without
+//! pinning, detach).
 
 use std::{
     os::fd::AsRawFd as _,
@@ -22,10 +23,11 @@ use crate::{
         Detection,
         drive::{self, DetectError, Live},
     },
-    ebpf::{CounterMaps, Counters, EbpfError, FlowMap, Hook, Monitor},
+    ebpf::{Attached, CounterMaps, Counters, EbpfError, FlowMap, Hook, Monitor},
     events::{self, Clock, EventKind, EventLog, FlowRecord, FlowTable},
     geoip::SourceInfo,
     metrics::{self, DaemonMetrics, KernelCollector},
+    pins::Pins,
     reload::{self, ReloadError, Reloaded},
     tables::{Labels, Plan},
 };
@@ -59,11 +61,19 @@ pub enum DaemonError {
     Metrics(#[from] prometheus::Error),
     #[error("setting up signal handling or the ring buffer poller failed")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Pin(#[from] crate::pins::PinError),
 }
 
 /// Attaches every configured interface; an interface in a named netns is attached from a
-/// thread that entered it (the link works from any namespace once made).
-pub fn attach_all(monitor: &mut Monitor, config: &Config) -> Result<(), DaemonError> {
+/// thread that entered it (the link works from any namespace once made). With `pins`, each
+/// link is pinned (or the pinned one takes the new program), and pinned links that no
+/// interface of `config` names any more are removed, which detaches them.
+pub fn attach_all(
+    monitor: &mut Monitor,
+    config: &Config,
+    pins: Option<&Pins>,
+) -> Result<(), DaemonError> {
     for iface in &config.interfaces {
         let hook = match iface.hook {
             CfgHook::Xdp => Hook::Xdp(match iface.mode {
@@ -74,8 +84,10 @@ pub fn attach_all(monitor: &mut Monitor, config: &Config) -> Result<(), DaemonEr
             CfgHook::TcEgress => Hook::TcEgress,
             CfgHook::TcIngress => Hook::TcIngress,
         };
-        match &iface.netns {
-            None => monitor.attach(&iface.name, hook)?,
+        let link_pin = pins.map(|p| p.link_path(iface));
+        let link_pin = link_pin.as_deref();
+        let how = match &iface.netns {
+            None => monitor.attach_pinned(&iface.name, hook, link_pin)?,
             Some(netns) => {
                 let netns_err = |source| DaemonError::Netns {
                     netns: netns.clone(),
@@ -89,14 +101,33 @@ pub fn attach_all(monitor: &mut Monitor, config: &Config) -> Result<(), DaemonEr
                         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                             return Err(netns_err(std::io::Error::last_os_error()));
                         }
-                        monitor.attach(&iface.name, hook).map_err(DaemonError::from)
+                        monitor
+                            .attach_pinned(&iface.name, hook, link_pin)
+                            .map_err(DaemonError::from)
                     })
                     .join()
                     .unwrap_or_else(|p| std::panic::resume_unwind(p))
-                })?;
+                })?
+            }
+        };
+        let netns = iface.netns.as_deref().unwrap_or("-");
+        match how {
+            Attached::New => {
+                tracing::info!(interface = %iface.name, hook = %iface.hook, netns, pinned = link_pin.is_some(), "attached");
+            }
+            Attached::Kept => {
+                tracing::info!(interface = %iface.name, hook = %iface.hook, netns, "attached: the pinned link runs this daemon's program now");
+            }
+            Attached::Unpinnable => {
+                tracing::warn!(interface = %iface.name, hook = %iface.hook, netns, "attached through netlink (an old kernel): the link cannot be pinned and detaches when exfilmon exits");
             }
         }
-        tracing::info!(interface = %iface.name, hook = %iface.hook, netns = iface.netns.as_deref().unwrap_or("-"), "attached");
+    }
+    if let Some(pins) = pins {
+        for path in pins.stale_links(config).map_err(DaemonError::Pin)? {
+            tracing::warn!(pin = %path.display(), "a pinned link that no [[interface]] names any more: removing it, which detaches its program");
+            std::fs::remove_file(&path)?;
+        }
     }
     Ok(())
 }
@@ -112,7 +143,11 @@ pub async fn run(
     plan: Plan,
     sources: &[SourceInfo],
     mut monitor: Monitor,
+    pins: Option<Pins>,
 ) -> Result<(), DaemonError> {
+    // Declared after `monitor`, so dropped before it: pins this run made are removed if
+    // it fails to start, and its links then go with the programs.
+    let mut pins = PinGuard::new(pins);
     // Bound before anything is attached, so a busy port fails first.
     let listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
@@ -130,7 +165,7 @@ pub async fn run(
     let registry = Registry::new();
     let detect = Live::start(&config, &registry, clock)?;
 
-    attach_all(&mut monitor, &config)?;
+    attach_all(&mut monitor, &config, pins.get())?;
 
     let labels = Arc::new(RwLock::new(plan.labels));
     let dm = DaemonMetrics::register(&registry)?;
@@ -179,6 +214,7 @@ pub async fn run(
     let mut config = config;
     let mut monitor = Some(monitor);
     let mut reloading: Option<ReloadTask> = None;
+    pins.started();
 
     loop {
         tokio::select! {
@@ -253,8 +289,8 @@ pub async fn run(
                 // Reopened on every SIGHUP, so that log rotation works as usual.
                 reopen_log(&mut sink.log, &config, clock, &dm);
             }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
     }
 
@@ -273,10 +309,61 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
-    // Dropping the programs detaches their links.
+    // Dropping the programs detaches their links, unless they are pinned.
     drop(monitor);
-    tracing::info!("detached; bye");
+    if let Some(p) = pins.get() {
+        tracing::info!(
+            pin_dir = %p.dir().display(),
+            "the programs stay attached and counting into the pinned maps for the next \
+             daemon; `exfilmon cleanup --pin-dir {}` detaches them; bye",
+            p.dir().display()
+        );
+    } else {
+        tracing::info!("detached; bye");
+    }
     Ok(())
+}
+
+/// The pin directory of a run, holding its lock. When this run made the pins and fails
+/// before it starts serving, dropping the guard removes them, so that a failed start
+/// leaves nothing behind (a directory a previous daemon filled is left as it was).
+struct PinGuard {
+    pins: Option<Pins>,
+    undo: bool,
+}
+
+impl PinGuard {
+    fn new(pins: Option<Pins>) -> Self {
+        let undo = pins.as_ref().is_some_and(|p| p.writer().is_none());
+        Self { pins, undo }
+    }
+
+    fn get(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    /// The daemon runs: its pins stay from here on.
+    fn started(&mut self) {
+        self.undo = false;
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let Some(pins) = self.pins.take().filter(|_| self.undo) else {
+            return;
+        };
+        let dir = pins.dir().to_owned();
+        drop(pins); // the lock, which cleanup takes again
+        match crate::pins::cleanup(&dir) {
+            Ok(_) => {
+                tracing::info!(pin_dir = %dir.display(), "removed the pins of this failed start");
+            }
+            Err(e) => {
+                tracing::warn!(pin_dir = %dir.display(), error = %crate::error_chain(&e), "removing the pins of this failed start failed");
+            }
+        }
+    }
 }
 
 /// The tokio instant of a wall-clock time (now, if it has passed).

@@ -11,6 +11,7 @@ pub mod ebpf;
 pub mod events;
 pub mod geoip;
 pub mod metrics;
+pub mod pins;
 pub mod policy;
 pub mod reload;
 pub mod replay;
@@ -48,16 +49,38 @@ pub fn load_monitor_with(
     plan: &Plan,
     bench: Option<BenchSizes>,
 ) -> Result<Monitor, LoadError> {
+    load_monitor_at(config, plan, bench, None)
+}
+
+/// [`load_monitor`] for the daemon: with `pins`, the counters, the flow table and the ring
+/// buffer are the pinned ones (made and pinned when there are none yet), and the slot
+/// names of `plan` are saved beside them.
+pub fn load_monitor_pinned(
+    config: &Config,
+    plan: &Plan,
+    pins: Option<&pins::Pins>,
+) -> Result<Monitor, LoadError> {
+    load_monitor_at(config, plan, None, pins)
+}
+
+fn load_monitor_at(
+    config: &Config,
+    plan: &Plan,
+    bench: Option<BenchSizes>,
+    pins: Option<&pins::Pins>,
+) -> Result<Monitor, LoadError> {
     let mut sizes = Sizes::for_geo(
         config.flows.max_entries,
         config.flows.ring_bytes,
         &plan.tables.geo,
     );
     sizes.bench = bench;
-    let mut monitor = Monitor::load(sizes)?;
+    let paths = pins.map(pins::Pins::map_paths).unwrap_or_default();
+    let mut monitor = Monitor::load_pinned(sizes, &paths)?;
     monitor.write_config(kernel_config(config))?;
     monitor.write_tables(&plan.tables)?;
     monitor.install_geo(&plan.tables.geo)?;
+    monitor.save_labels(&plan.labels)?;
     Ok(monitor)
 }
 

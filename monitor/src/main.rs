@@ -10,7 +10,7 @@ use monitor::{
     config::Config,
     daemon, error_chain,
     geoip::GeoDb,
-    load_monitor, policy, replay,
+    load_monitor, load_monitor_pinned, pins, policy, replay,
     tables::{self, Verdict},
     watch,
 };
@@ -36,11 +36,28 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach to the configured interfaces, classify, and serve /metrics until SIGTERM or
-    /// SIGINT, then detach cleanly. Needs root (or CAP_BPF + CAP_NET_ADMIN).
+    /// SIGINT. Needs root (or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
+    ///
+    /// The counters, the flow table, the ring buffer and the links are pinned under
+    /// `[pin] dir` (default /sys/fs/bpf/exfilmon): at exit the programs stay attached and
+    /// counting, and the next `exfilmon run` takes them over without losing a packet or
+    /// resetting a counter. `exfilmon cleanup` detaches them. With `[pin] enabled = false`
+    /// the daemon detaches at exit instead.
     Run {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Detach the programs a stopped `exfilmon run` left pinned and remove every pin
+    /// (links, counters, flow table, ring buffer): the next run starts from zero. Refuses
+    /// while a daemon runs with the directory; leaves entries exfilmon did not write.
+    Cleanup {
+        /// Take the directory from this config's `[pin] dir`.
+        #[arg(long, short, conflicts_with = "pin_dir")]
+        config: Option<PathBuf>,
+        /// The pin directory [default: /sys/fs/bpf/exfilmon].
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
     },
     /// Validate the config and its GeoIP sources and exit: 0 when valid, 1 with the file,
     /// line and key of the first problem otherwise. Loads nothing into the kernel.
@@ -116,31 +133,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
-            config.check_interfaces()?;
-            let geo = GeoDb::load(&config.geoip.sources)?;
-            let plan = tables::plan(&config, &geo)?;
-            tracing::info!(
-                config = %config.path.display(),
-                ranges_v4 = plan.tables.geo.v4.len(),
-                level2_blocks = plan.tables.geo.l2_blocks(),
-                ranges_v6 = plan.tables.geo.v6.len(),
-                v6_words = plan.tables.geo.v6_table.words(),
-                groups = config.groups.len(),
-                "loading kernel programs"
-            );
-            let monitor = load_monitor(&config, &plan)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            // The kernel holds the tables now; the parsed GeoIP data is not needed again.
-            let sources = geo.sources.clone();
-            drop(geo);
-            runtime.block_on(daemon::run(config, plan, &sources, monitor))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run { config } => run_daemon(&config),
+        Command::Cleanup { config, pin_dir } => cleanup(config, pin_dir),
         Command::CheckConfig { config, interfaces } => {
             let config = Config::load(&config)?;
             if interfaces {
@@ -193,6 +187,79 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `exfilmon run`.
+fn run_daemon(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    config.check_interfaces()?;
+    // Before the GeoIP data: a busy or incompatible pin directory fails first.
+    let pins = config
+        .pin
+        .enabled
+        .then(|| pins::Pins::open(&config))
+        .transpose()?;
+    if let Some(p) = &pins {
+        match p.writer() {
+            Some(v) => {
+                tracing::info!(pin_dir = %p.dir().display(), written_by = v, "pinned maps found: the counters carry on");
+            }
+            None => {
+                tracing::info!(pin_dir = %p.dir().display(), "pinning the maps and links");
+            }
+        }
+    }
+    let geo = GeoDb::load(&config.geoip.sources)?;
+    let plan = tables::plan_after(&config, &geo, pins.as_ref().and_then(pins::Pins::previous))?;
+    tracing::info!(
+        config = %config.path.display(),
+        ranges_v4 = plan.tables.geo.v4.len(),
+        level2_blocks = plan.tables.geo.l2_blocks(),
+        ranges_v6 = plan.tables.geo.v6.len(),
+        v6_words = plan.tables.geo.v6_table.words(),
+        groups = config.groups.len(),
+        "loading kernel programs"
+    );
+    let monitor = load_monitor_pinned(&config, &plan, pins.as_ref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The kernel holds the tables now; the parsed GeoIP data is not needed again.
+    let sources = geo.sources.clone();
+    drop(geo);
+    runtime.block_on(daemon::run(config, plan, &sources, monitor, pins))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `exfilmon cleanup`.
+fn cleanup(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = match (config, pin_dir) {
+        (Some(config), _) => Config::load(&config)?.pin.dir,
+        (None, Some(dir)) => dir,
+        (None, None) => PathBuf::from(monitor::config::DEFAULT_PIN_DIR),
+    };
+    let removed = pins::cleanup(&dir)?;
+    if removed == pins::Removed::default() {
+        println!("{}: nothing pinned", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: removed {} links (their programs are detached) and {} maps",
+        dir.display(),
+        removed.links,
+        removed.maps
+    );
+    if !removed.unknown.is_empty() {
+        println!(
+            "left {} entries exfilmon did not write:",
+            removed.unknown.len()
+        );
+        for path in &removed.unknown {
+            println!("  {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {

@@ -7,8 +7,9 @@
 //! idle generation and become live with one map write (`Monitor::install_geo`).
 //!
 //! What needs the maps or links made again cannot change here: interfaces, the metrics
-//! listen address, the flow table size, the ring buffer size and the detections' state
-//! directory keep their running values until a restart, and the reload says so. The
+//! listen address, the flow table size, the ring buffer size, the pin settings and the
+//! detections' state directory keep their running values until a restart, and the reload
+//! says so. The
 //! detections' thresholds, windows and tick apply at once.
 
 use std::sync::RwLock;
@@ -74,7 +75,10 @@ pub fn reload(
         .map_err(ReloadError::Capacity)?;
 
     // The new labels name every old slot as before, so they go first: a scrape from here
-    // on can name the counters of the new slots too.
+    // on can name the counters of the new slots too, and so can the next daemon.
+    monitor
+        .save_labels(&plan.labels)
+        .map_err(|e| ReloadError::Apply(e.into()))?;
     *labels
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = plan.labels;
@@ -119,6 +123,10 @@ fn keep_restart_settings(running: &Config, new: &mut Config) -> Vec<&'static str
     if new.flows.ring_bytes != running.flows.ring_bytes {
         changed.push("flows.ring_bytes");
         new.flows.ring_bytes = running.flows.ring_bytes;
+    }
+    if new.pin != running.pin {
+        changed.push("pin");
+        new.pin.clone_from(&running.pin);
     }
     // The state file in use stays where it is; it is written on every new first contact.
     if new.detections.state_dir != running.detections.state_dir {

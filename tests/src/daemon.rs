@@ -23,7 +23,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long it may take to detach after SIGTERM before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running `exfilmon run`, stopped with SIGTERM (by PID) on drop.
+/// A running `exfilmon run`, stopped with SIGTERM (by PID) on drop; what it pinned is
+/// then removed (`exfilmon cleanup`), unless stopped with [`Daemon::stop_keeping_pins`].
 pub struct Daemon {
     child: Option<Child>,
     /// The metrics listener (127.0.0.1, a free port).
@@ -36,6 +37,10 @@ pub struct Daemon {
     /// The network namespace (its `/run/netns` path) the daemon and its metrics live in,
     /// when not the test's own.
     netns: Option<PathBuf>,
+    /// Where it pins, read from its config when it started.
+    pin_dir: Option<PathBuf>,
+    /// Leave the pins when dropped (stopped with `stop_keeping_pins` or `kill`).
+    keep_pins: bool,
     dir: tempfile::TempDir,
 }
 
@@ -45,8 +50,65 @@ pub struct Daemon {
 /// headers, VLAN tags) is refused as a Spectre v1 risk.
 pub const CONFINED_CAPS: &str = "-all,+bpf,+net_admin,+perfmon";
 
+/// A pin directory of its own for each daemon a test starts:
+/// `/sys/fs/bpf/exfilmon-test-{PID}-{N}`. [`Daemon`] removes it when it stops the daemon.
+#[must_use]
+pub fn test_pin_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n == 0 {
+        remove_stale_pins();
+    }
+    PathBuf::from(format!("{PIN_PREFIX}{}-{n}", std::process::id()))
+}
+
+const PIN_PREFIX: &str = "/sys/fs/bpf/exfilmon-test-";
+
+/// Removes the pin directories of test processes that no longer run (killed before they
+/// could clean up). Only names of exactly the [`test_pin_dir`] form are touched.
+fn remove_stale_pins() {
+    let Ok(entries) = fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(pid) = path
+            .to_str()
+            .and_then(|p| p.strip_prefix(PIN_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = monitor::pins::cleanup(&path);
+        }
+    }
+}
+
+/// The pin directory of a daemon with `config`, or `None` when it does not pin.
+pub fn pin_dir_of(config: &Path) -> Result<Option<PathBuf>> {
+    let text =
+        fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let parsed = monitor::config::Config::parse(&text, config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    Ok(parsed.pin.enabled.then_some(parsed.pin.dir))
+}
+
+/// Detaches and removes what a daemon with `config` pinned, if anything.
+pub fn remove_pins(config: &Path) -> Result<()> {
+    remove_pin_dir(pin_dir_of(config)?.as_deref())
+}
+
+fn remove_pin_dir(dir: Option<&Path>) -> Result<()> {
+    if let Some(dir) = dir {
+        monitor::pins::cleanup(dir).map_err(|e| anyhow::anyhow!("{}", monitor::error_chain(&e)))?;
+    }
+    Ok(())
+}
+
 /// The lab's config (tests/lab/exfilmon.toml) filled in for `lab`, written with the lab's
-/// GeoIP CSV into `dir`. Returns the config path.
+/// GeoIP CSV into `dir`, pinning under a [`test_pin_dir`]. Returns the config path.
 pub fn write_lab_config(lab: &Lab, dir: &Path, port: u16) -> Result<PathBuf> {
     let lab_dir = workspace_root().join("tests/lab");
     let template = fs::read_to_string(lab_dir.join("exfilmon.toml"))
@@ -55,7 +117,8 @@ pub fn write_lab_config(lab: &Lab, dir: &Path, port: u16) -> Result<PathBuf> {
         .replace("@NETNS@", lab.ns(Node::Router).name())
         .replace("@PORT@", &port.to_string())
         .replace("@LOG@", &dir.join("events.jsonl").display().to_string())
-        .replace("@STATE@", &dir.join("state").display().to_string());
+        .replace("@STATE@", &dir.join("state").display().to_string())
+        .replace("@PIN@", &test_pin_dir().display().to_string());
     fs::copy(lab_dir.join("geoip.csv"), dir.join("geoip.csv"))
         .context("copying the lab GeoIP CSV")?;
     let path = dir.join("exfilmon.toml");
@@ -125,6 +188,7 @@ impl Daemon {
         dir: tempfile::TempDir,
     ) -> Result<Self> {
         let stderr = dir.path().join("exfilmon.stderr");
+        let pin_dir = pin_dir_of(&config)?;
         let child = cmd
             .arg("run")
             .arg("--config")
@@ -142,6 +206,8 @@ impl Daemon {
             event_log: dir.path().join("events.jsonl"),
             stderr,
             netns,
+            pin_dir,
+            keep_pins: false,
             dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -259,15 +325,41 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM by PID, then waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).
+    /// SIGTERM by PID, then waits for a clean exit (SIGKILL after [`STOP_TIMEOUT`]), then
+    /// removes its pins, which detaches its programs.
     pub fn stop(mut self) -> Result<ExitStatus> {
-        self.terminate()
+        let status = self.terminate()?;
+        remove_pin_dir(self.pin_dir.as_deref())?;
+        Ok(status)
+    }
+
+    /// SIGTERM by PID and a clean exit, leaving the programs attached and counting into
+    /// the pinned maps, as in production. Returns the exit status and the final event log.
+    pub fn stop_keeping_pins(mut self) -> Result<(ExitStatus, String)> {
+        let status = self.terminate()?;
+        self.keep_pins = true;
+        Ok((
+            status,
+            fs::read_to_string(&self.event_log).unwrap_or_default(),
+        ))
+    }
+
+    /// SIGKILL by PID: the daemon gets no chance to do anything. Returns its stderr.
+    pub fn kill(mut self) -> Result<String> {
+        let Some(mut child) = self.child.take() else {
+            bail!("exfilmon is not running")
+        };
+        child.kill().context("SIGKILL")?;
+        child.wait().context("waiting after SIGKILL")?;
+        self.keep_pins = true;
+        Ok(self.log())
     }
 
     /// Stops the daemon and returns its exit status and its final event log (the daemon
     /// reports every flow's last totals as it stops).
     pub fn stop_with_event_log(mut self) -> Result<(ExitStatus, String)> {
         let status = self.terminate()?;
+        remove_pin_dir(self.pin_dir.as_deref())?;
         Ok((
             status,
             fs::read_to_string(&self.event_log).unwrap_or_default(),
@@ -291,6 +383,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some() {
             let _ = self.terminate();
+        }
+        if !self.keep_pins {
+            let _ = remove_pin_dir(self.pin_dir.as_deref());
         }
     }
 }

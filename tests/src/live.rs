@@ -95,9 +95,11 @@ pub fn write_config(dir: &Path, attach: Option<(&str, u16)>) -> Result<PathBuf> 
             "[[interface]]\nname = \"{MON_IF}\"\nhook = \"xdp\"\nmode = \"native\"\nnetns = \"{netns}\"\n\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
              [events]\nlog = \"{}\"\n\
-             [detections]\nstate_dir = \"{}\"\n",
+             [detections]\nstate_dir = \"{}\"\n\
+             [pin]\ndir = \"{}\"\n",
             dir.join("events.jsonl").display(),
-            dir.join("state").display()
+            dir.join("state").display(),
+            crate::daemon::test_pin_dir().display()
         );
     }
     let path = dir.join("exfilmon.toml");

@@ -82,6 +82,54 @@ pub fn udp_burst(
     })
 }
 
+/// Like [`udp_burst`], but on a thread of its own and paced: one datagram every `gap`, so
+/// that traffic flows while the test does something else (restarts the daemon). The
+/// socket is made inside `ns` before this returns. Bounded by [`MAX_BURST_PACKETS`] and
+/// [`MAX_BURST_TIME`].
+pub fn udp_paced(
+    ns: &NetNs,
+    src: Option<IpAddr>,
+    dst: SocketAddr,
+    count: usize,
+    payload: usize,
+    gap: Duration,
+) -> Result<JoinHandle<Result<SentStats>>> {
+    if count > MAX_BURST_PACKETS {
+        bail!("udp_paced: count {count} over the cap {MAX_BURST_PACKETS}");
+    }
+    let ip_header = if dst.is_ipv4() { 20 } else { 40 };
+    let bind = SocketAddr::new(src.unwrap_or_else(|| unspecified(dst.ip())), 0);
+    let sock = ns
+        .enter(|| UdpSocket::bind(bind))
+        .with_context(|| format!("binding {bind} in {}", ns.name()))?;
+    sock.connect(dst)
+        .with_context(|| format!("connecting to {dst}"))?;
+    Ok(std::thread::Builder::new()
+        .name("udp-paced".into())
+        .spawn(move || {
+            let data = vec![0x5au8; payload];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            for i in 0..count {
+                if start.elapsed() > MAX_BURST_TIME {
+                    break;
+                }
+                match sock.send(&data) {
+                    Ok(_) => sent += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => return Err(e).context("udp send"),
+                }
+                // Paced against the start, so that slow sends do not stretch the run.
+                let next = start + gap * u32::try_from(i + 1).unwrap_or(u32::MAX);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            Ok(SentStats {
+                packets: sent,
+                l3_bytes: sent * (ip_header + 8 + payload) as u64,
+            })
+        })?)
+}
+
 fn unspecified(like: IpAddr) -> IpAddr {
     match like {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),

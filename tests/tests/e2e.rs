@@ -173,10 +173,34 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
         "event log lacks the call home:\n{log}"
     );
 
-    // 6. SIGTERM detaches cleanly: exit 0 and no program left on the interface.
+    // 6. SIGTERM exits cleanly and leaves the pinned programs counting; `exfilmon cleanup`
+    //    then leaves no program on the interface.
     let router = lab.ns(Node::Router).name().to_owned();
-    let (status, log) = daemon.stop_with_event_log().expect("stop");
+    let pins = exfilmon_tests::daemon::pin_dir_of(&daemon.config)
+        .expect("config")
+        .expect("the lab pins");
+    let (status, log) = daemon.stop_keeping_pins().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
+    let xdp_shown = || {
+        let out = Command::new("ip")
+            .args(["-n", &router, "-d", "link", "show", INSIDE_IF])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+    };
+    assert!(xdp_shown(), "the pinned XDP program stays attached at exit");
+    let cleanup = Command::new(exfilmon_tests::exfilmon_bin())
+        .args(["cleanup", "--pin-dir"])
+        .arg(&pins)
+        .output()
+        .expect("exfilmon cleanup");
+    let said = String::from_utf8_lossy(&cleanup.stdout);
+    assert!(cleanup.status.success(), "cleanup failed: {said}");
+    assert!(
+        said.contains("removed 2 links") && said.contains("9 maps"),
+        "cleanup names what it removed: {said}"
+    );
+    println!("exfilmon cleanup: {}", said.trim());
 
     // 7. At shutdown the event log gets every flow's final totals: the last record of the
     //    laptop's IPv6 upload to CN carries exactly the bytes sent.
@@ -196,15 +220,7 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
         Some(upload.l3_bytes),
         "final totals: {last}"
     );
-    let shown = Command::new("ip")
-        .args(["-n", &router, "-d", "link", "show", INSIDE_IF])
-        .output()
-        .expect("ip");
-    let shown = String::from_utf8_lossy(&shown.stdout);
-    assert!(
-        !shown.contains("prog/xdp"),
-        "XDP program left attached: {shown}"
-    );
+    assert!(!xdp_shown(), "XDP program left attached after the cleanup");
     let tc = Command::new("ip")
         .args([
             "netns", "exec", &router, "tc", "filter", "show", "dev", INSIDE_IF, "egress",

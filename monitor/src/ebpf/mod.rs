@@ -4,14 +4,19 @@ mod bench;
 mod geo;
 mod watch;
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp,
-        tc::{self, TcError},
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{self, SchedClassifierLink, TcError},
+        xdp::XdpLink,
     },
     util::nr_cpus,
 };
@@ -22,7 +27,9 @@ use monitor_common::{
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::{GENERATIONS, L2_BLOCK_WORDS},
-    maps, programs,
+    maps,
+    pin::{LABEL_CHUNK, LABEL_CHUNKS, PinMeta},
+    programs,
     reason::REASON_ENTRIES,
 };
 pub use watch::WatchMaps;
@@ -98,6 +105,36 @@ pub enum EbpfError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "the pinned map {map} has {property} {actual}, and this exfilmon needs {expected}: it \
+         was pinned by another version or with another config. It is left as it is, so that \
+         no counter is misread; run `exfilmon cleanup` to remove the pins (the counters then \
+         start again from zero), or go on with the version and config that pinned it"
+    )]
+    PinnedIncompatible {
+        map: String,
+        property: &'static str,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("pinning the link of {interface} at {path} failed")]
+    PinLink {
+        interface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("removing the pin {path} failed")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the slot names take {len} bytes, more than the {max} that the pinned map holds; \
+         fewer watch entries or groups, or `[pin] enabled = false`"
+    )]
+    LabelsTooLarge { len: usize, max: usize },
 }
 
 /// Sizes of the maps that depend on the config and the `GeoIP` data.
@@ -169,6 +206,22 @@ pub struct Monitor {
     ebpf: Ebpf,
     sizes: Sizes,
     geo: geo::GeoState,
+    /// Whether the counters, the flows and the ring buffer are pinned (`crate::pins`).
+    pinned: bool,
+    /// The links this daemon pinned, held for its life; dropping one leaves it attached.
+    links: Vec<PinnedLink>,
+}
+
+/// How [`Monitor::attach_pinned`] attached a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link (pinned when a pin path was given).
+    New,
+    /// Swapped into the link a previous daemon pinned: the same link, the new program.
+    Kept,
+    /// A new link that cannot be pinned: the kernel attached through netlink (before
+    /// Linux 5.9 for XDP, 6.6 for tcx). It detaches when the daemon exits.
+    Unpinnable,
 }
 
 /// What one test run returned.
@@ -219,6 +272,12 @@ fn xdp_attach_error(interface: &str, source: ProgramError) -> EbpfError {
 impl Monitor {
     /// Loads the object and every program (the verifier runs here).
     pub fn load(sizes: Sizes) -> Result<Self, EbpfError> {
+        Self::load_pinned(sizes, &[])
+    }
+
+    /// [`Monitor::load`], with the maps of `pins` (name, path) opened from their pins, or
+    /// made and pinned there when there are none yet.
+    pub fn load_pinned(sizes: Sizes, pins: &[(&'static str, PathBuf)]) -> Result<Self, EbpfError> {
         let mut sizes = sizes;
         sizes.l2_blocks = sizes.l2_blocks.max(1);
         sizes.geo6 = sizes.geo6.max(1);
@@ -237,6 +296,12 @@ impl Monitor {
             .map_max_entries(maps::GEO6_0, sizes.geo6)
             .map_max_entries(maps::GEO6_1, sizes.geo6)
             .map_max_entries(maps::ASNS, sizes.asn_slots);
+        for (name, path) in pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        if !pins.is_empty() {
+            loader.map_max_entries(maps::PIN_LABELS, LABEL_CHUNKS);
+        }
         let mut names = vec![programs::XDP, programs::TC_EGRESS, programs::TC_INGRESS];
         if let Some(b) = sizes.bench {
             loader
@@ -254,7 +319,20 @@ impl Monitor {
                 programs::LIVE_PASS,
             ]);
         }
-        let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| match e {
+            aya::EbpfError::MapError(MapError::IncompatiblePinnedMap {
+                name,
+                property,
+                expected,
+                actual,
+            }) => EbpfError::PinnedIncompatible {
+                map: name,
+                property,
+                expected,
+                actual,
+            },
+            e => EbpfError::Load(e),
+        })?;
         for name in names {
             let program = ebpf.program_mut(name).ok_or(EbpfError::Program {
                 program: name,
@@ -274,7 +352,44 @@ impl Monitor {
             ebpf,
             sizes,
             geo: geo::GeoState::default(),
+            pinned: !pins.is_empty(),
+            links: Vec::new(),
         })
+    }
+
+    /// Writes the slot names that index the pinned counters, then the header that says
+    /// they are there, so that the next daemon names every counter as this one does. Does
+    /// nothing when nothing is pinned.
+    pub fn save_labels(&mut self, labels: &crate::tables::Labels) -> Result<(), EbpfError> {
+        if !self.pinned {
+            return Ok(());
+        }
+        let bytes = crate::pins::encode_labels(labels);
+        let max = crate::pins::LABELS_CAPACITY;
+        if bytes.len() > max {
+            return Err(EbpfError::LabelsTooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        {
+            let name = maps::PIN_LABELS;
+            let mut chunks: Array<_, [u8; LABEL_CHUNK]> =
+                Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+            for (i, part) in bytes.chunks(LABEL_CHUNK).enumerate() {
+                let mut chunk = [0u8; LABEL_CHUNK];
+                chunk[..part.len()].copy_from_slice(part);
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                chunks
+                    .set(i, &chunk, 0)
+                    .map_err(|s| map_err(name, format!("set {i}"), s))?;
+            }
+        }
+        let name = maps::PIN_META;
+        let mut meta: Array<_, PinMeta> =
+            Array::try_from(self.map_mut(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+        meta.set(0, &crate::pins::meta(bytes.len()), 0)
+            .map_err(|s| map_err(name, "set 0", s))
     }
 
     /// The kernel's count of instructions its verifier processed (`verified_insns`) for each
@@ -370,20 +485,51 @@ impl Monitor {
 
     /// Attaches the program for `hook` to `interface` in the current network namespace.
     pub fn attach(&mut self, interface: &str, hook: Hook) -> Result<(), EbpfError> {
+        self.attach_pinned(interface, hook, None).map(|_| ())
+    }
+
+    /// [`Monitor::attach`], keeping the link pinned at `link_pin`: a link pinned there by an
+    /// earlier daemon gets this daemon's program (`BPF_LINK_UPDATE`, atomic: each packet
+    /// runs the old program or the new one), else a new link is made and pinned there. A
+    /// pinned link that cannot take the program (its interface is gone) is unpinned first.
+    pub fn attach_pinned(
+        &mut self,
+        interface: &str,
+        hook: Hook,
+        link_pin: Option<&Path>,
+    ) -> Result<Attached, EbpfError> {
         let ifname = std::ffi::CString::new(interface).map_err(|_| EbpfError::InterfaceName {
             interface: interface.to_owned(),
         })?;
         let ifname = ifname.as_c_str();
-        match hook {
+        let old = link_pin.filter(|p| p.exists());
+        let fresh: FdLink = match hook {
             Hook::Xdp(mode) => {
                 let program: &mut Xdp = self
                     .ebpf
                     .program_mut(programs::XDP)
                     .and_then(|p| p.try_into().ok())
                     .ok_or(EbpfError::MissingMap { map: programs::XDP })?;
-                program
+                if let Some(path) = old {
+                    match open_link::<XdpLink>(path)
+                        .and_then(|l| program.attach_to_link(l).map_err(|e| e.to_string()))
+                    {
+                        Ok(_) => return Ok(Attached::Kept),
+                        Err(why) => unpin_stale(interface, path, &why)?,
+                    }
+                }
+                let id = program
                     .attach(ifname, mode)
                     .map_err(|source| xdp_attach_error(interface, source))?;
+                if link_pin.is_none() {
+                    return Ok(Attached::New);
+                }
+                match program.take_link(id).map(FdLink::try_from) {
+                    Ok(Ok(fd)) => fd,
+                    // A netlink attachment: nothing to pin. Give it back to the program,
+                    // which detaches it on exit.
+                    Ok(Err(_)) | Err(_) => return Ok(Attached::Unpinnable),
+                }
             }
             Hook::TcEgress | Hook::TcIngress => {
                 let (name, attach) = if hook == Hook::TcEgress {
@@ -408,16 +554,40 @@ impl Monitor {
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
                     .ok_or(EbpfError::MissingMap { map: name })?;
-                program
+                if let Some(path) = old {
+                    match open_link::<SchedClassifierLink>(path)
+                        .and_then(|l| program.attach_to_link(l).map_err(|e| e.to_string()))
+                    {
+                        Ok(_) => return Ok(Attached::Kept),
+                        Err(why) => unpin_stale(interface, path, &why)?,
+                    }
+                }
+                let id = program
                     .attach(ifname, attach)
                     .map_err(|source| EbpfError::Attach {
                         program: name,
                         interface: interface.to_owned(),
                         source,
                     })?;
+                if link_pin.is_none() {
+                    return Ok(Attached::New);
+                }
+                match program.take_link(id).map(FdLink::try_from) {
+                    Ok(Ok(fd)) => fd,
+                    Ok(Err(_)) | Err(_) => return Ok(Attached::Unpinnable),
+                }
             }
-        }
-        Ok(())
+        };
+        let Some(path) = link_pin else {
+            return Ok(Attached::New);
+        };
+        let pinned = fresh.pin(path).map_err(|source| EbpfError::PinLink {
+            interface: interface.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
+        self.links.push(pinned);
+        Ok(Attached::New)
     }
 
     /// Runs `program` (one of `monitor_common::programs`) once over `frame` with
@@ -613,6 +783,23 @@ fn read_reasons<T: std::borrow::Borrow<MapData>>(
 
 /// Reads a whole per-CPU counter array (`name`) in batches and sums each entry over the
 /// CPUs. Only non-zero entries are returned.
+/// The link pinned at `path`, as the link type of a program (`XdpLink`,
+/// `SchedClassifierLink`); the error says why it cannot be used.
+fn open_link<L: TryFrom<FdLink, Error = LinkError>>(path: &Path) -> Result<L, String> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| crate::error_chain(&e))?;
+    L::try_from(FdLink::from(pinned)).map_err(|e| crate::error_chain(&e))
+}
+
+/// Removes a link pin that cannot take the new program (its interface was removed, or it
+/// is of another hook); the link goes with it.
+fn unpin_stale(interface: &str, path: &Path, why: &str) -> Result<(), EbpfError> {
+    tracing::warn!(interface, pin = %path.display(), reason = why, "the pinned link cannot be reused; making a new one");
+    std::fs::remove_file(path).map_err(|source| EbpfError::Unpin {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Whether an error, or one of its sources, is the OS's EEXIST.
 fn already_exists(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);

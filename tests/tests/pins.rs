@@ -1,0 +1,322 @@
+//! No loss across restarts. The daemon pins its counters, flow table, ring buffer and links
+//! under `[pin] dir`; a daemon restarted under traffic, after SIGTERM or SIGKILL, takes
+//! them over: the same links, no counter reset, no packet uncounted. What cannot be carried
+//! over (another map layout, another flow table size, a second daemon on the same
+//! directory) is refused before anything is touched, and `exfilmon cleanup` removes it all.
+
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "Prometheus values are f64; the test's counts are exact integers far below 2^53"
+)]
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use aya::maps::{Array, Map, MapData};
+use exfilmon_tests::{
+    Lab, Node,
+    daemon::{Daemon, free_port, write_lab_config},
+    exfilmon_bin,
+    lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
+    require_root,
+    traffic::{udp_paced, udp_sink},
+};
+use monitor_common::pin::{LAYOUT, PinMeta};
+
+/// The bpf link ids a process holds open, from `/proc/PID/fdinfo`.
+fn link_ids(pid: i32) -> BTreeSet<u64> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .expect("fdinfo")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("link_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// The pin directory of a config.
+fn pin_dir(config: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(config).expect("config");
+    monitor::config::Config::parse(&text, config)
+        .expect("valid config")
+        .pin
+        .dir
+}
+
+/// The XDP program id on the router's inside interface, from `ip -j link`.
+fn xdp_program_id(lab: &Lab) -> Option<u64> {
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            lab.ns(Node::Router).name(),
+            "-j",
+            "link",
+            "show",
+            "dev",
+        ])
+        .arg(INSIDE_IF)
+        .output()
+        .expect("ip runs");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+    links[0]["xdp"]["prog"]["id"].as_u64()
+}
+
+fn start(config: &Path, port: u16) -> Daemon {
+    Daemon::start_with(
+        config.to_owned(),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        tempfile::tempdir().expect("tempdir"),
+    )
+    .unwrap_or_else(|e| panic!("exfilmon did not start: {e:#}"))
+}
+
+const TAKEN_OVER: &str = "the pinned link runs this daemon's program now";
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
+    require_root("restarts_under_traffic_keep_the_links_and_lose_no_packet");
+    let lab = Lab::new().expect("lab");
+    let run = tempfile::tempdir().expect("tempdir");
+    let port = free_port().expect("port");
+    let config = write_lab_config(&lab, run.path(), port).expect("config");
+
+    let first = start(&config, port);
+    let links = link_ids(first.pid().expect("running"));
+    assert_eq!(links.len(), 2, "XDP and TC egress links: {links:?}");
+
+    // ~10 s of traffic from a phone to CN: a violation, so counted and tracked as a flow.
+    let sink = udp_sink(lab.ns(Node::Inet), SocketAddr::from((SERVER_CN_V4, 9700))).expect("sink");
+    let sender = udp_paced(
+        lab.ns(Node::Phone),
+        Some(PHONE_V4.into()),
+        sink.addr(),
+        5000,
+        200,
+        Duration::from_millis(2),
+    )
+    .expect("sender");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // SIGTERM: exits cleanly, the programs keep counting meanwhile.
+    let (status, _) = first.stop_keeping_pins().expect("stop");
+    assert!(status.success(), "exited with {status}");
+    std::thread::sleep(Duration::from_millis(300));
+    let second = start(&config, port);
+    assert_eq!(
+        link_ids(second.pid().expect("running")),
+        links,
+        "the same links after SIGTERM"
+    );
+    assert_eq!(
+        second.log().matches(TAKEN_OVER).count(),
+        2,
+        "{}",
+        second.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // SIGKILL: no chance to do anything.
+    second.kill().expect("SIGKILL");
+    std::thread::sleep(Duration::from_millis(300));
+    let third = start(&config, port);
+    assert_eq!(
+        link_ids(third.pid().expect("running")),
+        links,
+        "the same links after SIGKILL"
+    );
+    assert!(
+        !sender.is_finished(),
+        "the restarts must happen under traffic; the sender finished too early"
+    );
+
+    let sent = sender.join().expect("sender thread").expect("sent");
+    let got = sink.wait_for(sent.packets, Duration::from_secs(10));
+    assert_eq!(got.packets, sent.packets, "every datagram arrived");
+    let labels = [
+        ("group", "phones"),
+        ("country", "CN"),
+        ("direction", "outbound"),
+    ];
+    let metrics = third
+        .wait_for("every packet counted", Duration::from_secs(10), |m| {
+            m.sum("exfilmon_packets_total", &labels) >= sent.packets as f64
+        })
+        .expect("counted");
+    assert_eq!(
+        metrics.sum("exfilmon_packets_total", &labels),
+        sent.packets as f64,
+        "packets across two restarts"
+    );
+    assert_eq!(
+        metrics.sum("exfilmon_bytes_total", &labels),
+        sent.l3_bytes as f64,
+        "bytes across two restarts"
+    );
+
+    // The flow, tracked in the pinned table all along, ends with every packet in it.
+    let log_path = run.path().join("events.jsonl");
+    third.stop().expect("stop");
+    let log = std::fs::read_to_string(&log_path).expect("event log");
+    let last = log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["dst"] == SERVER_CN_V4.to_string() && v["dport"] == 9700)
+        .expect("the flow is in the event log");
+    assert_eq!(
+        last["packets_out"].as_u64(),
+        Some(sent.packets),
+        "the flow's final totals: {last}"
+    );
+    assert!(
+        !pin_dir(&config).exists(),
+        "the cleanup removed the pin directory"
+    );
+    println!(
+        "restarts under traffic (SIGTERM, then SIGKILL): {} packets sent, {} counted, \
+         flow total {}, links {links:?} kept",
+        sent.packets,
+        metrics.sum("exfilmon_packets_total", &labels),
+        last["packets_out"]
+    );
+}
+
+/// Runs `exfilmon run --config CONFIG`, which must refuse and exit; returns its stderr.
+fn refused(config: &Path) -> String {
+    let mut child = Command::new(exfilmon_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exfilmon starts");
+    let status = exfilmon_tests::wait_or_kill(&mut child, Duration::from_secs(30))
+        .expect("wait")
+        .expect("exfilmon refuses and exits");
+    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("utf-8");
+    assert!(!status.success(), "exfilmon must refuse: {stderr}");
+    stderr
+}
+
+fn meta_map(dir: &Path) -> Map {
+    Map::Array(MapData::from_pin(dir.join("maps/PIN_META")).expect("PIN_META is pinned"))
+}
+
+fn set_layout(dir: &Path, layout: u32) {
+    let mut map = meta_map(dir);
+    let mut meta: Array<_, PinMeta> = Array::try_from(&mut map).expect("array");
+    let mut m = meta.get(&0, 0).expect("meta");
+    m.layout = layout;
+    meta.set(0, &m, 0).expect("set");
+}
+
+fn layout(dir: &Path) -> u32 {
+    let map = meta_map(dir);
+    let meta: Array<_, PinMeta> = Array::try_from(&map).expect("array");
+    meta.get(&0, 0).expect("meta").layout
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
+    require_root("what_cannot_be_carried_over_is_refused_and_left_as_it_was");
+    let lab = Lab::new().expect("lab");
+    let run = tempfile::tempdir().expect("tempdir");
+    let port = free_port().expect("port");
+    let config = write_lab_config(&lab, run.path(), port).expect("config");
+    let dir = pin_dir(&config);
+    let (status, _) = start(&config, port).stop_keeping_pins().expect("stop");
+    assert!(status.success());
+    let program = xdp_program_id(&lab).expect("the pinned program stays attached");
+
+    // A newer layout than this exfilmon reads.
+    set_layout(&dir, LAYOUT + 1);
+    let said = refused(&config);
+    assert!(
+        said.contains(&format!("map layout {}", LAYOUT + 1))
+            && said.contains("exfilmon cleanup --pin-dir"),
+        "the refusal names the layouts and the way out: {said}"
+    );
+    assert_eq!(layout(&dir), LAYOUT + 1, "the pins are left as they were");
+    assert_eq!(xdp_program_id(&lab), Some(program), "and the program too");
+    println!(
+        "layout {}: {}",
+        LAYOUT + 1,
+        said.trim().lines().last().unwrap_or_default()
+    );
+    set_layout(&dir, LAYOUT);
+
+    // Another flow table size.
+    let resized = run.path().join("resized.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &resized,
+        text.replace("[flows]\n", "[flows]\nmax_entries = 2048\n"),
+    )
+    .expect("write");
+    let said = refused(&resized);
+    assert!(
+        said.contains("flows.max_entries is 2048") && said.contains("holds 65536"),
+        "the refusal names the key and both sizes: {said}"
+    );
+    assert_eq!(xdp_program_id(&lab), Some(program), "the program stays");
+    println!(
+        "resized: {}",
+        said.trim().lines().last().unwrap_or_default()
+    );
+
+    // A second daemon on the directory of a running one.
+    let daemon = start(&config, port);
+    let other = run.path().join("other.toml");
+    let other_port = free_port().expect("port");
+    std::fs::write(
+        &other,
+        text.replace(&format!(":{port}\""), &format!(":{other_port}\"")),
+    )
+    .expect("write");
+    let said = refused(&other);
+    assert!(
+        said.contains("another exfilmon runs with the pin directory"),
+        "{said}"
+    );
+    println!(
+        "second daemon: {}",
+        said.trim().lines().last().unwrap_or_default()
+    );
+
+    // The cleanup refuses while the daemon runs, then removes everything.
+    let cleanup = || {
+        Command::new(exfilmon_bin())
+            .args(["cleanup", "--pin-dir"])
+            .arg(&dir)
+            .output()
+            .expect("exfilmon cleanup")
+    };
+    assert!(
+        !cleanup().status.success(),
+        "cleanup under a running daemon"
+    );
+    let (status, _) = daemon.stop_keeping_pins().expect("stop");
+    assert!(status.success());
+    let out = cleanup();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(!dir.exists(), "the directory is gone: {said}");
+    assert_eq!(xdp_program_id(&lab), None, "the program is detached");
+    let again = cleanup();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing pinned"),
+        "a second cleanup has nothing to do"
+    );
+    println!("cleanup: {}", said.trim());
+}
