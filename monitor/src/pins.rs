@@ -184,25 +184,11 @@ impl Pins {
             .iter()
             .map(|i| self.link_path(i))
             .collect();
-        let dir = self.dir.join("links");
-        let entries = std::fs::read_dir(&dir).map_err(|source| PinError::Io {
-            what: "listing",
-            path: dir.clone(),
-            source,
-        })?;
-        let mut stale = Vec::new();
-        for entry in entries {
-            let path = entry
-                .map_err(|source| PinError::Io {
-                    what: "listing",
-                    path: dir.clone(),
-                    source,
-                })?
-                .path();
-            if !wanted.contains(&path) {
-                stale.push(path);
-            }
-        }
+        let mut stale: Vec<PathBuf> = list(&self.dir.join("links"))?
+            .into_iter()
+            .map(|e| e.path())
+            .filter(|p| !wanted.contains(p))
+            .collect();
         stale.sort();
         Ok(stale)
     }
@@ -326,6 +312,19 @@ fn link_path(dir: &Path, iface: &Interface) -> PathBuf {
         name.push_str(netns);
     }
     dir.join("links").join(name)
+}
+
+/// The entries of a directory.
+fn list(dir: &Path) -> Result<Vec<std::fs::DirEntry>, PinError> {
+    let io = |source| PinError::Io {
+        what: "listing",
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<_, _>>()
+        .map_err(io)
 }
 
 fn on_bpffs(dir: &Path) -> Result<bool, PinError> {
@@ -492,35 +491,15 @@ pub fn cleanup(dir: &Path) -> Result<Removed, PinError> {
     };
     let links = dir.join("links");
     if links.is_dir() {
-        for entry in std::fs::read_dir(&links).map_err(|source| PinError::Io {
-            what: "listing",
-            path: links.clone(),
-            source,
-        })? {
-            let path = entry
-                .map_err(|source| PinError::Io {
-                    what: "listing",
-                    path: links.clone(),
-                    source,
-                })?
-                .path();
-            remove(&path)?;
+        for entry in list(&links)? {
+            remove(&entry.path())?;
             removed.links += 1;
         }
     }
     let known: BTreeSet<&str> = map_names().collect();
     let maps = dir.join("maps");
     if maps.is_dir() {
-        for entry in std::fs::read_dir(&maps).map_err(|source| PinError::Io {
-            what: "listing",
-            path: maps.clone(),
-            source,
-        })? {
-            let entry = entry.map_err(|source| PinError::Io {
-                what: "listing",
-                path: maps.clone(),
-                source,
-            })?;
+        for entry in list(&maps)? {
             let path = entry.path();
             if entry
                 .file_name()
@@ -538,14 +517,7 @@ pub fn cleanup(dir: &Path) -> Result<Removed, PinError> {
     for sub in [&links, &maps] {
         let _ = std::fs::remove_dir(sub);
     }
-    for entry in std::fs::read_dir(dir)
-        .map_err(|source| PinError::Io {
-            what: "listing",
-            path: dir.to_owned(),
-            source,
-        })?
-        .flatten()
-    {
+    for entry in list(dir)? {
         let path = entry.path();
         if path != links && path != maps {
             removed.unknown.push(path);

@@ -126,6 +126,28 @@ pub fn write_lab_config(lab: &Lab, dir: &Path, port: u16) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs `exfilmon run --config CONFIG`, which must refuse to start and exit non-zero
+/// within 30 s; returns its stderr.
+///
+/// # Panics
+/// When it cannot be started, or it starts and keeps running, or exits 0.
+#[must_use]
+pub fn run_refused(config: &Path) -> String {
+    let mut child = Command::new(exfilmon_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exfilmon starts");
+    let status = crate::wait_or_kill(&mut child, Duration::from_secs(30))
+        .expect("wait")
+        .expect("exfilmon must refuse and exit, not keep running");
+    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("utf-8");
+    assert!(!status.success(), "exfilmon must refuse: {stderr}");
+    stderr
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; the daemon binds it right after).
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -4,16 +4,12 @@
 //! names the interface and says what to do, and the other program must stay attached.
 //! And it needs no more than CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, as user nobody.
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use aya::programs::XdpMode;
 use exfilmon_tests::{
     Lab, Node,
-    daemon::{free_port, write_lab_config},
-    exfilmon_bin,
+    daemon::{free_port, run_refused, write_lab_config},
     lab::INSIDE_IF,
     require_root, write_config,
 };
@@ -67,18 +63,7 @@ fn an_interface_with_another_xdp_program_is_refused_and_that_program_stays() {
     let daemon_dir = tempfile::tempdir().expect("tempdir");
     let port = free_port().expect("port");
     let lab_config = write_lab_config(&lab, daemon_dir.path(), port).expect("config");
-    let mut child = Command::new(exfilmon_bin())
-        .args(["run", "--config"])
-        .arg(&lab_config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("exfilmon starts");
-    let status = exfilmon_tests::wait_or_kill(&mut child, Duration::from_secs(30))
-        .expect("wait")
-        .expect("exfilmon refuses and exits, not keeps running on an occupied interface");
-    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("utf-8");
-    assert!(!status.success(), "exfilmon must fail: {stderr}");
+    let stderr = run_refused(&lab_config);
     assert!(
         stderr.contains("interface inside already has an XDP program")
             && stderr.contains("will not replace"),

@@ -13,14 +13,14 @@ use std::{
     collections::BTreeSet,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use aya::maps::{Array, Map, MapData};
 use exfilmon_tests::{
     Lab, Node,
-    daemon::{Daemon, free_port, write_lab_config},
+    daemon::{Daemon, free_port, run_refused, write_lab_config},
     exfilmon_bin,
     lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
     require_root,
@@ -191,23 +191,6 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
     );
 }
 
-/// Runs `exfilmon run --config CONFIG`, which must refuse and exit; returns its stderr.
-fn refused(config: &Path) -> String {
-    let mut child = Command::new(exfilmon_bin())
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("exfilmon starts");
-    let status = exfilmon_tests::wait_or_kill(&mut child, Duration::from_secs(30))
-        .expect("wait")
-        .expect("exfilmon refuses and exits");
-    let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("utf-8");
-    assert!(!status.success(), "exfilmon must refuse: {stderr}");
-    stderr
-}
-
 fn meta_map(dir: &Path) -> Map {
     Map::Array(MapData::from_pin(dir.join("maps/PIN_META")).expect("PIN_META is pinned"))
 }
@@ -241,7 +224,7 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
 
     // A newer layout than this exfilmon reads.
     set_layout(&dir, LAYOUT + 1);
-    let said = refused(&config);
+    let said = run_refused(&config);
     assert!(
         said.contains(&format!("map layout {}", LAYOUT + 1))
             && said.contains("exfilmon cleanup --pin-dir"),
@@ -264,7 +247,7 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
         text.replace("[flows]\n", "[flows]\nmax_entries = 2048\n"),
     )
     .expect("write");
-    let said = refused(&resized);
+    let said = run_refused(&resized);
     assert!(
         said.contains("flows.max_entries is 2048") && said.contains("holds 65536"),
         "the refusal names the key and both sizes: {said}"
@@ -284,7 +267,7 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
         text.replace(&format!(":{port}\""), &format!(":{other_port}\"")),
     )
     .expect("write");
-    let said = refused(&other);
+    let said = run_refused(&other);
     assert!(
         said.contains("another exfilmon runs with the pin directory"),
         "{said}"
