@@ -9,7 +9,7 @@ STABLE=1.99.0
 NIGHTLY=nightly-2026-10-30
 BPF_LINKER=0.13.0
 LLVM_FEATURE=llvm-23
-DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux)
+DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

@@ -24,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 /// as Prometheus metrics and a JSON event log. It never drops or delays traffic, except
 /// the violation packets of groups whose policy says `enforce = true`.
 #[derive(Parser)]
-#[command(version, propagate_version = true)]
+#[command(name = "exfilmon", version, propagate_version = true)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `monitor=debug`.
     #[arg(long, global = true, env = "EXFILMON_LOG", default_value = "info")]
@@ -93,6 +93,16 @@ enum Command {
     /// Tools for the GeoIP data.
     #[command(subcommand)]
     Geoip(GeoipCommand),
+    /// Print a shell completion script, e.g. `exfilmon completions bash >
+    /// /usr/share/bash-completion/completions/exfilmon`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages: exfilmon.1 and one exfilmon-COMMAND.1 per command, e.g.
+    /// `exfilmon manpage --dir /usr/local/share/man/man1`.
+    Manpage {
+        /// The directory to write them to (it must exist).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +145,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config } => run_daemon(&config),
         Command::Cleanup { config, pin_dir } => cleanup(config, pin_dir),
+        Command::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "exfilmon", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage { dir } => {
+            let cli = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(cli, &dir)
+                .with_context(|| format!("writing the man pages to {}", dir.display()))?;
+            println!("man pages written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { config, interfaces } => {
             let config = Config::load(&config)?;
             if interfaces {

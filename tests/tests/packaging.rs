@@ -1,7 +1,8 @@
 //! The shipped systemd unit: hardened to an exposure score of at most 2.0 by
 //! `systemd-analyze security --offline=yes`, granting CAP_BPF, CAP_NET_ADMIN and
 //! CAP_PERFMON and nothing else (the confined run in host.rs shows these suffice), and
-//! running the daemon as the README says. No root needed.
+//! running the daemon as the README says. And the man pages and shell completions that
+//! `exfilmon` generates from its CLI definitions. No root needed.
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
@@ -78,5 +79,87 @@ fn the_systemd_unit_grants_only_cap_bpf_net_admin_and_perfmon() {
             .join(" ")
             .contains("-HUP $MAINPID"),
         "a reload is the daemon's SIGHUP"
+    );
+}
+
+/// Every command of `exfilmon --help`, as the man pages name them.
+const COMMANDS: [&str; 8] = [
+    "run",
+    "cleanup",
+    "check-config",
+    "replay",
+    "lookup",
+    "geoip",
+    "completions",
+    "manpage",
+];
+
+#[test]
+fn man_pages_and_completions_come_from_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(exfilmon_tests::exfilmon_bin())
+        .args(["manpage", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("exfilmon manpage runs");
+    assert!(out.status.success(), "{out:?}");
+    let mut pages = 0;
+    for page in std::iter::once("exfilmon.1".to_owned())
+        .chain(COMMANDS.iter().map(|c| format!("exfilmon-{c}.1")))
+        .chain(["exfilmon-geoip-inspect.1".to_owned()])
+    {
+        let path = dir.path().join(&page);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH exfilmon"), "{page} names exfilmon");
+        // groff (Debian groff-base, the setup installs it) renders it without a warning.
+        let render = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&path)
+            .output()
+            .expect("groff runs");
+        assert!(
+            render.status.success() && render.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&render.stderr)
+        );
+        pages += 1;
+    }
+    let main = std::fs::read_to_string(dir.path().join("exfilmon.1")).expect("exfilmon.1");
+    for c in COMMANDS {
+        assert!(
+            main.contains(&format!("exfilmon\\-{}", c.replace('-', "\\-"))),
+            "exfilmon.1 lists {c}"
+        );
+    }
+
+    let mut shells = Vec::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(exfilmon_tests::exfilmon_bin())
+            .args(["completions", shell])
+            .output()
+            .expect("exfilmon completions runs");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        for c in COMMANDS {
+            assert!(script.contains(c), "{shell} completes {c}");
+        }
+        if shell == "bash" {
+            let mut check = Command::new("bash")
+                .arg("-n")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("bash");
+            std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), &out.stdout)
+                .expect("write");
+            assert!(
+                check.wait().expect("bash -n").success(),
+                "bash -n accepts it"
+            );
+        }
+        shells.push(shell);
+    }
+    println!(
+        "man pages: {pages}, each rendered by groff without a warning; completions: {}",
+        shells.join(", ")
     );
 }
