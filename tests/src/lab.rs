@@ -216,6 +216,30 @@ impl Lab {
         OUTSIDE_IF
     }
 
+    /// The id of the XDP program on the router's `interface`, from `ip -j link`, or
+    /// `None` when none is attached.
+    ///
+    /// # Panics
+    /// When `ip` cannot run, fails, or does not print JSON.
+    #[must_use]
+    pub fn xdp_program_id(&self, interface: &str) -> Option<u64> {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n",
+                self.ns(Node::Router).name(),
+                "-j",
+                "link",
+                "show",
+                "dev",
+            ])
+            .arg(interface)
+            .output()
+            .expect("ip runs");
+        assert!(out.status.success(), "ip link show {interface} failed");
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+        links[0]["xdp"]["prog"]["id"].as_u64()
+    }
+
     /// Deletes namespaces named `exf{PID}-{N}-{node}` whose PID no longer
     /// exists: leftovers of a lab whose process was killed before its drop ran.
     /// Only names of exactly that form are touched.

@@ -181,14 +181,10 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
         .expect("the lab pins");
     let (status, log) = daemon.stop_keeping_pins().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
-    let xdp_shown = || {
-        let out = Command::new("ip")
-            .args(["-n", &router, "-d", "link", "show", INSIDE_IF])
-            .output()
-            .expect("ip");
-        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
-    };
-    assert!(xdp_shown(), "the pinned XDP program stays attached at exit");
+    assert!(
+        lab.xdp_program_id(INSIDE_IF).is_some(),
+        "the pinned XDP program stays attached at exit"
+    );
     let cleanup = Command::new(exfilmon_tests::exfilmon_bin())
         .args(["cleanup", "--pin-dir"])
         .arg(&pins)
@@ -220,7 +216,11 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
         Some(upload.l3_bytes),
         "final totals: {last}"
     );
-    assert!(!xdp_shown(), "XDP program left attached after the cleanup");
+    assert_eq!(
+        lab.xdp_program_id(INSIDE_IF),
+        None,
+        "XDP program left attached after the cleanup"
+    );
     let tc = Command::new("ip")
         .args([
             "netns", "exec", &router, "tc", "filter", "show", "dev", INSIDE_IF, "egress",

@@ -4,7 +4,7 @@
 //! names the interface and says what to do, and the other program must stay attached.
 //! And it needs no more than CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, as user nobody.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use aya::programs::XdpMode;
 use exfilmon_tests::{
@@ -14,25 +14,6 @@ use exfilmon_tests::{
     require_root, write_config,
 };
 use monitor::{ebpf::Hook, geoip::GeoDb, load_monitor, tables};
-
-/// The XDP program id on `interface` in the router's namespace, from `ip -j link`.
-fn xdp_program_id(lab: &Lab, interface: &str) -> Option<u64> {
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            lab.ns(Node::Router).name(),
-            "-j",
-            "link",
-            "show",
-            "dev",
-        ])
-        .arg(interface)
-        .output()
-        .expect("ip runs");
-    assert!(out.status.success(), "ip link show {interface} failed");
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    links[0]["xdp"]["prog"]["id"].as_u64()
-}
 
 #[test]
 #[ignore = "needs root: builds network namespaces and loads eBPF programs"]
@@ -57,7 +38,9 @@ fn an_interface_with_another_xdp_program_is_refused_and_that_program_stays() {
     lab.ns(Node::Router)
         .enter(|| neighbour.attach(INSIDE_IF, Hook::Xdp(XdpMode::Driver)))
         .unwrap_or_else(|e| panic!("attach: {}", monitor::error_chain(&e)));
-    let before = xdp_program_id(&lab, INSIDE_IF).expect("the neighbour is attached");
+    let before = lab
+        .xdp_program_id(INSIDE_IF)
+        .expect("the neighbour is attached");
 
     // exfilmon, configured to hook the same interface with XDP, must refuse and exit.
     let daemon_dir = tempfile::tempdir().expect("tempdir");
@@ -75,13 +58,13 @@ fn an_interface_with_another_xdp_program_is_refused_and_that_program_stays() {
     );
 
     assert_eq!(
-        xdp_program_id(&lab, INSIDE_IF),
+        lab.xdp_program_id(INSIDE_IF),
         Some(before),
         "the neighbour's program is still the one attached"
     );
     drop(neighbour);
     assert_eq!(
-        xdp_program_id(&lab, INSIDE_IF),
+        lab.xdp_program_id(INSIDE_IF),
         None,
         "the neighbour's link went with it, and exfilmon left nothing behind"
     );
@@ -179,5 +162,5 @@ fn the_daemon_runs_and_counts_with_only_cap_bpf_net_admin_and_perfmon() {
         .expect("counted");
     let status = daemon.stop().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
-    assert_eq!(xdp_program_id(&lab, INSIDE_IF), None, "detached at exit");
+    assert_eq!(lab.xdp_program_id(INSIDE_IF), None, "detached at exit");
 }

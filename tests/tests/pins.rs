@@ -9,18 +9,12 @@
     reason = "Prometheus values are f64; the test's counts are exact integers far below 2^53"
 )]
 
-use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use aya::maps::{Array, Map, MapData};
 use exfilmon_tests::{
     Lab, Node,
-    daemon::{Daemon, free_port, run_refused, write_lab_config},
+    daemon::{Daemon, free_port, pin_dir_of, run_refused, write_lab_config},
     exfilmon_bin,
     lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
     require_root,
@@ -41,33 +35,6 @@ fn link_ids(pid: i32) -> BTreeSet<u64> {
                 .and_then(|v| v.trim().parse().ok())
         })
         .collect()
-}
-
-/// The pin directory of a config.
-fn pin_dir(config: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(config).expect("config");
-    monitor::config::Config::parse(&text, config)
-        .expect("valid config")
-        .pin
-        .dir
-}
-
-/// The XDP program id on the router's inside interface, from `ip -j link`.
-fn xdp_program_id(lab: &Lab) -> Option<u64> {
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            lab.ns(Node::Router).name(),
-            "-j",
-            "link",
-            "show",
-            "dev",
-        ])
-        .arg(INSIDE_IF)
-        .output()
-        .expect("ip runs");
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    links[0]["xdp"]["prog"]["id"].as_u64()
 }
 
 fn start(config: &Path, port: u16) -> Daemon {
@@ -179,7 +146,10 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
         "the flow's final totals: {last}"
     );
     assert!(
-        !pin_dir(&config).exists(),
+        !pin_dir_of(&config)
+            .expect("config")
+            .expect("the lab pins")
+            .exists(),
         "the cleanup removed the pin directory"
     );
     println!(
@@ -217,10 +187,12 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
     let run = tempfile::tempdir().expect("tempdir");
     let port = free_port().expect("port");
     let config = write_lab_config(&lab, run.path(), port).expect("config");
-    let dir = pin_dir(&config);
+    let dir = pin_dir_of(&config).expect("config").expect("the lab pins");
     let (status, _) = start(&config, port).stop_keeping_pins().expect("stop");
     assert!(status.success());
-    let program = xdp_program_id(&lab).expect("the pinned program stays attached");
+    let program = lab
+        .xdp_program_id(INSIDE_IF)
+        .expect("the pinned program stays attached");
 
     // A newer layout than this exfilmon reads.
     set_layout(&dir, LAYOUT + 1);
@@ -231,7 +203,11 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
         "the refusal names the layouts and the way out: {said}"
     );
     assert_eq!(layout(&dir), LAYOUT + 1, "the pins are left as they were");
-    assert_eq!(xdp_program_id(&lab), Some(program), "and the program too");
+    assert_eq!(
+        lab.xdp_program_id(INSIDE_IF),
+        Some(program),
+        "and the program too"
+    );
     println!(
         "layout {}: {}",
         LAYOUT + 1,
@@ -252,7 +228,11 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
         said.contains("flows.max_entries is 2048") && said.contains("holds 65536"),
         "the refusal names the key and both sizes: {said}"
     );
-    assert_eq!(xdp_program_id(&lab), Some(program), "the program stays");
+    assert_eq!(
+        lab.xdp_program_id(INSIDE_IF),
+        Some(program),
+        "the program stays"
+    );
     println!(
         "resized: {}",
         said.trim().lines().last().unwrap_or_default()
@@ -295,7 +275,11 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(!dir.exists(), "the directory is gone: {said}");
-    assert_eq!(xdp_program_id(&lab), None, "the program is detached");
+    assert_eq!(
+        lab.xdp_program_id(INSIDE_IF),
+        None,
+        "the program is detached"
+    );
     let again = cleanup();
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("nothing pinned"),
