@@ -503,7 +503,7 @@ impl Monitor {
         })?;
         let ifname = ifname.as_c_str();
         let old = link_pin.filter(|p| p.exists());
-        let fresh: FdLink = match hook {
+        let (fresh, path): (FdLink, &Path) = match hook {
             Hook::Xdp(mode) => {
                 let program: &mut Xdp = self
                     .ebpf
@@ -518,18 +518,22 @@ impl Monitor {
                         Err(why) => unpin_stale(interface, path, &why)?,
                     }
                 }
-                let id = program
-                    .attach(ifname, mode)
-                    .map_err(|source| xdp_attach_error(interface, source))?;
-                if link_pin.is_none() {
+                let attach = |program: &mut Xdp| {
+                    program
+                        .attach(ifname, mode)
+                        .map_err(|source| xdp_attach_error(interface, source))
+                };
+                let id = attach(program)?;
+                let Some(path) = link_pin else {
                     return Ok(Attached::New);
-                }
-                match program.take_link(id).map(FdLink::try_from) {
-                    Ok(Ok(fd)) => fd,
-                    // A netlink attachment: nothing to pin. Give it back to the program,
-                    // which detaches it on exit.
-                    Ok(Err(_)) | Err(_) => return Ok(Attached::Unpinnable),
-                }
+                };
+                // A netlink attachment cannot be pinned, and the failed conversion dropped
+                // (detached) it: attach again, unpinned.
+                let Ok(Ok(fd)) = program.take_link(id).map(FdLink::try_from) else {
+                    attach(program)?;
+                    return Ok(Attached::Unpinnable);
+                };
+                (fd, path)
             }
             Hook::TcEgress | Hook::TcIngress => {
                 let (name, attach) = if hook == Hook::TcEgress {
@@ -562,24 +566,26 @@ impl Monitor {
                         Err(why) => unpin_stale(interface, path, &why)?,
                     }
                 }
-                let id = program
-                    .attach(ifname, attach)
-                    .map_err(|source| EbpfError::Attach {
-                        program: name,
-                        interface: interface.to_owned(),
-                        source,
-                    })?;
-                if link_pin.is_none() {
+                let attach = |program: &mut SchedClassifier| {
+                    program
+                        .attach(ifname, attach)
+                        .map_err(|source| EbpfError::Attach {
+                            program: name,
+                            interface: interface.to_owned(),
+                            source,
+                        })
+                };
+                let id = attach(program)?;
+                let Some(path) = link_pin else {
                     return Ok(Attached::New);
-                }
-                match program.take_link(id).map(FdLink::try_from) {
-                    Ok(Ok(fd)) => fd,
-                    Ok(Err(_)) | Err(_) => return Ok(Attached::Unpinnable),
-                }
+                };
+                // As for XDP: a netlink attachment, detached by the failed conversion.
+                let Ok(Ok(fd)) = program.take_link(id).map(FdLink::try_from) else {
+                    attach(program)?;
+                    return Ok(Attached::Unpinnable);
+                };
+                (fd, path)
             }
-        };
-        let Some(path) = link_pin else {
-            return Ok(Attached::New);
         };
         let pinned = fresh.pin(path).map_err(|source| EbpfError::PinLink {
             interface: interface.to_owned(),
