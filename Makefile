@@ -3,9 +3,10 @@
 #   make test   the whole test suite (unit, kernel, end-to-end, lints); exits non-zero on failure
 # Both need root: they load eBPF programs and (demo, tests) build network namespaces.
 
-.PHONY: run test bench setup
+.PHONY: run test bench fuzz setup
 
 HOLD ?= 0
+FUZZ_SECONDS ?= 60
 
 setup:
 	@./scripts/setup.sh
@@ -20,3 +21,9 @@ test: setup
 # for a smoke run; results in target/bench/results.json.
 bench: setup
 	cargo xtask bench -- $(BENCH_ARGS)
+
+# Every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each (default 60), from seeds the tests'
+# builders make; `make fuzz FUZZ_SECONDS=600 FUZZ_TARGETS="dns tls"` for a longer run of some.
+# Crashing inputs are saved in fuzz/artifacts/TARGET/. No root needed.
+fuzz: setup
+	cargo xtask fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything exfilmon's build, demo and tests need, idempotently:
 # pinned rustup toolchains, bpf-linker built against the pinned nightly's own
-# libLLVM, and the Debian packages the tests drive (prometheus, tcpdump, ...).
+# libLLVM, cargo-fuzz, and the Debian packages the tests drive (prometheus, tcpdump, ...).
 # A second run only checks and returns in a few seconds.
 set -euo pipefail
 
 STABLE=1.99.0
 NIGHTLY=nightly-2026-10-30
 BPF_LINKER=0.13.0
+CARGO_FUZZ=0.13.2
 LLVM_FEATURE=llvm-23
 DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base)
 
@@ -44,6 +45,12 @@ if [ ! -f "$stamp" ] || ! command -v bpf-linker >/dev/null || ! bpf-linker --ver
   touch "$stamp"
 fi
 
+# cargo-fuzz builds and runs the fuzz targets in fuzz/ (make fuzz; make test, briefly).
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ"; then
+  log "installing cargo-fuzz $CARGO_FUZZ (about a minute)"
+  cargo +"$STABLE" install "cargo-fuzz@$CARGO_FUZZ" --locked --force --quiet
+fi
+
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -60,4 +67,4 @@ if ! mountpoint -q /sys/fs/bpf; then
   log "mounting bpffs at /sys/fs/bpf"
   mount -t bpf bpf /sys/fs/bpf
 fi
-log "ready: rust $STABLE, $NIGHTLY, bpf-linker $BPF_LINKER, ${DEB_PACKAGES[*]}"
+log "ready: rust $STABLE, $NIGHTLY, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, ${DEB_PACKAGES[*]}"

@@ -10,6 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    fmt::Write as _,
     net::IpAddr,
 };
 
@@ -151,10 +152,24 @@ fn check_counts(msg: &[u8]) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// A name as the watchlists and the tunnel detection read it: its labels joined by dots,
+/// lower case, no final dot. A byte other than a letter, digit, `-` or `_` is written
+/// `\DDD` (decimal, as zone files write it), so that a dot inside a label never reads as a
+/// label boundary: `x\046example.com` is not below `example.com`.
 fn name(n: &Name) -> String {
-    let mut s = n.to_ascii().to_ascii_lowercase();
-    if s.ends_with('.') {
-        s.pop();
+    let mut s = String::with_capacity(n.len());
+    for (i, label) in n.iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        for &b in label {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                s.push(char::from(b.to_ascii_lowercase()));
+            } else {
+                // Writing to a String cannot fail.
+                let _ = write!(s, "\\{b:03}");
+            }
+        }
     }
     s
 }
@@ -238,9 +253,9 @@ pub(crate) mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use hickory_proto::{
-        op::{Message, Query},
+        op::{Message, OpCode, Query},
         rr::{
-            Name, RData, RecordType,
+            Name, RData, Record, RecordType,
             rdata::{A, AAAA, CNAME},
         },
     };
@@ -253,6 +268,26 @@ pub(crate) mod tests {
 
     pub(crate) fn cname(target: &str) -> RData {
         RData::CNAME(CNAME(Name::from_ascii(target).expect("name")))
+    }
+
+    /// Found by the `dns` fuzz target: a label holding a dot read as two labels, so that
+    /// `x\.xiaomi.com` (labels `x.xiaomi`, `com`) matched `*.xiaomi.com`, and a name could
+    /// end in a dot.
+    #[test]
+    fn a_dot_or_odd_byte_inside_a_label_is_escaped_not_a_boundary() {
+        let dotted = Name::from_labels([&b"x.xiaomi"[..], b"com"]).expect("name");
+        let odd = Name::from_labels([&b"Odd\0."[..]]).expect("name");
+        let mut m = Message::response(1, OpCode::Query);
+        m.add_query(Query::query(dotted.clone(), RecordType::A));
+        m.add_answer(Record::from_rdata(dotted, 60, a([203, 0, 113, 7])));
+        m.add_answer(Record::from_rdata(odd, 60, a([203, 0, 113, 8])));
+        let got = parse_message(&m.to_vec().expect("encodes"), false).expect("parses");
+        assert_eq!(got.question.as_deref(), Some("x\\046xiaomi.com"));
+        assert_eq!(got.resolved[0].names, ["x\\046xiaomi.com"]);
+        assert_eq!(got.resolved[1].names, ["odd\\000\\046"]);
+        let watched = crate::watch::Domain::parse("*.xiaomi.com").expect("pattern");
+        assert!(!watched.matches(&got.resolved[0].names[0]));
+        assert!(watched.matches("x.xiaomi.com"));
     }
 
     #[test]

@@ -55,7 +55,7 @@ mod text;
 use std::{
     collections::BTreeSet,
     fs::File,
-    io,
+    io::{self, Read},
     net::{AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr},
     num::ParseIntError,
     path::{Path, PathBuf},
@@ -367,14 +367,36 @@ impl GeoDb {
     pub fn load(sources: &[GeoSource]) -> Result<GeoDb, GeoIpError> {
         let mut db = GeoDb::default();
         for source in sources {
-            let (file, info) = load_file(&source.path, source.format)?;
-            db.v4.merge_under(file.v4);
-            db.v6.merge_under(file.v6);
-            db.sources.push(info);
+            db.add(load_file(&source.path, source.format)?);
         }
-        db.v4.coalesce();
-        db.v6.coalesce();
-        Ok(db)
+        Ok(db.coalesced())
+    }
+
+    /// Fuzzing support: [`GeoDb::load`] of one source whose file holds `bytes`, named
+    /// `path` in errors (nothing is opened).
+    ///
+    /// # Errors
+    ///
+    /// As [`GeoDb::load`].
+    #[doc(hidden)]
+    pub fn parse_bytes(path: &Path, format: GeoFormat, bytes: &[u8]) -> Result<GeoDb, GeoIpError> {
+        let mut db = GeoDb::default();
+        db.add(read_source(path, format, bytes, None)?);
+        Ok(db.coalesced())
+    }
+
+    /// Adds a source below the ones already added.
+    fn add(&mut self, (file, info): (FileRanges, SourceInfo)) {
+        self.v4.merge_under(file.v4);
+        self.v6.merge_under(file.v6);
+        self.sources.push(info);
+    }
+
+    /// Joins adjacent ranges of equal value, once every source is in.
+    fn coalesced(mut self) -> Self {
+        self.v4.coalesce();
+        self.v6.coalesce();
+        self
     }
 
     /// The country and ASN of `ip`. IPv4-mapped IPv6 addresses
@@ -636,15 +658,26 @@ fn load_file(path: &Path, format: GeoFormat) -> Result<(FileRanges, SourceInfo),
         source,
     })?;
     let modified = file.metadata().and_then(|m| m.modified()).ok();
+    read_source(path, format, file, modified)
+}
+
+/// Reads one source's contents from `reader`; `path` names it in errors (and, for
+/// `iptoasn`, tells the family its name allows).
+fn read_source(
+    path: &Path,
+    format: GeoFormat,
+    reader: impl Read,
+    modified: Option<SystemTime>,
+) -> Result<(FileRanges, SourceInfo), GeoIpError> {
     let mut built = None;
     let rows = match format {
-        GeoFormat::Tor => text::read_tor(path, file)?,
-        GeoFormat::Csv => text::read_csv(path, file, text::country_csv_row)?,
-        GeoFormat::AsnCsv => text::read_csv(path, file, text::asn_csv_row)?,
-        GeoFormat::IpToAsn => text::read_iptoasn(path, file)?,
-        GeoFormat::Rir => text::read_rir(path, file)?,
+        GeoFormat::Tor => text::read_tor(path, reader)?,
+        GeoFormat::Csv => text::read_csv(path, reader, text::country_csv_row)?,
+        GeoFormat::AsnCsv => text::read_csv(path, reader, text::asn_csv_row)?,
+        GeoFormat::IpToAsn => text::read_iptoasn(path, reader)?,
+        GeoFormat::Rir => text::read_rir(path, reader)?,
         GeoFormat::Mmdb => {
-            let (rows, epoch) = mmdb::read_mmdb(path, file)?;
+            let (rows, epoch) = mmdb::read_mmdb(path, reader)?;
             built = epoch;
             rows
         }

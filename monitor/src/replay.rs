@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
     fs::File,
-    io::{BufReader, Read as _},
+    io::{BufReader, Read as _, Seek as _},
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -42,6 +42,8 @@ pub enum ReplayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: not a pcap or pcapng capture: {len} bytes, shorter than any header")]
+    Short { path: PathBuf, len: usize },
     #[error("{path}: not a pcap or pcapng capture")]
     Format {
         path: PathBuf,
@@ -313,20 +315,25 @@ fn for_each_frame(
 ) -> Result<(), ReplayError> {
     let at = |d: Duration| UNIX_EPOCH + d;
     let mut last = UNIX_EPOCH;
-    let open = || {
-        File::open(path).map_err(|source| ReplayError::Open {
-            path: path.to_owned(),
-            source,
-        })
+    let open_err = |source| ReplayError::Open {
+        path: path.to_owned(),
+        source,
     };
-    let mut magic = [0u8; 4];
-    open()?
-        .read_exact(&mut magic)
-        .map_err(|source| ReplayError::Open {
+    let mut file = File::open(path).map_err(open_err)?;
+    // The first four bytes tell pcapng from pcap.
+    let mut magic = Vec::with_capacity(4);
+    (&mut file)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(open_err)?;
+    if magic.len() < 4 {
+        return Err(ReplayError::Short {
             path: path.to_owned(),
-            source,
-        })?;
-    let reader = BufReader::new(open()?);
+            len: magic.len(),
+        });
+    }
+    file.rewind().map_err(open_err)?;
+    let reader = BufReader::new(file);
     let format = |source| ReplayError::Format {
         path: path.to_owned(),
         source,

@@ -14,6 +14,7 @@
 //! * [`prometheus`]: a throw-away Prometheus server and `promtool` linting.
 //! * [`livenet`], [`live`], [`peers`], [`cpu`]: the live benchmark's veth pair, its
 //!   XDP live-frames generator and workloads, softflowd and pmacctd, and CPU clocks.
+//! * [`seeds`]: valid inputs of every parser, the seed corpora of the fuzz targets.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ pub mod packet;
 pub mod peers;
 pub mod prometheus;
 pub mod scenario;
+pub mod seeds;
 pub mod traffic;
 
 pub use capture::{Capture, CaptureStats};

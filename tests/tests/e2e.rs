@@ -306,10 +306,35 @@ fn sighup_reloads_the_config_without_losing_a_count() {
     daemon
         .wait_for("10 allowed", WAIT, |m| to_cn("allowed")(m) == 10.0)
         .expect("still classifying with the running config");
+    // A GeoIP file corrupt at its last line, under the good config, whose good lines move
+    // the CN server to the US: refused the same way, nothing of it applied (the server
+    // stays CN, allowed).
+    std::fs::write(&daemon.config, &allowed).expect("write");
+    let geoip = daemon.config.with_file_name("geoip.csv");
+    let good_geoip = std::fs::read_to_string(&geoip).expect("geoip.csv");
+    let moved = good_geoip.replace(",CN", ",US");
+    assert_ne!(moved, good_geoip, "the lab's GeoIP file has CN");
+    std::fs::write(&geoip, format!("{moved}not,a,row\n")).expect("write");
+    daemon.signal(Signal::SIGHUP).expect("SIGHUP");
+    let m = daemon
+        .wait_for("a second refused reload", WAIT, |m| {
+            reloads("failure")(m) == 2.0
+        })
+        .expect("refused");
+    assert_eq!(m.sum("exfilmon_config_last_reload_successful", &[]), 0.0);
+    burst(5);
+    daemon
+        .wait_for("15 allowed", WAIT, |m| to_cn("allowed")(m) == 15.0)
+        .expect("still classifying with the running tables");
     let log = daemon.log();
+    let bad_line = good_geoip.lines().count() + 1;
     assert!(
         log.contains("reload refused") && log.contains("exfilmon.toml:"),
         "the log names the file and line:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("geoip.csv:{bad_line}")),
+        "the log names the GeoIP file and line:\n{log}"
     );
     println!("{log}");
     let lint = promtool_check_metrics(&daemon.scrape_text().expect("scrape"));

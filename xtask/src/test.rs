@@ -7,11 +7,15 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::workspace;
+use crate::{fuzz, workspace};
 
 /// The kernel crate's toolchain (also in monitor/build.rs): its rustfmt knows the
 /// unstable import-grouping options of rustfmt.toml.
-const NIGHTLY: &str = "nightly-2026-10-30";
+pub(crate) const NIGHTLY: &str = "nightly-2026-10-30";
+
+/// Seconds each fuzz target runs in the suite (`EXFILMON_FUZZ_SECONDS` overrides it);
+/// `make fuzz` runs them longer.
+const FUZZ_SECONDS: u64 = 15;
 
 #[derive(Default)]
 struct Tally {
@@ -28,6 +32,18 @@ pub fn run() -> anyhow::Result<()> {
     step(
         "format",
         Command::new("cargo").args([&format!("+{NIGHTLY}"), "fmt", "--all", "--check"]),
+    )
+    .unwrap_or_else(|e| problems.push(e));
+    // fuzz/ is a workspace of its own (cargo fuzz builds it); its format is checked here.
+    step(
+        "format (fuzz targets)",
+        Command::new("cargo").args([
+            &format!("+{NIGHTLY}"),
+            "fmt",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--check",
+        ]),
     )
     .unwrap_or_else(|e| problems.push(e));
     step(
@@ -71,6 +87,28 @@ pub fn run() -> anyhow::Result<()> {
             "cargo test exited with {status} (a build error?)"
         ));
     }
+
+    // Every fuzz target for a short while, from the seeds: a crash, a hang or a memory
+    // blow-up on some input fails it. Each target counts as one test.
+    let seconds = std::env::var("EXFILMON_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(FUZZ_SECONDS);
+    println!("==> fuzz: each target for {seconds} s");
+    let started = std::time::Instant::now();
+    match fuzz::build_and_run(seconds, &fuzz::TARGETS) {
+        Ok(outcomes) => {
+            for o in outcomes {
+                if o.crash.is_some() {
+                    tally.failed += 1;
+                } else {
+                    tally.passed += 1;
+                }
+            }
+        }
+        Err(e) => problems.push(e.context("fuzz")),
+    }
+    println!("fuzz: step took {} s", started.elapsed().as_secs());
 
     println!();
     for p in &problems {

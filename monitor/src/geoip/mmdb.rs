@@ -3,7 +3,6 @@
 use std::{
     collections::HashMap,
     fmt,
-    fs::File,
     io::Read,
     path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -134,7 +133,7 @@ impl<'de> Deserialize<'de> for MmdbAsn {
 /// database's build time.
 pub(super) fn read_mmdb(
     path: &Path,
-    mut file: File,
+    mut file: impl Read,
 ) -> Result<(Rows, Option<SystemTime>), GeoIpError> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)

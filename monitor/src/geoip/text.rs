@@ -3,7 +3,6 @@
 
 use std::{
     borrow::Cow,
-    fs::File,
     io::{self, BufRead, BufReader, Read},
     net::{IpAddr, Ipv4Addr},
     num::ParseIntError,
@@ -40,18 +39,15 @@ impl<R: Read> Read for LineLimit<R> {
     }
 }
 
-fn line_limit(file: File) -> LineLimit<File> {
-    LineLimit {
-        inner: file,
-        run: 0,
-    }
+fn line_limit<R: Read>(inner: R) -> LineLimit<R> {
+    LineLimit { inner, run: 0 }
 }
 
 /// Calls `row` with each line (without its line ending or a leading byte
 /// order mark) and its number, skipping empty lines and `#` comments.
 fn for_each_line(
     path: &Path,
-    file: File,
+    file: impl Read,
     mut row: impl FnMut(u64, &str) -> Result<(), GeoIpError>,
 ) -> Result<(), GeoIpError> {
     let mut reader = BufReader::new(line_limit(file));
@@ -82,7 +78,7 @@ fn for_each_line(
     }
 }
 
-pub(super) fn read_tor(path: &Path, file: File) -> Result<Rows, GeoIpError> {
+pub(super) fn read_tor(path: &Path, file: impl Read) -> Result<Rows, GeoIpError> {
     let mut rows = Rows::default();
     for_each_line(path, file, |line, text| {
         let fields: Vec<&str> = text.trim().split(',').collect();
@@ -96,7 +92,7 @@ pub(super) fn read_tor(path: &Path, file: File) -> Result<Rows, GeoIpError> {
 /// line is exact (comments and blank lines counted).
 pub(super) fn read_csv(
     path: &Path,
-    file: File,
+    file: impl Read,
     row: fn(&Path, u64, &[&str], &mut Rows) -> Result<(), GeoIpError>,
 ) -> Result<Rows, GeoIpError> {
     let mut rows = Rows::default();
@@ -210,7 +206,7 @@ pub(super) fn asn_csv_row(
     rows.push(path, line, parsed, loc, None)
 }
 
-pub(super) fn read_iptoasn(path: &Path, file: File) -> Result<Rows, GeoIpError> {
+pub(super) fn read_iptoasn(path: &Path, file: impl Read) -> Result<Rows, GeoIpError> {
     // iptoasn.com names its single-family files ip2asn-v4.tsv,
     // ip2asn-v4-u32.tsv and ip2asn-v6.tsv.
     let name = path
@@ -258,7 +254,7 @@ pub(super) fn read_iptoasn(path: &Path, file: File) -> Result<Rows, GeoIpError> 
     Ok(rows)
 }
 
-pub(super) fn read_rir(path: &Path, file: File) -> Result<Rows, GeoIpError> {
+pub(super) fn read_rir(path: &Path, file: impl Read) -> Result<Rows, GeoIpError> {
     let mut rows = Rows::default();
     for_each_line(path, file, |line, text| {
         let fields: Vec<&str> = text.trim().split('|').map(str::trim).collect();
