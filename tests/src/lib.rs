@@ -14,6 +14,7 @@
 //! * [`prometheus`]: a throw-away Prometheus server and `promtool` linting.
 //! * [`livenet`], [`live`], [`peers`], [`cpu`]: the live benchmark's veth pair, its
 //!   XDP live-frames generator and workloads, softflowd and pmacctd, and CPU clocks.
+//! * [`web`]: the /metrics server on 127.0.0.1 with a throw-away PKI, and TLS clients.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,7 @@ pub mod peers;
 pub mod prometheus;
 pub mod scenario;
 pub mod traffic;
+pub mod web;
 
 pub use capture::{Capture, CaptureStats};
 pub use lab::{Lab, Node};
