@@ -224,10 +224,14 @@ fn only_get_and_head_are_answered_with_and_without_tls_and_auth() {
         assert_eq!(curl(args, &server.url(*tls, "/")).code, 200, "{way}");
         assert_eq!(curl(args, &server.url(*tls, "/nowhere")).code, 404, "{way}");
     }
+    // Headers past 16 KiB: hyper answers 431 itself.
+    let big = format!("X-Big: {}", "a".repeat(20 << 10));
+    let too_big = curl(&["-H", &big], &plain.url(false, "/metrics"));
+    assert_eq!(too_big.code, 431, "{too_big:?}");
     let code = |s: &WebServer, c: &str| s.metrics.requests.with_label_values(&[c]).get();
     assert_eq!(code(&plain, "405") + code(&secured, "405"), refused);
     println!(
-        "methods: {refused} requests with {} refused with 405 (3 paths, plain HTTP, TLS with and without the password); GET and HEAD 200, a GET with a body 413, an unknown path 404",
+        "methods: {refused} requests with {} refused with 405 (3 paths, plain HTTP, TLS with and without the password); GET and HEAD 200, a GET with a body 413, an unknown path 404, 20 KiB of headers 431",
         methods.join("/")
     );
 }
