@@ -58,6 +58,8 @@ pub enum DaemonError {
     Detect(#[from] DetectError),
     #[error("registering metrics failed")]
     Metrics(#[from] prometheus::Error),
+    #[error("starting the /metrics server's thread failed")]
+    WebServer(#[source] std::io::Error),
     #[error("setting up signal handling or the ring buffer poller failed")]
     Io(#[from] std::io::Error),
 }
@@ -154,7 +156,10 @@ pub async fn run(
         metrics::app(registry.clone()),
         web::WebMetrics::register(&registry)?,
     );
-    let server = server.spawn(listener.into_std()?, stop_tx.subscribe())?;
+    let server = listener
+        .into_std()
+        .and_then(|l| server.spawn(l, stop_tx.subscribe()))
+        .map_err(DaemonError::WebServer)?;
     tracing::info!(
         listen = %config.metrics.listen,
         tls = config.metrics.web.as_ref().is_some_and(|w| w.tls.is_some()),
