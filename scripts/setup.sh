@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything exfilmon's build, demo and tests need, idempotently:
 # pinned rustup toolchains, bpf-linker built against the pinned nightly's own
-# libLLVM, cargo-fuzz, and the Debian packages the tests drive (prometheus, tcpdump, ...).
+# libLLVM, cargo-fuzz, and the Debian packages the tests drive (prometheus, tcpdump, curl, ...).
 # A second run only checks and returns in a few seconds.
 set -euo pipefail
 
@@ -10,7 +10,7 @@ NIGHTLY=nightly-2026-10-30
 BPF_LINKER=0.13.0
 CARGO_FUZZ=0.13.2
 LLVM_FEATURE=llvm-23
-DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base)
+DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base curl openssl)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

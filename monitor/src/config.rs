@@ -41,6 +41,10 @@
 //! listen = "127.0.0.1:9477"
 //! asns = [4134, 4837]           # AS numbers with per-ASN counters (default []); these and
 //!                               # the ASNs the policies name share 255 slots
+//! web_config = "web.yml"        # TLS and basic auth, exporter-toolkit format (default none:
+//!                               # plain HTTP); see crate::web::config
+//! max_connections = 64          # open connections at once; more are closed (1..=1024)
+//! header_timeout_secs = 10      # TLS handshake, and each request's headers (1..=300)
 //!
 //! [flows]
 //! max_entries = 65536
@@ -117,6 +121,12 @@ pub const DEFAULT_TOR_GEOIP: [&str; 2] = ["/usr/share/tor/geoip", "/usr/share/to
 
 /// The default `[metrics] listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// The default `[metrics] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+/// The default `[metrics] header_timeout_secs`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where in the config something is: file, 1-based line, key path.
 /// Displays as `file:line: key` (or `file:line` with an empty key).
@@ -291,6 +301,15 @@ pub enum ConfigError {
         /// The parse error.
         #[source]
         source: std::net::AddrParseError,
+    },
+    /// `[metrics] web_config` names a web config that cannot be read or is not valid.
+    #[error("{at}: {source}")]
+    Web {
+        /// Where (the `web_config` key).
+        at: Box<Location>,
+        /// What is wrong, with the web config's own file, line and key.
+        #[source]
+        source: Box<crate::web::WebConfigError>,
     },
     /// An AS number is listed twice in `[metrics] asns`.
     #[error("{at}: AS{asn} is already listed as metrics.asns[{other_index}]")]
@@ -658,6 +677,15 @@ pub struct Metrics {
     /// AS numbers that get per-ASN counters (`exfilmon_asn_packets_total`, ...), at most
     /// [`MAX_NAMED_ASNS`]. Default: none.
     pub asns: Vec<u32>,
+    /// `web_config`: TLS and basic auth from an exporter-toolkit web config file, resolved
+    /// against the config file's directory and loaded whole. Default: none (plain HTTP).
+    pub web: Option<crate::web::WebConfig>,
+    /// Connections open at once; one more is closed when accepted. Default:
+    /// [`DEFAULT_MAX_CONNECTIONS`]; 1..=1024. Changing it needs a restart.
+    pub max_connections: usize,
+    /// `header_timeout_secs`: the TLS handshake, and then each request's headers, must
+    /// arrive within it. Default: [`DEFAULT_HEADER_TIMEOUT`]; 1..=300 s.
+    pub header_timeout: Duration,
 }
 
 /// `[flows]`: flow table and ring buffer tuning.
@@ -931,6 +959,9 @@ struct RawInterface {
 struct RawMetrics {
     listen: Option<Spanned<String>>,
     asns: Option<Spanned<Vec<Spanned<i64>>>>,
+    web_config: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    header_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1521,7 +1552,68 @@ impl Ctx<'_> {
             }
             asns.push(asn);
         }
-        Ok(Metrics { listen, asns })
+        let (web, max_connections, header_timeout) = self.metrics_server(raw)?;
+        Ok(Metrics {
+            listen,
+            asns,
+            web,
+            max_connections,
+            header_timeout,
+        })
+    }
+
+    /// `[metrics] web_config`, `max_connections` and `header_timeout_secs`.
+    fn metrics_server(
+        &self,
+        raw: Option<&RawMetrics>,
+    ) -> Result<(Option<crate::web::WebConfig>, usize, Duration), ConfigError> {
+        let web = match raw.and_then(|m| m.web_config.as_ref()) {
+            None => None,
+            Some(p) if p.get_ref().is_empty() => {
+                return Err(ConfigError::EmptyPath {
+                    at: self.at(&p.span(), "metrics.web_config"),
+                });
+            }
+            Some(p) => Some(
+                crate::web::WebConfig::load(&self.dir().join(p.get_ref())).map_err(|source| {
+                    ConfigError::Web {
+                        at: self.at(&p.span(), "metrics.web_config"),
+                        source: Box::new(source),
+                    }
+                })?,
+            ),
+        };
+        let bounded = |v: Option<&Spanned<i64>>, key: &str, default: i64, max: i64| {
+            let Some(v) = v else { return Ok(default) };
+            let value = *v.get_ref();
+            if (1..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::OutOfRange {
+                    at: self.at(&v.span(), format!("metrics.{key}")),
+                    value,
+                    min: 1,
+                    max,
+                })
+            }
+        };
+        let max_connections = bounded(
+            raw.and_then(|m| m.max_connections.as_ref()),
+            "max_connections",
+            i64::try_from(DEFAULT_MAX_CONNECTIONS).unwrap_or(i64::MAX),
+            1024,
+        )?;
+        let header_timeout = bounded(
+            raw.and_then(|m| m.header_timeout_secs.as_ref()),
+            "header_timeout_secs",
+            DEFAULT_HEADER_TIMEOUT.as_secs().cast_signed(),
+            300,
+        )?;
+        Ok((
+            web,
+            usize::try_from(max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            Duration::from_secs(header_timeout.unsigned_abs()),
+        ))
     }
 
     /// The integer at `key` within `min..=max`, or `default` when absent.
@@ -2445,6 +2537,62 @@ log = "events.jsonl"
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!off.pin.enabled);
         assert_eq!(off.pin.dir, Path::new("/sys/fs/bpf/site-a"));
+    }
+
+    #[test]
+    fn metrics_server_settings_are_checked() {
+        let c = parse(HOME).expect("valid");
+        assert!(c.metrics.web.is_none());
+        assert_eq!(c.metrics.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.metrics.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        let c = parse(&format!(
+            "{HOME}[metrics]\nmax_connections = 1024\nheader_timeout_secs = 1\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.metrics.max_connections, 1024);
+        assert_eq!(c.metrics.header_timeout, Duration::from_secs(1));
+        assert_err(
+            &format!("{HOME}[metrics]\nmax_connections = 0\n"),
+            &["config.toml:4: metrics.max_connections: 0 is out of range (must be 1..=1024)"],
+        );
+        assert_err(
+            &format!("{HOME}[metrics]\nheader_timeout_secs = 301\n"),
+            &["config.toml:4: metrics.header_timeout_secs: 301 is out of range (must be 1..=300)"],
+        );
+        assert_err(
+            &format!("{HOME}[metrics]\nweb_config = \"\"\n"),
+            &["config.toml:4: metrics.web_config: "],
+        );
+
+        // The web config is read relative to the config file, and its errors name both.
+        let dir = geo_dir();
+        std::fs::write(dir.path().join("web.yml"), "basic_auth_users:\n  prom: x\n")
+            .expect("write");
+        let text = format!("{HOME}[metrics]\nweb_config = \"web.yml\"\n");
+        let e = crate::error_chain(&parse_in(dir.path(), &text).expect_err("bad hash"));
+        let want = format!(
+            "{}: metrics.web_config: {}: basic_auth_users.prom: the password of \"prom\" is not a bcrypt hash",
+            dir.path().join("config.toml:4").display(),
+            dir.path().join("web.yml:2").display(),
+        );
+        assert!(e.starts_with(&want), "{e}");
+        std::fs::write(dir.path().join("web.yml"), "").expect("write");
+        let c = parse_in(dir.path(), &text).expect("an empty web config");
+        assert_eq!(
+            c.metrics.web.map(|w| w.path),
+            Some(dir.path().join("web.yml"))
+        );
+        let e = parse_in(
+            dir.path(),
+            &format!("{HOME}[metrics]\nweb_config = \"none.yml\"\n"),
+        )
+        .expect_err("missing");
+        assert!(
+            e.to_string().contains("metrics.web_config: ")
+                && e.to_string()
+                    .contains("none.yml: cannot read the web config"),
+            "{e}"
+        );
     }
 
     #[test]

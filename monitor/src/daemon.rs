@@ -30,6 +30,7 @@ use crate::{
     pins::Pins,
     reload::{self, ReloadError, Reloaded},
     tables::{Labels, Plan},
+    web,
 };
 
 /// How often the ring buffer is drained even without a wakeup (events below the
@@ -59,6 +60,8 @@ pub enum DaemonError {
     Detect(#[from] DetectError),
     #[error("registering metrics failed")]
     Metrics(#[from] prometheus::Error),
+    #[error("starting the /metrics server's thread failed")]
+    WebServer(#[source] std::io::Error),
     #[error("setting up signal handling or the ring buffer poller failed")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -183,13 +186,21 @@ pub async fn run(
     let watcher = new_watcher(&mut monitor, &config, &labels, &registry)?;
 
     let (stop_tx, _) = watch::channel(false);
-    let server = {
-        let mut rx = stop_tx.subscribe();
-        tokio::spawn(metrics::serve(listener, registry, async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }))
-    };
-    tracing::info!(listen = %config.metrics.listen, "serving /metrics");
+    let (server, sites) = web::server(
+        &web::Settings::from(&config.metrics),
+        metrics::app(registry.clone()),
+        web::WebMetrics::register(&registry)?,
+    );
+    let server = listener
+        .into_std()
+        .and_then(|l| server.spawn(l, stop_tx.subscribe()))
+        .map_err(DaemonError::WebServer)?;
+    tracing::info!(
+        listen = %config.metrics.listen,
+        tls = config.metrics.web.as_ref().is_some_and(|w| w.tls.is_some()),
+        basic_auth = config.metrics.web.as_ref().is_some_and(|w| !w.users.is_empty()),
+        "serving /metrics"
+    );
 
     let log = config
         .events
@@ -278,6 +289,7 @@ pub async fn run(
                         if r.config.flows.idle_timeout != config.flows.idle_timeout {
                             sweep_tick = tokio::time::interval(sweep_interval(&r.config));
                         }
+                        sites.apply(&web::Settings::from(&r.config.metrics));
                         config = r.config;
                     }
                     Err(e) => {
@@ -308,7 +320,11 @@ pub async fn run(
         log.flush()?;
     }
     let _ = stop_tx.send(true);
-    let _ = server.await;
+    match tokio::task::spawn_blocking(move || server.join()).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the /metrics server failed"),
+        Ok(Err(_)) | Err(_) => tracing::error!("the /metrics server panicked"),
+    }
     // Dropping the programs detaches their links, unless they are pinned.
     drop(monitor);
     if let Some(p) = pins.get() {

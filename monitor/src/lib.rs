@@ -19,6 +19,7 @@ pub mod tables;
 pub mod tier6;
 pub mod tls;
 pub mod watch;
+pub mod web;
 
 use monitor_common::config::{FLAG_TRACK_UNKNOWN, KernelConfig};
 

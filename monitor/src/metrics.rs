@@ -1,6 +1,6 @@
 //! Prometheus metrics: the kernel's maps are read at scrape time by a `Collector` (the map
 //! layout is the metric layout), the daemon's own counters live in a registry beside it,
-//! and /metrics is served over HTTP.
+//! and [`app`] routes /metrics (served by [`crate::web`]).
 
 use std::{
     sync::{Arc, Mutex, RwLock},
@@ -20,7 +20,6 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use tokio::net::TcpListener;
 
 use crate::{
     ebpf::{CounterMaps, Counters, GeoTables},
@@ -279,6 +278,7 @@ pub fn family_names() -> std::collections::BTreeSet<String> {
         .flat_map(Collector::desc)
         .map(|d| d.fq_name.clone())
         .chain(watch_family_names())
+        .chain(crate::web::WebMetrics::family_names())
         .chain(
             crate::detect::metrics::DetectMetrics::new()
                 .collectors()
@@ -505,20 +505,13 @@ const LANDING: &str = "<!doctype html><html><head><title>exfilmon</title></head>
 <h1>exfilmon</h1><p>eBPF data-exfiltration monitor.</p>\
 <p><a href=\"/metrics\">Metrics</a></p></body></html>";
 
-/// Serves `/metrics` and a landing page until `shutdown` resolves. Other paths answer
-/// 404, other methods than GET and HEAD 405.
-pub async fn serve(
-    listener: TcpListener,
-    registry: Registry,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
+/// The routes: `/metrics` and a landing page at `/`; other paths answer 404. The server
+/// around them ([`crate::web`]) refuses other methods than GET and HEAD.
+pub fn app(registry: Registry) -> Router {
+    Router::new()
         .route("/", get(|| async { Html(LANDING) }))
         .route("/metrics", get(metrics_handler))
-        .with_state(registry);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(registry)
 }
 
 async fn metrics_handler(State(registry): State<Registry>) -> Response {

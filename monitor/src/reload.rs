@@ -7,10 +7,10 @@
 //! idle generation and become live with one map write (`Monitor::install_geo`).
 //!
 //! What needs the maps or links made again cannot change here: interfaces, the metrics
-//! listen address, the flow table size, the ring buffer size, the pin settings and the
-//! detections' state directory keep their running values until a restart, and the reload
-//! says so. The
-//! detections' thresholds, windows and tick apply at once.
+//! listen address and connection limit, the flow table size, the ring buffer size, the pin
+//! settings and the detections' state directory keep their running values until a restart,
+//! and the reload says so. The detections' thresholds, windows and tick apply at once, and so
+//! do the web config (TLS, basic auth) and the header timeout, for new connections.
 
 use std::sync::RwLock;
 
@@ -116,6 +116,11 @@ fn keep_restart_settings(running: &Config, new: &mut Config) -> Vec<&'static str
         changed.push("metrics.listen");
         new.metrics.listen = running.metrics.listen;
     }
+    // The server's connection slots are made once.
+    if new.metrics.max_connections != running.metrics.max_connections {
+        changed.push("metrics.max_connections");
+        new.metrics.max_connections = running.metrics.max_connections;
+    }
     if new.flows.max_entries != running.flows.max_entries {
         changed.push("flows.max_entries");
         new.flows.max_entries = running.flows.max_entries;
@@ -170,12 +175,24 @@ max_entries = 1024
             &(BASE
                 .replace("veth0", "veth1")
                 .replace("max_entries = 1024", "max_entries = 2048\nupdate_bytes = 7")
+                + "[metrics]\nmax_connections = 3\nheader_timeout_secs = 2\n"
                 + "[detections]\nstate_dir = \"elsewhere\"\n[detections.volume]\nmin_bytes = 5\n"),
         );
         let changed = keep_restart_settings(&running, &mut new);
         assert_eq!(
             changed,
-            ["interface", "flows.max_entries", "detections.state_dir"]
+            [
+                "interface",
+                "metrics.max_connections",
+                "flows.max_entries",
+                "detections.state_dir"
+            ]
+        );
+        assert_eq!(new.metrics.max_connections, running.metrics.max_connections);
+        assert_eq!(
+            new.metrics.header_timeout,
+            std::time::Duration::from_secs(2),
+            "the header timeout applies"
         );
         assert_eq!(new.detections.state_dir, running.detections.state_dir);
         assert_eq!(new.detections.volume.min_bytes, 5, "thresholds apply");

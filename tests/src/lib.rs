@@ -15,6 +15,7 @@
 //! * [`livenet`], [`live`], [`peers`], [`cpu`]: the live benchmark's veth pair, its
 //!   XDP live-frames generator and workloads, softflowd and pmacctd, and CPU clocks.
 //! * [`seeds`]: valid inputs of every parser, the seed corpora of the fuzz targets.
+//! * [`web`]: the /metrics server on 127.0.0.1 with a throw-away PKI, and TLS clients.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,7 @@ pub mod prometheus;
 pub mod scenario;
 pub mod seeds;
 pub mod traffic;
+pub mod web;
 
 pub use capture::{Capture, CaptureStats};
 pub use lab::{Lab, Node};
