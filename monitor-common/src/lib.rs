@@ -78,6 +78,11 @@ pub mod maps {
     pub const WATCH_ASNS: &str = "WATCH_ASNS";
     /// `PerCpuArray<ClassCounter>` indexed by `watch::watch_counter_index`.
     pub const WATCH_COUNTERS: &str = "WATCH_COUNTERS";
+    /// `ProgramArray`, one entry: `programs::ENCAP_XDP`, which `programs::XDP` tail-calls
+    /// for a frame with an encapsulation.
+    pub const ENCAP_XDP_PROG: &str = "ENCAP_XDP_PROG";
+    /// `ProgramArray`, one entry: `programs::ENCAP_TC`, for the TC programs.
+    pub const ENCAP_TC_PROG: &str = "ENCAP_TC_PROG";
 }
 
 /// Program names as the kernel object exports them.
@@ -85,6 +90,10 @@ pub mod programs {
     pub const XDP: &str = "exfilmon_xdp";
     pub const TC_EGRESS: &str = "exfilmon_tc_egress";
     pub const TC_INGRESS: &str = "exfilmon_tc_ingress";
+    /// The encapsulation programs: never attached, tail-called by `XDP` and by the TC
+    /// programs for frames with PPPoE, MPLS, GRE, VXLAN or GENEVE (`maps::ENCAP_*_PROG`).
+    pub const ENCAP_XDP: &str = "exfilmon_xdp_encap";
+    pub const ENCAP_TC: &str = "exfilmon_tc_encap";
     /// Benchmark only: rewrites each test-run frame from the workload, then classifies it
     /// exactly as `exfilmon_xdp` does.
     pub const BENCH: &str = "exfilmon_bench";
