@@ -84,6 +84,14 @@ pub mod maps {
     /// `Array<[u8; pin::LABEL_CHUNK]>`: the slot names (JSON) that index the pinned
     /// counters, so a restarted daemon names them as before. Userspace only.
     pub const PIN_LABELS: &str = "PIN_LABELS";
+    /// `ProgramArray`, one entry: `programs::ENCAP_XDP`, which `programs::XDP` tail-calls
+    /// for a frame with an encapsulation.
+    pub const ENCAP_XDP_PROG: &str = "ENCAP_XDP_PROG";
+    /// `ProgramArray`, one entry: `programs::ENCAP_TC`, for the TC programs.
+    pub const ENCAP_TC_PROG: &str = "ENCAP_TC_PROG";
+    /// `PerCpuArray<Note>`, one entry: what the parser hands its encapsulation program
+    /// across the tail call (kernel only; pinned with the program arrays).
+    pub const ENCAP: &str = "ENCAP";
 }
 
 /// Program names as the kernel object exports them.
@@ -91,6 +99,10 @@ pub mod programs {
     pub const XDP: &str = "exfilmon_xdp";
     pub const TC_EGRESS: &str = "exfilmon_tc_egress";
     pub const TC_INGRESS: &str = "exfilmon_tc_ingress";
+    /// The encapsulation programs: never attached, tail-called by `XDP` and by the TC
+    /// programs for frames with PPPoE, MPLS, GRE, VXLAN or GENEVE (`maps::ENCAP_*_PROG`).
+    pub const ENCAP_XDP: &str = "exfilmon_xdp_encap";
+    pub const ENCAP_TC: &str = "exfilmon_tc_encap";
     /// Benchmark only: rewrites each test-run frame from the workload, then classifies it
     /// exactly as `exfilmon_xdp` does.
     pub const BENCH: &str = "exfilmon_bench";

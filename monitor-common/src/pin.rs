@@ -4,9 +4,13 @@
 use crate::maps;
 
 /// The maps pinned under `<pin dir>/maps/`: the counters, the flow table and the ring
-/// buffer. The classification tables are not: a new daemon fills its own and then swaps
-/// its programs into the pinned links in one step.
-pub const PINNED_MAPS: [&str; 7] = [
+/// buffer, and what the attached programs' tail calls need: the program arrays (the kernel
+/// empties a program array when no user holds it, so unpinned, the programs left attached
+/// after the daemon exits would lose their encapsulation program) and the note the parser
+/// hands across the tail call (one map, whichever daemon's parser and encapsulation
+/// program meet during a take-over). The classification tables are not pinned: a new
+/// daemon fills its own and then swaps its programs into the pinned links in one step.
+pub const PINNED_MAPS: [&str; 10] = [
     maps::CLASS_COUNTERS,
     maps::ASN_COUNTERS,
     maps::WATCH_COUNTERS,
@@ -14,6 +18,9 @@ pub const PINNED_MAPS: [&str; 7] = [
     maps::REASONS,
     maps::FLOWS,
     maps::EVENTS,
+    maps::ENCAP_XDP_PROG,
+    maps::ENCAP_TC_PROG,
+    maps::ENCAP,
 ];
 
 /// `PinMeta::magic`.
@@ -21,8 +28,11 @@ pub const MAGIC: [u8; 8] = *b"exfilmon";
 
 /// The layout of the pinned maps. Bump it whenever the meaning of a pinned map's keys or
 /// values changes without its sizes changing (a class index reshuffled, a reason
-/// renumbered, a field reused); size changes are caught from the maps themselves.
-pub const LAYOUT: u32 = 1;
+/// renumbered, a field reused, the encapsulation note changed); size changes are caught
+/// from the maps themselves.
+///
+/// 2: the encapsulation reasons (their ids moved) and the encapsulation maps.
+pub const LAYOUT: u32 = 2;
 
 /// Bytes of one `PIN_LABELS` entry.
 pub const LABEL_CHUNK: usize = 4096;

@@ -12,9 +12,11 @@ pub const INBOUND: u32 = 1;
 pub const INTERNAL: u32 = 2;
 /// Outcome: neither address inside.
 pub const TRANSIT: u32 = 3;
-/// Outcome: not IPv4/IPv6 (ARP, LLDP, ...).
+/// Outcome: not IPv4/IPv6 (ARP, LLDP, PPPoE discovery, PPP control protocols such as LCP,
+/// an MPLS payload that is not IP: see `MPLS_NON_IP`).
 pub const NON_IP: u32 = 4;
-/// Outcome: frame too short for its Ethernet or VLAN header.
+/// Outcome: frame too short for its Ethernet or VLAN header, a PPPoE session header cut
+/// or not version/type 1/1 with code 0, an MPLS label stack cut before its bottom.
 pub const MALFORMED_L2: u32 = 5;
 /// Outcome: truncated IPv4 header, IHL < 5, or version mismatch.
 pub const MALFORMED_IPV4: u32 = 6;
@@ -25,6 +27,12 @@ pub const VLAN_DEPTH: u32 = 8;
 /// Outcome: a link-scoped packet, never routed off the link: a multicast, broadcast or
 /// link-local address on either side (IPv6 ND/MLD, DHCP, mDNS, IGMP, ...).
 pub const LINK_LOCAL: u32 = 9;
+/// Outcome: an MPLS label stack deeper than the parser follows (8 labels) without its
+/// bottom of stack; passes unclassified.
+pub const MPLS_DEPTH: u32 = 10;
+/// Outcome: a frame with an encapsulation that could not be handed to the encapsulation
+/// program (not loaded: never, as the daemon and replay load it); passes unclassified.
+pub const ENCAP_MISSED: u32 = 11;
 
 /// Anomaly: TCP/UDP header truncated; classified by addresses with ports 0.
 pub const MALFORMED_L4: u32 = 16;
@@ -66,14 +74,39 @@ pub const TLS_HELLO_CUT: u32 = 31;
 /// or the copy.
 pub const TLS_LOAD_FAILED: u32 = 32;
 
+// Frames that carry an IP tunnel (GRE, VXLAN, GENEVE): each is counted in exactly one of
+// 33..=37, by what its packet was classified by.
+
+/// Event: an IP tunnel's frame classified by its inner packet (one of whose addresses is
+/// inside, and neither link-scoped).
+pub const TUNNEL_INNER: u32 = 33;
+/// Event: an IP tunnel's frame classified by the tunnel's own packet, because its inner
+/// packet has no inside address or a link-scoped one (a tunnel a device opens itself).
+pub const TUNNEL_OUTER: u32 = 34;
+/// Event: an IP tunnel's frame classified by the tunnel's own packet, because its inner
+/// frame is not followed: not IPv4/IPv6, cut, or of a kind the parser does not follow
+/// (MPLS, another GRE protocol, a GRE routing header, a VXLAN header without the I flag).
+pub const TUNNEL_UNPARSED: u32 = 35;
+/// Event: tunnels nested deeper than the parser follows (2 levels); classified by the
+/// deepest tunnel's own packet.
+pub const TUNNEL_DEPTH: u32 = 36;
+/// Event: a PPTP frame (enhanced GRE, version 1), classified by the tunnel's own packet
+/// (the PPP inside is usually compressed or encrypted).
+pub const GRE_PPTP: u32 = 37;
+/// Event: an MPLS payload that is not an IP packet: a pseudowire control word (first
+/// nibble 0), an associated channel (1), or a frame whose first nibble says 4 or 6 but
+/// whose length does not match the frame (an Ethernet pseudowire without control word).
+/// The frame's outcome is `non_ip`.
+pub const MPLS_NON_IP: u32 = 38;
+
 /// Size of the `REASONS` array.
 pub const REASON_ENTRIES: u32 = 40;
 
 /// Number of outcome ids (they sum to the packets seen).
-pub const OUTCOMES: u32 = 10;
+pub const OUTCOMES: u32 = 12;
 
 /// Names as exported in metrics and replay output, by id.
-pub const NAMES: [(u32, &str); 27] = [
+pub const NAMES: [(u32, &str); 35] = [
     (OUTBOUND, "outbound"),
     (INBOUND, "inbound"),
     (INTERNAL, "internal"),
@@ -84,6 +117,8 @@ pub const NAMES: [(u32, &str); 27] = [
     (MALFORMED_IPV6, "malformed_ipv6"),
     (VLAN_DEPTH, "vlan_depth"),
     (LINK_LOCAL, "link_local"),
+    (MPLS_DEPTH, "mpls_depth"),
+    (ENCAP_MISSED, "encap_missed"),
     (MALFORMED_L4, "malformed_l4"),
     (IPV6_EXT_LIMIT, "ipv6_ext_limit"),
     (FRAGMENT, "fragment"),
@@ -101,4 +136,10 @@ pub const NAMES: [(u32, &str); 27] = [
     (TLS_HELLO_COPIED, "tls_hello_copied"),
     (TLS_HELLO_CUT, "tls_hello_cut"),
     (TLS_LOAD_FAILED, "tls_load_failed"),
+    (TUNNEL_INNER, "tunnel_inner"),
+    (TUNNEL_OUTER, "tunnel_outer"),
+    (TUNNEL_UNPARSED, "tunnel_unparsed"),
+    (TUNNEL_DEPTH, "tunnel_depth"),
+    (GRE_PPTP, "gre_pptp"),
+    (MPLS_NON_IP, "mpls_non_ip"),
 ];

@@ -18,12 +18,12 @@ use monitor_common::{
 };
 
 use crate::{
-    flow,
+    encap, flow,
     maps::{
         ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
         GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, WATCH_ASNS, WATCH_COUNTERS, count,
     },
-    parse::{Packet, addr_bytes, parse},
+    parse::{DESCEND, Packet, addr_bytes, parse},
     policy, watch,
 };
 
@@ -43,13 +43,38 @@ pub enum Track {
     Nothing,
 }
 
-/// Classifies and counts one frame. Every frame ends in exactly one outcome reason.
-/// Returns whether to drop the frame: true only for a violation packet of a group that
-/// enforces its policy; every other frame, malformed ones included, is to pass. The
-/// parser notes a DNS answer for the caller to copy (`dns::pending`).
+/// What the program does with a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    /// A violation packet of a group that enforces its policy.
+    Drop,
+    /// The frame carries an encapsulation, noted (`encap::note`): the caller hands it to
+    /// the encapsulation program, which counts it.
+    Descend,
+}
+
+/// Classifies and counts one frame. Every frame ends in exactly one outcome reason, counted
+/// here or, for `Action::Descend`, by the encapsulation program (`encapsulated`). Drops only
+/// a violation packet of a group that enforces its policy; every other frame, malformed
+/// ones included, is to pass. The parser notes a DNS answer for the caller to copy
+/// (`dns::pending`).
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> bool {
+pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> Action {
     let (outcome, drop) = match parse(start, end, wire_len) {
+        Ok(p) => classify(&p, how, track),
+        Err(DESCEND) => return Action::Descend,
+        Err(reason) => (reason, false),
+    };
+    count(outcome);
+    if drop { Action::Drop } else { Action::Pass }
+}
+
+/// `packet` for a frame with an encapsulation (the encapsulation programs): walked
+/// (`encap::descend`), classified and counted. True when the policy drops it.
+#[inline(always)]
+pub fn encapsulated(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> bool {
+    let (outcome, drop) = match encap::descend(start, end, wire_len, how) {
         Ok(p) => classify(&p, how, track),
         Err(reason) => (reason, false),
     };
@@ -78,6 +103,19 @@ fn classify(p: &Packet, how: Lookup, track: Track) -> (u32, bool) {
             account(p, group_slot(dst), src, &p.src, DIR_INBOUND, track),
         ),
     }
+}
+
+/// Whether a tunnel's inner packet decides how the tunnel's frame is classified: one of its
+/// addresses is inside, and neither is link-scoped. Otherwise the tunnel's own packet does
+/// (see `encap`).
+#[inline(always)]
+pub fn inner_decides(p: &Packet, how: Lookup) -> bool {
+    if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
+        return false;
+    }
+    let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
+    (lookup(p.family, &p.src, generation, how) | lookup(p.family, &p.dst, generation, how)) & INSIDE
+        != 0
 }
 
 /// Counts a classified packet; true when the policy drops it.

@@ -126,8 +126,7 @@ fn update(st: *mut FlowState, key: &FlowKey, p: &Packet, outbound: bool, now: u6
         };
         (*st).reported_ns = now;
         (*st).reported_bytes = (*st).bytes_out + (*st).bytes_in;
-        let snapshot = *st;
-        emit(kind, key, &snapshot);
+        emit(kind, key, &*st);
     }
 }
 
@@ -149,12 +148,16 @@ pub fn emit(kind: u32, key: &FlowKey, st: &FlowState) {
     let flags = wakeup_flags();
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
-            entry.write(FlowEvent {
-                kind,
-                _pad: 0,
-                key: *key,
-                state: *st,
-            });
+            let e = entry.as_mut_ptr();
+            // SAFETY: `e` is the reserved record. Written field by field, straight from
+            // `key` and `st`: a whole `FlowEvent` built first would be one more 128-byte
+            // temporary per call site on a stack that has no room for them.
+            unsafe {
+                (*e).kind = kind;
+                (*e)._pad = 0;
+                (*e).key = *key;
+                (*e).state = *st;
+            }
             entry.submit(flags);
             count(reason::RINGBUF_SUBMITTED);
         }

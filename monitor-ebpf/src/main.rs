@@ -2,6 +2,15 @@
 //! (clsact) entry points. Every path returns PASS / `TC_ACT_OK` (anomalies are counted by
 //! reason instead), with one exception the operator opts into: a violation packet of a
 //! group with `enforce = true` is dropped (`XDP_DROP` / `TC_ACT_SHOT`).
+//!
+//! A frame with an encapsulation (PPPoE, MPLS, GRE, VXLAN, GENEVE) is handed by a tail call
+//! to an encapsulation program of the same hook type (`exfilmon_xdp_encap`,
+//! `exfilmon_tc_encap`), which walks it, classifies it and counts it. The walk is off the
+//! hot path, and the verifier checks it in a program of its own: its own stack, its own
+//! instruction budget.
+//!
+//! `#[inline(always)]` on a program function applies to the function the program macros wrap
+//! in the entry point; without it the compiler leaves some out of line (a call per frame).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics, asm_experimental_arch)]
@@ -13,6 +22,7 @@
 mod bench;
 mod classify;
 mod dns;
+mod encap;
 mod flow;
 mod maps;
 mod parse;
@@ -25,16 +35,42 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use classify::{Lookup, Track};
+use classify::{Action, Lookup, Track};
+use maps::{ENCAP_TC_PROG, ENCAP_XDP_PROG, count};
+use monitor_common::reason;
 
 /// How much of an skb the TC programs make linear before parsing: enough for two VLAN tags,
 /// an IPv4 header with options or IPv6 with extension headers, and a TCP header.
 const TC_PULL_LEN: u32 = 256;
+/// What `exfilmon_tc_encap` makes linear: the headers of two tunnels, each with an inner
+/// Ethernet frame and IPv6, and the transport header inside. A header past it is cut, and
+/// the tunnel's own packet is classified (see `encap`).
+const TC_ENCAP_PULL_LEN: u32 = 512;
 
 #[xdp]
+#[inline(always)]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    let drop = classify::packet(start, end, xdp_len(&ctx), Lookup::Tables, Track::Flows);
+    let action = classify::packet(start, end, xdp_len(&ctx), Lookup::Tables, Track::Flows);
+    if action == Action::Descend {
+        descend_xdp(&ctx);
+    }
+    if dns::pending() {
+        dns::copy_xdp(ctx.ctx);
+    }
+    if action == Action::Drop {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The encapsulation program for `exfilmon_xdp`'s frames (tail call only, never attached).
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_encap(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let drop = classify::encapsulated(start, end, xdp_len(&ctx), Lookup::Tables, Track::Flows);
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
     }
@@ -45,20 +81,32 @@ pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Hands the frame to `exfilmon_xdp_encap`; returns only if the tail call fails (the
+/// program is not in the array), then counts the frame as `encap_missed`.
+#[inline(always)]
+fn descend_xdp(ctx: &XdpContext) {
+    // SAFETY: a tail call with the program's own context; it does not return on success.
+    unsafe { ENCAP_XDP_PROG.tail_call(ctx, 0) };
+    count(reason::ENCAP_MISSED);
+}
+
 /// Benchmark only (never attached): the next workload packet, classified as `exfilmon_xdp`.
 #[xdp]
+#[inline(always)]
 pub fn exfilmon_bench(ctx: XdpContext) -> u32 {
     bench(&ctx, Lookup::Tables, Track::Flows)
 }
 
 /// Benchmark only: the same, with locations from one kernel LPM trie per family.
 #[xdp]
+#[inline(always)]
 pub fn exfilmon_bench_lpm(ctx: XdpContext) -> u32 {
     bench(&ctx, Lookup::Trie, Track::Flows)
 }
 
 /// Benchmark only: `exfilmon_bench` with the flow table left out, for its share of the cost.
 #[xdp]
+#[inline(always)]
 pub fn exfilmon_bench_noflow(ctx: XdpContext) -> u32 {
     bench(&ctx, Lookup::Tables, Track::Nothing)
 }
@@ -67,8 +115,12 @@ pub fn exfilmon_bench_noflow(ctx: XdpContext) -> u32 {
 fn bench(ctx: &XdpContext, lookup: Lookup, track: Track) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
-    // The benchmark measures the classifier; its frames always pass.
-    let _ = classify::packet(start, end, xdp_len(ctx), lookup, track);
+    // The benchmark measures the classifier; its frames always pass. Its workload has no
+    // encapsulation, and these programs hand none on: an encapsulated frame would count as
+    // `encap_missed`.
+    if classify::packet(start, end, xdp_len(ctx), lookup, track) == Action::Descend {
+        count(reason::ENCAP_MISSED);
+    }
     // As `exfilmon_xdp` does (the workload has no DNS answers, so this is the check alone).
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
@@ -118,11 +170,13 @@ pub fn exfilmon_live_pass(_ctx: XdpContext) -> u32 {
 }
 
 #[classifier]
+#[inline(always)]
 pub fn exfilmon_tc_egress(ctx: TcContext) -> i32 {
     tc(&ctx)
 }
 
 #[classifier]
+#[inline(always)]
 pub fn exfilmon_tc_ingress(ctx: TcContext) -> i32 {
     tc(&ctx)
 }
@@ -138,15 +192,35 @@ fn xdp_len(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn tc(ctx: &TcContext) -> i32 {
-    let len = ctx.len();
-    let want = if len < TC_PULL_LEN { len } else { TC_PULL_LEN };
-    // Compared as pointers (pointer minus pointer needs CAP_PERFMON, see `xdp_len`).
-    if ctx.data() + want as usize > ctx.data_end() {
-        // Headers of a non-linear skb: make them directly readable. Failure only means we
-        // parse what is linear; the parser counts what it cannot read.
-        let _ = ctx.pull_data(want);
+    let len = pull(ctx, TC_PULL_LEN);
+    let action = classify::packet(
+        ctx.data(),
+        ctx.data_end(),
+        len,
+        Lookup::Tables,
+        Track::Flows,
+    );
+    if action == Action::Descend {
+        // SAFETY: a tail call with the program's own context; it does not return on success.
+        unsafe { ENCAP_TC_PROG.tail_call(ctx, 0) };
+        count(reason::ENCAP_MISSED);
     }
-    let drop = classify::packet(
+    if dns::pending() {
+        dns::copy_tc(ctx.as_ptr().cast());
+    }
+    if action == Action::Drop {
+        TC_ACT_SHOT as i32
+    } else {
+        TC_ACT_OK as i32
+    }
+}
+
+/// The encapsulation program for the TC programs' frames (tail call only, never attached).
+#[classifier]
+#[inline(always)]
+pub fn exfilmon_tc_encap(ctx: TcContext) -> i32 {
+    let len = pull(&ctx, TC_ENCAP_PULL_LEN);
+    let drop = classify::encapsulated(
         ctx.data(),
         ctx.data_end(),
         len,
@@ -161,6 +235,20 @@ fn tc(ctx: &TcContext) -> i32 {
     } else {
         TC_ACT_OK as i32
     }
+}
+
+/// Makes the first `want` bytes of the skb linear (or all of a shorter one), so that its
+/// headers are directly readable; returns the skb's length. Failure only means we parse
+/// what is linear; the parser counts what it cannot read.
+#[inline(always)]
+fn pull(ctx: &TcContext, want: u32) -> u32 {
+    let len = ctx.len();
+    let want = if len < want { len } else { want };
+    // Compared as pointers (pointer minus pointer needs CAP_PERFMON, see `xdp_len`).
+    if ctx.data() + want as usize > ctx.data_end() {
+        let _ = ctx.pull_data(want);
+    }
+    len
 }
 
 #[cfg(not(test))]

@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     bench::BenchPacket,
@@ -21,7 +21,7 @@ use monitor_common::{
     watch::{LEARNED_ENTRIES, PREFIX_ENTRIES, WATCH_BITS_WORDS, WATCH_COUNTER_ENTRIES},
 };
 
-use crate::dns::Answer;
+use crate::{dns::Answer, encap::Note};
 
 // --- settings and classification tables, written by the daemon ---------------------------
 
@@ -93,6 +93,19 @@ pub static WATCH_ASNS: Array<u32> = Array::with_max_entries(NAMED_ASN_SLOTS, 0);
 /// back by the copy. Per CPU, written and read within one program run.
 #[map]
 pub static DNS_PENDING: PerCpuArray<Answer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch: the encapsulation the parser found (`encap::note`), read back by
+/// `encap::descend` in the encapsulation program the parser's program tail-calls. Per CPU,
+/// written and read within one run (a tail call stays on its CPU).
+#[map]
+pub static ENCAP: PerCpuArray<Note> = PerCpuArray::with_max_entries(1, 0);
+
+/// The encapsulation programs, one array per hook type (an array holds programs of one
+/// type): `exfilmon_xdp_encap` and `exfilmon_tc_encap`, each at index 0 (set by the loader).
+#[map]
+pub static ENCAP_XDP_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static ENCAP_TC_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 // --- counters, read by the daemon at scrape time -----------------------------------------
 

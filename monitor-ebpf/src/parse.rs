@@ -1,5 +1,8 @@
 //! Header parsing: Ethernet, up to two VLAN tags (802.1Q, 802.1ad/QinQ), IPv4 with options
 //! and fragments, IPv6 with a bounded chain of extension headers, TCP/UDP ports, ICMP type.
+//! This is the hot path. Encapsulations (PPPoE, MPLS, GRE, VXLAN, GENEVE) are recognised
+//! here, where the parser's paths already tell them apart (an EtherType, the IP protocol, a
+//! UDP port), noted for `encap::descend`, and walked there, off this path.
 //!
 //! Every read goes through [`ptr_at`], which checks the packet bounds; offsets are masked
 //! where the verifier would otherwise lose their range.
@@ -12,16 +15,34 @@ use monitor_common::{
     watch::PORT_HTTPS,
 };
 
-use crate::{dns, maps::count};
+use crate::{
+    dns,
+    encap::{self, KIND_GENEVE, KIND_GRE, KIND_MPLS, KIND_PPPOE, KIND_VXLAN},
+    maps::count,
+};
 
 const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 const ETH_P_QINQ_OLD: u16 = 0x9100;
+/// PPPoE session stage (RFC 2516); the discovery stage (0x8863) is not IP.
+pub const ETH_P_PPP_SES: u16 = 0x8864;
+/// MPLS unicast and multicast (RFC 3032, 5332).
+const ETH_P_MPLS_UC: u16 = 0x8847;
+const ETH_P_MPLS_MC: u16 = 0x8848;
 /// VLAN tags followed; a frame with more is counted as `vlan_depth` and not parsed.
 const MAX_VLAN: usize = 2;
+
+const IPPROTO_GRE: u8 = 47;
+/// VXLAN (RFC 7348) and GENEVE (RFC 8926) destination ports.
+const PORT_VXLAN: u16 = 4789;
+const PORT_GENEVE: u16 = 6081;
+
+/// Not an outcome: the frame carries an encapsulation, noted (`encap::note`) for
+/// `encap::descend` to walk. Never counted.
+pub const DESCEND: u32 = u32::MAX;
 
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMP: u8 = 1;
@@ -38,10 +59,14 @@ const IPPROTO_MH: u8 = 135;
 pub const MAX_IPV6_EXT: usize = 8;
 
 /// What the classifier needs of a packet.
+#[derive(Clone, Copy)]
 pub struct Packet {
     pub family: u8,
     pub proto: u8,
     pub tcp_flags: u8,
+    /// Explicit, so that a copy of a `Packet` writes no undefined byte: the verifier
+    /// refuses a byte of a pointer register spilled there.
+    pub _pad: u8,
     /// Addresses as four words in memory (network) order; IPv4 uses the first.
     pub src: [u32; 4],
     pub dst: [u32; 4],
@@ -111,21 +136,24 @@ fn span(start: usize, end: usize, off: usize, len: usize) -> Option<usize> {
 }
 
 #[inline(always)]
-fn read<T: Copy>(start: usize, end: usize, off: usize) -> Option<T> {
+pub fn read<T: Copy>(start: usize, end: usize, off: usize) -> Option<T> {
     // SAFETY: `ptr_at` checked that the whole `T` lies inside the packet.
     ptr_at::<T>(start, end, off).map(|p| unsafe { read_unaligned(p) })
 }
 
 /// Parses a frame; `Err` carries the outcome reason when it is not a classifiable IP packet.
 /// `wire_len` is the frame's length as the hook sees it (used when an IP length is 0).
+/// `Err(DESCEND)`: the frame carries an encapsulation, noted for `encap::descend`.
 #[inline(always)]
 pub fn parse(start: usize, end: usize, wire_len: u32) -> Result<Packet, u32> {
+    // The VLAN walk of `ethernet`, written out: through the function, the offsets are no
+    // longer constants to the verifier, which then walks the parser twice as long.
     let mut proto: u16 = read::<[u8; 2]>(start, end, 12)
         .map(u16::from_be_bytes)
         .ok_or(reason::MALFORMED_L2)?;
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN {
-        if proto != ETH_P_8021Q && proto != ETH_P_8021AD && proto != ETH_P_QINQ_OLD {
+        if !is_vlan(proto) {
             break;
         }
         proto = read::<[u8; 2]>(start, end, off + 2)
@@ -137,13 +165,69 @@ pub fn parse(start: usize, end: usize, wire_len: u32) -> Result<Packet, u32> {
     match proto {
         ETH_P_IP => ipv4(start, end, off, wire_l3),
         ETH_P_IPV6 => ipv6(start, end, off, wire_l3),
+        ETH_P_PPP_SES => {
+            encap::note(KIND_PPPOE, off);
+            Err(DESCEND)
+        }
+        ETH_P_MPLS_UC | ETH_P_MPLS_MC => {
+            encap::note(KIND_MPLS, off);
+            Err(DESCEND)
+        }
         ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ_OLD => Err(reason::VLAN_DEPTH),
         _ => Err(reason::NON_IP),
     }
 }
 
+/// 802.1Q, 802.1ad and the older QinQ EtherType.
 #[inline(always)]
-fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+fn is_vlan(proto: u16) -> bool {
+    proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ_OLD
+}
+
+/// The EtherType of the (inner) Ethernet frame at `off`, behind up to `MAX_VLAN` tags, and the
+/// offset of what follows it. A VLAN EtherType returned means more tags than followed.
+#[inline(always)]
+pub fn ethernet(start: usize, end: usize, off: usize) -> Result<(u16, usize), u32> {
+    let mut proto: u16 = read::<[u8; 2]>(start, end, off + 12)
+        .map(u16::from_be_bytes)
+        .ok_or(reason::MALFORMED_L2)?;
+    let mut off = off + ETH_HLEN;
+    for _ in 0..MAX_VLAN {
+        if !is_vlan(proto) {
+            break;
+        }
+        proto = read::<[u8; 2]>(start, end, off + 2)
+            .map(u16::from_be_bytes)
+            .ok_or(reason::MALFORMED_L2)?;
+        off += 4;
+    }
+    Ok((proto, off))
+}
+
+/// The IPv4 packet at `off`; `Err(DESCEND)` when it carries a tunnel (noted).
+#[inline(always)]
+pub fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+    let (mut p, l4) = ipv4_header(start, end, off, wire_l3)?;
+    let Some(l4) = l4 else {
+        // A later fragment: no transport header, classified by its addresses.
+        count(reason::FRAGMENT);
+        return Ok(p);
+    };
+    if transport(start, end, l4, &mut p) {
+        return Err(DESCEND);
+    }
+    Ok(p)
+}
+
+/// The fixed IPv4 header at `off` (options skipped), and the offset of the transport
+/// header: `None` for a later fragment, which has none.
+#[inline(always)]
+pub fn ipv4_header(
+    start: usize,
+    end: usize,
+    off: usize,
+    wire_l3: u64,
+) -> Result<(Packet, Option<usize>), u32> {
     // version/IHL, ..., total length, id, flags+fragment offset, ttl, protocol, ..., addresses
     let h = span(start, end, off, 20).ok_or(reason::MALFORMED_IPV4)?;
     // SAFETY: the 20 bytes at `h` were checked above.
@@ -168,6 +252,7 @@ fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
         family: FAMILY_V4,
         proto,
         tcp_flags: 0,
+        _pad: 0,
         src: [src, 0, 0, 0],
         dst: [dst, 0, 0, 0],
         sport: 0,
@@ -183,61 +268,18 @@ fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
     };
     p.l3_end = (off as u64 + p.l3_bytes) as u32;
     if frag & 0x1fff != 0 {
-        // A later fragment: no transport header, classified by its addresses.
-        count(reason::FRAGMENT);
-        return Ok(p);
+        return Ok((p, None));
     }
-    // IHL is at most 60: the mask keeps the verifier's range proof.
-    transport(start, end, (off + ihl) & 0x3ff, &mut p);
-    Ok(p)
+    // IHL is at most 60 and `off` at most `encap::MAX_OFF`: the mask keeps the verifier's
+    // range proof without cutting a real offset.
+    Ok((p, Some((off + ihl) & 0x1fff)))
 }
 
+/// The IPv6 packet at `off`; `Err(DESCEND)` when it carries a tunnel (noted).
 #[inline(always)]
-fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
-    let h = span(start, end, off, 40).ok_or(reason::MALFORMED_IPV6)?;
-    // SAFETY: the 40 bytes at `h` were checked above.
-    let (version, payload, next_header, src, dst) = unsafe {
-        (
-            *(h as *const u8) >> 4,
-            u16::from_be(load16(h + 4)),
-            *((h + 6) as *const u8),
-            [
-                load32(h + 8),
-                load32(h + 12),
-                load32(h + 16),
-                load32(h + 20),
-            ],
-            [
-                load32(h + 24),
-                load32(h + 28),
-                load32(h + 32),
-                load32(h + 36),
-            ],
-        )
-    };
-    if version != 6 {
-        return Err(reason::MALFORMED_IPV6);
-    }
-    let mut p = Packet {
-        family: FAMILY_V6,
-        proto: next_header,
-        tcp_flags: 0,
-        src,
-        dst,
-        sport: 0,
-        dport: 0,
-        // Payload length 0 is a jumbogram or a GSO super-packet: use the frame.
-        l3_bytes: if payload == 0 {
-            wire_l3
-        } else {
-            40 + u64::from(payload)
-        },
-        l3_end: 0,
-        payload: 0,
-    };
-    p.l3_end = (off as u64 + p.l3_bytes) as u32;
-
-    let mut next = next_header;
+pub fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+    let mut p = ipv6_header(start, end, off, wire_l3)?;
+    let mut next = p.proto;
     let mut off = off + 40;
     for _ in 0..MAX_IPV6_EXT {
         match next {
@@ -274,7 +316,9 @@ fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
                 p.proto = next;
                 // The chain above adds at most 8 × 2 KiB: the mask keeps the verifier's range
                 // proof without cutting a real offset.
-                transport(start, end, off & 0x7fff, &mut p);
+                if transport(start, end, off & 0x7fff, &mut p) {
+                    return Err(DESCEND);
+                }
                 return Ok(p);
             }
         }
@@ -283,6 +327,83 @@ fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u3
     }
     p.proto = next;
     count(reason::IPV6_EXT_LIMIT);
+    Ok(p)
+}
+
+/// The tunnel a packet carries in its transport header at `l4`, for `encap`'s light parse
+/// of the packets that carry tunnels: GRE, or UDP to the VXLAN or GENEVE port, as the kind
+/// and offset of the tunnel header. Reads the UDP ports into `p`.
+#[inline(always)]
+pub fn tunnel_at(start: usize, end: usize, l4: usize, p: &mut Packet) -> Option<(u32, usize)> {
+    match p.proto {
+        IPPROTO_GRE => Some((KIND_GRE, l4)),
+        IPPROTO_UDP => {
+            let h = span(start, end, l4, 4)?;
+            // SAFETY: the 4 bytes at `h` were checked.
+            (p.sport, p.dport) = ports(unsafe { load32(h) });
+            p.payload = (l4 + 8) as u32;
+            udp_tunnel(p.dport).map(|kind| (kind, l4 + 8))
+        }
+        _ => None,
+    }
+}
+
+/// The tunnel a UDP destination port stands for.
+#[inline(always)]
+fn udp_tunnel(dport: u16) -> Option<u32> {
+    match dport {
+        PORT_VXLAN => Some(KIND_VXLAN),
+        PORT_GENEVE => Some(KIND_GENEVE),
+        _ => None,
+    }
+}
+
+/// The fixed IPv6 header at `off` (`proto` is its next header).
+#[inline(always)]
+pub fn ipv6_header(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+    let h = span(start, end, off, 40).ok_or(reason::MALFORMED_IPV6)?;
+    // SAFETY: the 40 bytes at `h` were checked above.
+    let (version, payload, next_header, src, dst) = unsafe {
+        (
+            *(h as *const u8) >> 4,
+            u16::from_be(load16(h + 4)),
+            *((h + 6) as *const u8),
+            [
+                load32(h + 8),
+                load32(h + 12),
+                load32(h + 16),
+                load32(h + 20),
+            ],
+            [
+                load32(h + 24),
+                load32(h + 28),
+                load32(h + 32),
+                load32(h + 36),
+            ],
+        )
+    };
+    if version != 6 {
+        return Err(reason::MALFORMED_IPV6);
+    }
+    let mut p = Packet {
+        family: FAMILY_V6,
+        proto: next_header,
+        tcp_flags: 0,
+        _pad: 0,
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        // Payload length 0 is a jumbogram or a GSO super-packet: use the frame.
+        l3_bytes: if payload == 0 {
+            wire_l3
+        } else {
+            40 + u64::from(payload)
+        },
+        l3_end: 0,
+        payload: 0,
+    };
+    p.l3_end = (off as u64 + p.l3_bytes) as u32;
     Ok(p)
 }
 
@@ -297,8 +418,10 @@ fn ports(word: u32) -> (u16, u16) {
 }
 
 /// Ports (TCP, UDP) or type/code (ICMP, ICMPv6, as NetFlow puts them in the destination port).
+/// True when the packet carries a tunnel (GRE, or UDP to the VXLAN or GENEVE port), noted
+/// with the packet for `encap::descend`.
 #[inline(always)]
-fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
+fn transport(start: usize, end: usize, off: usize, p: &mut Packet) -> bool {
     match p.proto {
         IPPROTO_TCP => match span(start, end, off, 14) {
             // SAFETY: the 14 bytes at `h` were checked.
@@ -319,6 +442,10 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
             Some(h) => {
                 (p.sport, p.dport) = ports(unsafe { load32(h) });
                 p.payload = (off + 8) as u32;
+                if let Some(kind) = udp_tunnel(p.dport) {
+                    encap::note_tunnel(kind, off + 8, p);
+                    return true;
+                }
                 if p.sport == dns::PORT_DNS {
                     dns::note(p);
                 }
@@ -329,6 +456,11 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) {
             Some(h) => p.dport = u16::from_be_bytes(h),
             None => count(reason::MALFORMED_L4),
         },
+        IPPROTO_GRE => {
+            encap::note_tunnel(KIND_GRE, off, p);
+            return true;
+        }
         _ => {}
     }
+    false
 }

@@ -191,3 +191,120 @@ pub fn v4_key(inside: Ipv4Addr, remote: Ipv4Addr, proto: u8, iport: u16, rport: 
     k.remote[..4].copy_from_slice(&remote.octets());
     k
 }
+
+/// EtherTypes of the encapsulations.
+pub const ETH_IPV4: u16 = 0x0800;
+pub const ETH_IPV6: u16 = 0x86dd;
+pub const ETH_PPPOE_DISCOVERY: u16 = 0x8863;
+pub const ETH_PPPOE_SESSION: u16 = 0x8864;
+pub const ETH_MPLS: u16 = 0x8847;
+pub const ETH_MPLS_MULTICAST: u16 = 0x8848;
+/// Transparent Ethernet bridging: an Ethernet frame inside GRE or GENEVE.
+pub const ETH_TEB: u16 = 0x6558;
+pub const GRE: u8 = 47;
+pub const PORT_VXLAN: u16 = 4789;
+pub const PORT_GENEVE: u16 = 6081;
+/// PPP protocol numbers.
+pub const PPP_IPV4: u16 = 0x0021;
+pub const PPP_IPV6: u16 = 0x0057;
+pub const PPP_LCP: u16 = 0xc021;
+
+/// A PPPoE session-stage payload (RFC 2516: version 1, type 1, code 0, session 0x1234) of
+/// `ppp`, a PPP frame: [`ppp`] or [`ppp_compressed`].
+#[must_use]
+pub fn pppoe(ppp: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x11, 0x00, 0x12, 0x34];
+    p.extend_from_slice(
+        &u16::try_from(ppp.len())
+            .expect("PPPoE payload too long")
+            .to_be_bytes(),
+    );
+    p.extend_from_slice(ppp);
+    p
+}
+
+/// A PPP frame: the 2-byte protocol field, then `payload`.
+#[must_use]
+pub fn ppp(protocol: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = protocol.to_be_bytes().to_vec();
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A PPP frame with a compressed (1-byte) protocol field, as protocol-field compression
+/// allows for protocols below 0x100.
+#[must_use]
+pub fn ppp_compressed(protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![protocol];
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An MPLS label stack (`labels`, top first; bottom of stack set on the last; TTL 64),
+/// then `payload`.
+#[must_use]
+pub fn mpls(labels: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4 * labels.len() + payload.len());
+    for (i, label) in labels.iter().enumerate() {
+        let bottom = u32::from(i + 1 == labels.len());
+        p.extend_from_slice(&((label << 12) | (bottom << 8) | 64).to_be_bytes());
+    }
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A GRE header (RFC 2784/2890) of `protocol`, with the checksum, key and sequence fields
+/// `optional` asks for (`(checksum, key, sequence)`), then `payload`.
+#[must_use]
+pub fn gre(protocol: u16, optional: (bool, bool, bool), payload: &[u8]) -> Vec<u8> {
+    let (checksum, key, sequence) = optional;
+    let flags = (u16::from(checksum) << 15) | (u16::from(key) << 13) | (u16::from(sequence) << 12);
+    let mut p = flags.to_be_bytes().to_vec();
+    p.extend_from_slice(&protocol.to_be_bytes());
+    for (present, word) in [(checksum, 0u32), (key, 0x0000_1001), (sequence, 7)] {
+        if present {
+            p.extend_from_slice(&word.to_be_bytes());
+        }
+    }
+    p.extend_from_slice(payload);
+    p
+}
+
+/// PPTP's enhanced GRE (version 1, key present, RFC 2637) carrying a PPP frame.
+#[must_use]
+pub fn gre_pptp(payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x20, 0x01, 0x88, 0x0b];
+    p.extend_from_slice(
+        &u16::try_from(payload.len())
+            .expect("PPTP payload too long")
+            .to_be_bytes(),
+    );
+    p.extend_from_slice(&[0x00, 0x2a]); // call id
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A VXLAN header (RFC 7348: I flag, VNI `vni`) and the inner Ethernet frame.
+#[must_use]
+pub fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x08, 0, 0, 0];
+    p.extend_from_slice(&(vni << 8).to_be_bytes());
+    p.extend_from_slice(inner);
+    p
+}
+
+/// A GENEVE header (RFC 8926: version 0, VNI 42) of `protocol` with `option_words` 4-byte
+/// words of options, then `payload`.
+#[must_use]
+pub fn geneve(protocol: u16, option_words: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(option_words < 64, "GENEVE options are at most 63 words");
+    let mut p = vec![option_words, 0];
+    p.extend_from_slice(&protocol.to_be_bytes());
+    p.extend_from_slice(&(42u32 << 8).to_be_bytes());
+    for i in 0..option_words {
+        // Option class 0x0102, type i, length 0: one word each.
+        p.extend_from_slice(&[0x01, 0x02, i, 0]);
+    }
+    p.extend_from_slice(payload);
+    p
+}

@@ -640,9 +640,12 @@ fn the_flow_table_is_read_whole_in_batches() {
     assert!(flows.iter().all(|(_, st)| st.packets_out == 1));
 }
 
-/// The verifier's budget: each attached program must stay far below the kernel's limit of
-/// 1M processed instructions, so that the next feature has room. Main before watchlists:
-/// ~52,000; with watchlists and the DNS copy ~65,000 (`exfilmon-verifier` prints them all).
+/// The verifier's budget: each program on the packet path (the attached ones and the
+/// encapsulation programs they tail-call) must stay far below the kernel's limit of 1M
+/// processed instructions, so that the next feature has room. Main before watchlists:
+/// ~52,000; with watchlists and the DNS copy ~65,000; with encapsulations ~55,000 and the
+/// encapsulation programs ~29,000 (XDP) and ~35,000 (TC) (`exfilmon-verifier` prints them
+/// all).
 const VERIFIER_BUDGET: u32 = 150_000;
 
 #[test]
@@ -650,7 +653,7 @@ const VERIFIER_BUDGET: u32 = 150_000;
 fn attached_programs_stay_within_the_verifier_budget() {
     let h = Harness::new("attached_programs_stay_within_the_verifier_budget");
     let counts = h.monitor.verified_instructions().expect("program info");
-    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert_eq!(counts.len(), 5, "{counts:?}");
     for (program, count) in counts {
         let Some(count) = count else {
             eprintln!("SKIPPED: the kernel does not report verified_insns for {program}");
@@ -749,7 +752,81 @@ fn representative_frames() -> Vec<Vec<u8>> {
     for n in 0..=chain.len() {
         frames.push(v6(&chain[..n], TCP, &tcp(40004, 443, ACK, &[9; 12])));
     }
+    frames.extend(encapsulated_frames());
     frames
+}
+
+/// The corpus's encapsulated frames: one per path of the encapsulation walk.
+fn encapsulated_frames() -> Vec<Vec<u8>> {
+    let inner = ipv4(PHONE, CN, UDP, &udp(45000, 443, &[6; 24]));
+    let inner6 = ipv6(
+        v6(PHONE6),
+        v6(CN6),
+        &[],
+        TCP,
+        &tcp(45001, 443, ACK, &[6; 8]),
+    );
+    let private = ipv4(
+        Ipv4Addr::new(10, 9, 0, 1),
+        Ipv4Addr::new(10, 9, 0, 2),
+        UDP,
+        &udp(1, 2, &[0; 8]),
+    );
+    let plain = (false, false, false);
+    let in_gre = |src, dst, payload: &[u8]| ipv4(src, dst, GRE, &gre(ETH_IPV4, plain, payload));
+    let labels: Vec<u32> = (16..25).collect();
+    vec![
+        eth(&[], ETH_PPPOE_SESSION, &pppoe(&ppp(PPP_IPV4, &inner))),
+        eth(
+            &[(0x8100, 7)],
+            ETH_PPPOE_SESSION,
+            &pppoe(&ppp_compressed(0x57, &inner6)),
+        ),
+        eth(&[], ETH_PPPOE_SESSION, &pppoe(&ppp(PPP_LCP, &[9, 1, 0, 8]))),
+        eth(&[], ETH_MPLS, &mpls(&labels[..2], &inner)),
+        eth(&[], ETH_MPLS_MULTICAST, &mpls(&labels[..8], &inner6)),
+        eth(&[], ETH_MPLS, &mpls(&labels, &inner)),
+        eth(
+            &[],
+            ETH_MPLS,
+            &mpls(&[16], &[&[0u8; 4][..], &eth_v4(&inner)].concat()),
+        ),
+        eth_v4(&ipv4(
+            R1,
+            R2,
+            GRE,
+            &gre(ETH_IPV4, (true, true, true), &inner),
+        )),
+        eth_v4(&ipv4(
+            R1,
+            R2,
+            GRE,
+            &gre(ETH_TEB, plain, &eth(&[(0x8100, 5)], ETH_IPV4, &inner)),
+        )),
+        eth_v6(&ipv6(
+            v6(R1_6),
+            v6(R2_6),
+            &[],
+            UDP,
+            &udp(1, PORT_VXLAN, &vxlan(1, &eth_v6(&inner6))),
+        )),
+        eth_v4(&ipv4(
+            R1,
+            R2,
+            UDP,
+            &udp(2, PORT_GENEVE, &geneve(ETH_TEB, 1, &eth_v4(&inner))),
+        )),
+        eth_v4(&in_gre(PHONE, CN, &private)),
+        eth_v4(&ipv4(PHONE, CN, GRE, &gre_pptp(&[0xff, 3, 0, 0x21]))),
+        eth(
+            &[],
+            ETH_MPLS,
+            &mpls(
+                &[16],
+                &in_gre(R1, R2, &in_gre(R3, R4, &in_gre(R1, R2, &inner))),
+            ),
+        ),
+    ]
 }
 
 #[test]
@@ -787,12 +864,13 @@ fn fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs() {
         f[16..18].copy_from_slice(&total.to_be_bytes());
         h.run(&f);
     }
-    // 3. Random mutations: 1 to 6 bytes of the first 96 overwritten, and a random cut.
+    // 3. Random mutations: 1 to 6 bytes of the first 160 (the headers of two tunnels)
+    //    overwritten, and a random cut.
     let mut rng = StdRng::seed_from_u64(0x00e0_f11e);
-    for _ in 0..7000 {
+    for _ in 0..10_000 {
         let mut f = frames[rng.random_range(0..frames.len())].clone();
         for _ in 0..rng.random_range(1..=6) {
-            let at = rng.random_range(0..f.len().min(96));
+            let at = rng.random_range(0..f.len().min(160));
             f[at] = rng.random();
         }
         if rng.random_bool(0.3) {
@@ -818,13 +896,44 @@ fn fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs() {
             .map(|(id, name)| (*name, c.reasons[*id as usize]))
             .collect::<Vec<_>>()
     );
+    println!(
+        "encapsulations reached: {:?}",
+        [
+            reason::TUNNEL_INNER,
+            reason::TUNNEL_OUTER,
+            reason::TUNNEL_UNPARSED,
+            reason::TUNNEL_DEPTH,
+            reason::GRE_PPTP,
+            reason::MPLS_NON_IP,
+        ]
+        .map(|id| (
+            reason::NAMES
+                .iter()
+                .find(|(i, _)| *i == id)
+                .expect("named")
+                .1,
+            c.reasons[id as usize]
+        ))
+    );
     for id in [
         reason::MALFORMED_IPV4,
         reason::MALFORMED_IPV6,
         reason::MALFORMED_L2,
+        reason::MPLS_DEPTH,
+        reason::MPLS_NON_IP,
+        reason::TUNNEL_INNER,
+        reason::TUNNEL_OUTER,
+        reason::TUNNEL_UNPARSED,
+        reason::TUNNEL_DEPTH,
+        reason::GRE_PPTP,
     ] {
         assert!(c.reasons[id as usize] > 0, "the corpus reaches reason {id}");
     }
+    assert_eq!(
+        c.reasons[reason::ENCAP_MISSED as usize],
+        0,
+        "every encapsulated frame reaches its encapsulation program"
+    );
 }
 
 #[test]
@@ -922,6 +1031,418 @@ fn a_flood_of_new_flows_drops_no_packet_and_keeps_the_active_large_flow() {
          class counters); the large flow kept {large_packets} packets",
         flows.len(),
         created - flows.len() as u64
+    );
+    h.assert_outcomes_sum();
+}
+
+// --- encapsulations: PPPoE, MPLS, GRE, VXLAN, GENEVE ---------------------------------------
+
+/// ISP routers in IN (198.51.100.0/25): tunnel endpoints that are neither inside nor abroad.
+const R1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const R2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const R3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+const R4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 4);
+const R1_6: &str = "2001:db8:ff::1";
+const R2_6: &str = "2001:db8:ff::2";
+
+fn v6(a: &str) -> Ipv6Addr {
+    a.parse().expect("v6")
+}
+
+impl Harness {
+    /// Runs a frame through XDP and through TC egress (each tail-calls its encapsulation
+    /// program for an encapsulated frame).
+    fn run_both(&mut self, frame: &[u8]) {
+        self.run(frame);
+        assert!(
+            self.run_tc(programs::TC_EGRESS, frame),
+            "TC runs a whole frame"
+        );
+    }
+
+    fn flow(&self, key: &FlowKey) -> monitor_common::flow::FlowState {
+        self.monitor
+            .flows()
+            .expect("flows")
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no flow {key:?}"))
+            .1
+    }
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn pppoe_sessions_are_classified_by_their_ip_packets() {
+    let mut h = Harness::new("pppoe_sessions_are_classified_by_their_ip_packets");
+    let v4 = ipv4(PHONE, CN, UDP, &udp(40000, 443, &[7; 100]));
+    let v6_packet = ipv6(
+        v6(PHONE6),
+        v6(CN6),
+        &[],
+        TCP,
+        &tcp(40001, 443, ACK, &[8; 60]),
+    );
+    let allowed = ipv4(PHONE, SG, UDP, &udp(40002, 443, &[9; 20]));
+    let session = |ppp: &[u8]| eth(&[], ETH_PPPOE_SESSION, &pppoe(ppp));
+    for frame in [
+        session(&ppp(PPP_IPV4, &v4)),
+        // An access network with a VLAN per customer.
+        eth(
+            &[(0x8100, 100)],
+            ETH_PPPOE_SESSION,
+            &pppoe(&ppp(PPP_IPV4, &v4)),
+        ),
+        session(&ppp(PPP_IPV6, &v6_packet)),
+        // Protocol-field compression: a 1-byte PPP protocol.
+        session(&ppp_compressed(0x21, &allowed)),
+        // LCP echo request, and a discovery-stage PADI: not IP.
+        session(&ppp(PPP_LCP, &[9, 1, 0, 8, 0, 0, 0, 0])),
+        eth(
+            &[],
+            ETH_PPPOE_DISCOVERY,
+            &[0x11, 0x09, 0, 0, 0, 4, 1, 1, 0, 0],
+        ),
+    ] {
+        h.run_both(&frame);
+    }
+    // Bytes are the IP packet's (128 and 120), not the frame's.
+    let (v4_len, v6_len) = (v4.len() as u64, v6_packet.len() as u64);
+    let cn = h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation);
+    assert_eq!(cn, (6, 4 * v4_len + 2 * v6_len));
+    let sg = h.class("phones", "SG", DIR_OUTBOUND, Verdict::Allowed);
+    assert_eq!(sg, (2, 2 * allowed.len() as u64));
+    assert_eq!(
+        h.reason(reason::NON_IP),
+        4,
+        "LCP and PADI, through both hooks"
+    );
+    let st = h.flow(&v4_key(PHONE, CN, UDP, 40000, 443));
+    assert_eq!((st.packets_out, st.bytes_out), (4, 4 * v4_len));
+    println!(
+        "PPPoE: 12 frames (XDP and TC): phones→CN {cn:?} (IPv4 {v4_len} B ×4, IPv6 {v6_len} B \
+         ×2), phones→SG {sg:?} (compressed protocol field), non_ip {} (LCP, PADI)",
+        h.reason(reason::NON_IP)
+    );
+    h.assert_outcomes_sum();
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn mpls_label_stacks_are_walked_to_the_ip_packet_and_capped_at_eight_labels() {
+    let mut h =
+        Harness::new("mpls_label_stacks_are_walked_to_the_ip_packet_and_capped_at_eight_labels");
+    let v4 = ipv4(PHONE, CN, UDP, &udp(42000, 443, &[1; 72]));
+    let v6_packet = ipv6(v6(PHONE6), v6(CN6), &[], UDP, &udp(42001, 443, &[2; 52]));
+    let echo = ipv4(PHONE, CN, ICMP, &icmp(8, 0));
+    let labels: Vec<u32> = (16..25).collect();
+    let mut padded = eth(&[], ETH_MPLS, &mpls(&[16], &echo));
+    padded.resize(60, 0); // an Ethernet minimum-size frame: 14 bytes of padding
+    for frame in [
+        eth(&[], ETH_MPLS, &mpls(&[16], &v4)),
+        eth(&[], ETH_MPLS_MULTICAST, &mpls(&[16, 17], &v6_packet)),
+        eth(&[], ETH_MPLS, &mpls(&labels[..8], &v4)),
+        padded,
+    ] {
+        h.run_both(&frame);
+    }
+    let cn = h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation);
+    let (v4_len, v6_len) = (v4.len() as u64, v6_packet.len() as u64);
+    assert_eq!(cn, (8, 4 * v4_len + 2 * v6_len + 2 * echo.len() as u64));
+
+    // Nine labels: one more than followed.
+    h.run_both(&eth(&[], ETH_MPLS, &mpls(&labels, &v4)));
+    assert_eq!(h.reason(reason::MPLS_DEPTH), 2);
+    // Pseudowires: an Ethernet frame behind a control word, and one without, whose
+    // destination MAC starts with 4 (its "IPv4 total length" does not fit the frame).
+    let mut no_control_word = eth_v4(&v4);
+    no_control_word[..6].copy_from_slice(&[0x45, 0, 0x12, 0x34, 0x56, 0x78]);
+    h.run_both(&eth(
+        &[],
+        ETH_MPLS,
+        &mpls(&[16, 100], &[&[0u8; 4][..], &eth_v4(&v4)].concat()),
+    ));
+    h.run_both(&eth(&[], ETH_MPLS, &mpls(&[16, 100], &no_control_word)));
+    assert_eq!(h.reason(reason::MPLS_NON_IP), 4);
+    assert_eq!(h.reason(reason::NON_IP), 4);
+    // A stack cut before its bottom.
+    h.run(&eth(&[], ETH_MPLS, &mpls(&[16, 17], &v4))[..20]);
+    assert_eq!(h.reason(reason::MALFORMED_L2), 1);
+    assert_eq!(
+        h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation),
+        cn,
+        "nothing past the cap, in a pseudowire or cut is classified"
+    );
+    println!(
+        "MPLS: 1, 2 and 8 labels and a padded minimum frame, XDP and TC: phones→CN {cn:?}; \
+         9 labels: mpls_depth {}; pseudowires with and without control word: mpls_non_ip {}, \
+         non_ip {}; a cut stack: malformed_l2 {}",
+        h.reason(reason::MPLS_DEPTH),
+        h.reason(reason::MPLS_NON_IP),
+        h.reason(reason::NON_IP),
+        h.reason(reason::MALFORMED_L2)
+    );
+    h.assert_outcomes_sum();
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn gre_tunnels_are_classified_by_their_inner_packets_and_inner_bytes() {
+    let mut h = Harness::new("gre_tunnels_are_classified_by_their_inner_packets_and_inner_bytes");
+    let inner = ipv4(PHONE, CN, UDP, &udp(41000, 443, &[1; 200]));
+    let inner6 = ipv6(v6(PHONE6), v6(CN6), &[], UDP, &udp(41001, 443, &[1; 180]));
+    let plain = (false, false, false);
+    let over_v4 = |payload: &[u8]| eth_v4(&ipv4(R1, R2, GRE, payload));
+    for frame in [
+        over_v4(&gre(ETH_IPV4, plain, &inner)),
+        over_v4(&gre(ETH_IPV4, (true, true, true), &inner)),
+        over_v4(&gre(ETH_IPV6, (false, true, false), &inner6)),
+        // Transparent Ethernet bridging (NVGRE): an inner Ethernet frame.
+        over_v4(&gre(ETH_TEB, (false, true, false), &eth_v4(&inner))),
+        eth_v6(&ipv6(
+            v6(R1_6),
+            v6(R2_6),
+            &[],
+            GRE,
+            &gre(ETH_IPV4, plain, &inner),
+        )),
+    ] {
+        h.run_both(&frame);
+    }
+    let len = inner.len() as u64;
+    assert_eq!(inner6.len() as u64, len);
+    let cn = h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation);
+    assert_eq!(cn, (10, 10 * len), "inner packets, inner bytes");
+    assert_eq!(
+        h.reason(reason::TRANSIT),
+        0,
+        "the routers' packets are not counted"
+    );
+    let st = h.flow(&v4_key(PHONE, CN, UDP, 41000, 443));
+    assert_eq!((st.packets_out, st.bytes_out), (8, 8 * len));
+    // A DNS answer inside the tunnel is copied to the daemon, from the inner payload.
+    h.run_both(&over_v4(&gre(
+        ETH_IPV4,
+        plain,
+        &ipv4(IN, PHONE, UDP, &udp(53, 40100, &[0x12; 60])),
+    )));
+    assert_eq!(
+        h.class("phones", "IN", DIR_INBOUND, Verdict::Domestic),
+        (2, 2 * 88)
+    );
+    assert_eq!(h.reason(reason::DNS_COPIED), 2);
+    assert_eq!(h.reason(reason::TUNNEL_INNER), 12);
+    println!(
+        "GRE: IPv4, IPv6 and Ethernet inside, with and without checksum/key/sequence, over \
+         IPv4 and IPv6, XDP and TC: phones→CN {cn:?} ({len} B inner packets in {}–{} B \
+         frames), flow {:?}; an inner DNS answer copied {} times; tunnel_inner {}",
+        over_v4(&gre(ETH_IPV4, plain, &inner)).len(),
+        over_v4(&gre(ETH_TEB, (false, true, false), &eth_v4(&inner))).len(),
+        (st.packets_out, st.bytes_out),
+        h.reason(reason::DNS_COPIED),
+        h.reason(reason::TUNNEL_INNER)
+    );
+    h.assert_outcomes_sum();
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn a_tunnel_a_device_opens_itself_is_classified_by_the_tunnel_packet() {
+    let mut h = Harness::new("a_tunnel_a_device_opens_itself_is_classified_by_the_tunnel_packet");
+    let private = ipv4(
+        Ipv4Addr::new(10, 9, 0, 1),
+        Ipv4Addr::new(10, 9, 0, 2),
+        UDP,
+        &udp(5000, 5001, &[3; 100]),
+    );
+    let nd = ipv6(v6(PHONE6), v6("ff02::1"), &[], ICMPV6, &icmp(135, 0));
+    let mut no_i_flag = vxlan(7, &eth_v4(&private));
+    no_i_flag[0] = 0;
+    let cases: [(&str, Vec<u8>, u32); 7] = [
+        // Inner addresses not inside (the device's own tunnel addresses).
+        (
+            "GRE, private inner",
+            ipv4(
+                PHONE,
+                CN,
+                GRE,
+                &gre(ETH_IPV4, (false, false, false), &private),
+            ),
+            reason::TUNNEL_OUTER,
+        ),
+        (
+            "VXLAN, link-scoped inner",
+            ipv4(
+                PHONE,
+                CN,
+                UDP,
+                &udp(50000, PORT_VXLAN, &vxlan(7, &eth_v6(&nd))),
+            ),
+            reason::TUNNEL_OUTER,
+        ),
+        // Inner frames not followed.
+        (
+            "VXLAN, ARP inner",
+            ipv4(PHONE, CN, UDP, &udp(50001, PORT_VXLAN, &vxlan(7, &arp()))),
+            reason::TUNNEL_UNPARSED,
+        ),
+        (
+            "VXLAN without the I flag",
+            ipv4(PHONE, CN, UDP, &udp(50002, PORT_VXLAN, &no_i_flag)),
+            reason::TUNNEL_UNPARSED,
+        ),
+        (
+            "GRE, ERSPAN",
+            ipv4(PHONE, CN, GRE, &gre(0x88be, (false, false, true), &[0; 40])),
+            reason::TUNNEL_UNPARSED,
+        ),
+        (
+            "GRE, inner header cut",
+            ipv4(
+                PHONE,
+                CN,
+                GRE,
+                &gre(ETH_IPV4, (false, false, false), &private[..10]),
+            ),
+            reason::TUNNEL_UNPARSED,
+        ),
+        (
+            "PPTP",
+            ipv4(
+                PHONE,
+                CN,
+                GRE,
+                &gre_pptp(&[0xff, 0x03, 0x00, 0xfd, 1, 2, 3, 4]),
+            ),
+            reason::GRE_PPTP,
+        ),
+    ];
+    let mut bytes = 0;
+    for (what, packet, why) in &cases {
+        let before = h.reason(*why);
+        h.run_both(&eth_v4(packet));
+        assert_eq!(h.reason(*why), before + 2, "{what}");
+        bytes += 2 * packet.len() as u64;
+    }
+    let cn = h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation);
+    assert_eq!(cn, (14, bytes), "the tunnel packets, with their own bytes");
+    assert_eq!(h.reason(reason::OUTBOUND), 14);
+    let gre_flow = h.flow(&v4_key(PHONE, CN, GRE, 0, 0));
+    assert_eq!(gre_flow.packets_out, 8, "the GRE tunnels' own flow");
+    println!(
+        "tunnels a phone opens to CN, XDP and TC: phones→CN {cn:?} (the tunnel packets); \
+         tunnel_outer {} (private or link-scoped inner), tunnel_unparsed {} (ARP, no I flag, \
+         ERSPAN, cut), gre_pptp {}",
+        h.reason(reason::TUNNEL_OUTER),
+        h.reason(reason::TUNNEL_UNPARSED),
+        h.reason(reason::GRE_PPTP)
+    );
+    h.assert_outcomes_sum();
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn vxlan_and_geneve_are_classified_by_their_inner_frames() {
+    let mut h = Harness::new("vxlan_and_geneve_are_classified_by_their_inner_frames");
+    let out = ipv4(PHONE, CN, TCP, &tcp(43000, 443, ACK, &[4; 100]));
+    let back = ipv4(CN, PHONE, TCP, &tcp(443, 43000, ACK, &[4; 100]));
+    let out6 = ipv6(
+        v6(PHONE6),
+        v6(CN6),
+        &[],
+        TCP,
+        &tcp(43001, 443, ACK, &[4; 80]),
+    );
+    let vtep = |sport: u16, port: u16, payload: &[u8]| {
+        eth_v4(&ipv4(R1, R2, UDP, &udp(sport, port, payload)))
+    };
+    for frame in [
+        // An inner frame with a VLAN tag.
+        vtep(
+            51000,
+            PORT_VXLAN,
+            &vxlan(100, &eth(&[(0x8100, 42)], ETH_IPV4, &out)),
+        ),
+        eth_v6(&ipv6(
+            v6(R1_6),
+            v6(R2_6),
+            &[],
+            UDP,
+            &udp(51001, PORT_VXLAN, &vxlan(100, &eth_v6(&out6))),
+        )),
+        // GENEVE with two option words and an Ethernet frame, and carrying IPv6 itself.
+        vtep(51002, PORT_GENEVE, &geneve(ETH_TEB, 2, &eth_v4(&out))),
+        vtep(51003, PORT_GENEVE, &geneve(ETH_IPV6, 0, &out6)),
+        vtep(51004, PORT_VXLAN, &vxlan(100, &eth_v4(&back))),
+    ] {
+        h.run_both(&frame);
+    }
+    let len = out.len() as u64;
+    assert_eq!(out6.len() as u64, len);
+    let cn = h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation);
+    assert_eq!(cn, (8, 8 * len));
+    let from_cn = h.class("phones", "CN", DIR_INBOUND, Verdict::Violation);
+    assert_eq!(from_cn, (2, 2 * len));
+    let st = h.flow(&v4_key(PHONE, CN, TCP, 43000, 443));
+    assert_eq!(
+        (st.packets_out, st.packets_in),
+        (4, 2),
+        "one flow, both ways"
+    );
+    assert_eq!(h.reason(reason::TUNNEL_INNER), 10);
+    println!(
+        "VXLAN (inner VLAN tag, over IPv6) and GENEVE (options, Ethernet and IPv6 inside), \
+         XDP and TC: phones→CN {cn:?}, CN→phones {from_cn:?} ({len} B inner packets); the \
+         inner TCP flow {:?} packets out/in",
+        (st.packets_out, st.packets_in)
+    );
+    h.assert_outcomes_sum();
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn nested_tunnels_are_followed_two_deep_and_counted_past_that() {
+    let mut h = Harness::new("nested_tunnels_are_followed_two_deep_and_counted_past_that");
+    let plain = (false, false, false);
+    let inner = ipv4(PHONE, CN, UDP, &udp(44000, 443, &[5; 50]));
+    let in_gre = |src, dst, payload: &[u8]| ipv4(src, dst, GRE, &gre(ETH_IPV4, plain, payload));
+    // VXLAN between two routers, carried in GRE between two others.
+    let vx = ipv4(
+        R3,
+        R4,
+        UDP,
+        &udp(52000, PORT_VXLAN, &vxlan(9, &eth_v4(&inner))),
+    );
+    // Three tunnels: the third is the phone's own, to SG.
+    let own = in_gre(PHONE, SG, &inner);
+    for frame in [
+        eth_v4(&in_gre(R1, R2, &vx)),
+        // A PPPoE access line and an MPLS core carrying tunnels.
+        eth(
+            &[],
+            ETH_PPPOE_SESSION,
+            &pppoe(&ppp(PPP_IPV4, &in_gre(R1, R2, &inner))),
+        ),
+        eth(&[], ETH_MPLS, &mpls(&[16, 17], &in_gre(R1, R2, &vx))),
+        eth_v4(&in_gre(R1, R2, &in_gre(R3, R4, &own))),
+    ] {
+        h.run_both(&frame);
+    }
+    let cn = h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation);
+    assert_eq!(cn, (6, 6 * inner.len() as u64), "two tunnels deep");
+    let sg = h.class("phones", "SG", DIR_OUTBOUND, Verdict::Allowed);
+    assert_eq!(
+        sg,
+        (2, 2 * own.len() as u64),
+        "past the cap: the deepest tunnel's own packet"
+    );
+    assert_eq!(h.reason(reason::TUNNEL_INNER), 6);
+    assert_eq!(h.reason(reason::TUNNEL_DEPTH), 2);
+    println!(
+        "nested, XDP and TC: VXLAN in GRE, GRE in PPPoE, VXLAN in GRE in MPLS: phones→CN \
+         {cn:?}; three GRE deep: tunnel_depth {}, classified by the third tunnel's packet, \
+         phones→SG {sg:?}",
+        h.reason(reason::TUNNEL_DEPTH)
     );
     h.assert_outcomes_sum();
 }

@@ -136,3 +136,50 @@ fn raw_ip_captures_are_replayed_with_a_synthetic_ethernet_header() {
     let r = report(dir.path(), &path);
     assert_eq!((r.packets, r.bytes), (1, 48));
 }
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn encapsulated_frames_replay_by_their_inner_packets() {
+    require_root("encapsulated_frames_replay_by_their_inner_packets");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("encap.pcap");
+    let inner = ipv4(PHONE, CN, UDP, &udp(40000, 443, &[1; 100]));
+    let router = |last| Ipv4Addr::new(198, 51, 100, last);
+    let frames = vec![
+        eth(&[], ETH_PPPOE_SESSION, &pppoe(&ppp(PPP_IPV4, &inner))),
+        eth(&[], ETH_MPLS, &mpls(&[16, 17], &inner)),
+        eth_v4(&ipv4(
+            router(1),
+            router(2),
+            GRE,
+            &gre(ETH_IPV4, (false, true, false), &inner),
+        )),
+        eth_v4(&ipv4(
+            router(1),
+            router(2),
+            UDP,
+            &udp(50000, PORT_VXLAN, &vxlan(5, &eth_v4(&inner))),
+        )),
+    ];
+    write_pcap(&path, DataLink::ETHERNET, &frames);
+    let r = report(dir.path(), &path);
+    let len = inner.len() as u64;
+    assert_eq!((r.frames, r.packets, r.bytes), (4, 4, 4 * len));
+    assert_eq!(
+        (r.counters["tunnel_inner"], r.counters["encap_missed"]),
+        (2, 0)
+    );
+    assert_eq!(r.flows.len(), 1, "one inner flow");
+    assert_eq!(
+        (r.flows[0].packets, r.flows[0].bytes, r.flows[0].dport),
+        (4, 4 * len, 443)
+    );
+    println!(
+        "replay of PPPoE, MPLS, GRE and VXLAN frames: {} packets, {} bytes ({len} B inner \
+         packets in {}–{} B frames), one flow to CN:443",
+        r.packets,
+        r.bytes,
+        frames.iter().map(Vec::len).min().expect("frames"),
+        frames.iter().map(Vec::len).max().expect("frames"),
+    );
+}

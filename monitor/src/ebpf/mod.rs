@@ -11,9 +11,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp,
+        Program, ProgramError, ProgramFd, SchedClassifier, TcAttachType, TestRun as _,
+        TestRunOptions, Xdp,
         links::{FdLink, LinkError, PinnedLink},
         tc::{self, SchedClassifierLink, TcError},
         xdp::XdpLink,
@@ -247,6 +248,20 @@ pub struct Counters {
     pub watch: Vec<(u32, ClassCounter)>,
 }
 
+/// A loaded program's descriptor, for a program array.
+fn program_fd(ebpf: &Ebpf, name: &'static str) -> Result<ProgramFd, EbpfError> {
+    let fd = match ebpf.program(name) {
+        Some(Program::Xdp(p)) => p.fd(),
+        Some(Program::SchedClassifier(p)) => p.fd(),
+        _ => Err(ProgramError::NotLoaded),
+    };
+    fd.and_then(|fd| fd.try_clone().map_err(ProgramError::IOError))
+        .map_err(|source| EbpfError::Program {
+            program: name,
+            source,
+        })
+}
+
 /// An XDP attach that failed because the interface has another XDP program is told apart:
 /// the kernel refuses a link over an attached program (EBUSY) or beside one in the other
 /// mode (EEXIST), and aya falls back to netlink only on EINVAL, so nothing was replaced.
@@ -302,7 +317,13 @@ impl Monitor {
         if !pins.is_empty() {
             loader.map_max_entries(maps::PIN_LABELS, LABEL_CHUNKS);
         }
-        let mut names = vec![programs::XDP, programs::TC_EGRESS, programs::TC_INGRESS];
+        let mut names = vec![
+            programs::XDP,
+            programs::TC_EGRESS,
+            programs::TC_INGRESS,
+            programs::ENCAP_XDP,
+            programs::ENCAP_TC,
+        ];
         if let Some(b) = sizes.bench {
             loader
                 .map_max_entries(maps::BENCH_WORKLOAD, b.workload.max(1))
@@ -339,14 +360,31 @@ impl Monitor {
                 source: ProgramError::AlreadyLoaded,
             })?;
             let result = match program {
-                aya::programs::Program::Xdp(p) => p.load(),
-                aya::programs::Program::SchedClassifier(p) => p.load(),
+                Program::Xdp(p) => p.load(),
+                Program::SchedClassifier(p) => p.load(),
                 _ => unreachable!("exfilmon's object only has XDP and TC programs"),
             };
             result.map_err(|source| EbpfError::Program {
                 program: name,
                 source,
             })?;
+        }
+        // The encapsulation programs, where the attached programs' tail calls find them.
+        for (array, name) in [
+            (maps::ENCAP_XDP_PROG, programs::ENCAP_XDP),
+            (maps::ENCAP_TC_PROG, programs::ENCAP_TC),
+        ] {
+            let fd = program_fd(&ebpf, name)?;
+            let map = ebpf
+                .map_mut(array)
+                .ok_or(EbpfError::MissingMap { map: array })?;
+            ProgramArray::try_from(map)
+                .and_then(|mut progs| progs.set(0, &fd, 0))
+                .map_err(|source| EbpfError::Map {
+                    map: array,
+                    what: format!("set {name}"),
+                    source,
+                })?;
         }
         Ok(Self {
             ebpf,
@@ -393,23 +431,30 @@ impl Monitor {
     }
 
     /// The kernel's count of instructions its verifier processed (`verified_insns`) for each
-    /// attached program, or `None` where the kernel does not report it (before 5.16).
+    /// program that runs on the packet path (the attached ones and the encapsulation
+    /// programs they tail-call), or `None` where the kernel does not report it (before 5.16).
     pub fn verified_instructions(&self) -> Result<Vec<(&'static str, Option<u32>)>, EbpfError> {
-        [programs::XDP, programs::TC_EGRESS, programs::TC_INGRESS]
-            .into_iter()
-            .map(|name| {
-                let info = match self.ebpf.program(name) {
-                    Some(aya::programs::Program::Xdp(p)) => p.info(),
-                    Some(aya::programs::Program::SchedClassifier(p)) => p.info(),
-                    _ => Err(ProgramError::NotLoaded),
-                }
-                .map_err(|source| EbpfError::Program {
-                    program: name,
-                    source,
-                })?;
-                Ok((name, info.verified_instruction_count()))
-            })
-            .collect()
+        [
+            programs::XDP,
+            programs::TC_EGRESS,
+            programs::TC_INGRESS,
+            programs::ENCAP_XDP,
+            programs::ENCAP_TC,
+        ]
+        .into_iter()
+        .map(|name| {
+            let info = match self.ebpf.program(name) {
+                Some(Program::Xdp(p)) => p.info(),
+                Some(Program::SchedClassifier(p)) => p.info(),
+                _ => Err(ProgramError::NotLoaded),
+            }
+            .map_err(|source| EbpfError::Program {
+                program: name,
+                source,
+            })?;
+            Ok((name, info.verified_instruction_count()))
+        })
+        .collect()
     }
 
     /// The sizes the maps were created with.
@@ -611,8 +656,8 @@ impl Monitor {
         };
         let err = |source| EbpfError::TestRun { program, source };
         let result = match self.ebpf.program(program) {
-            Some(aya::programs::Program::Xdp(p)) => p.test_run(opts).map_err(err)?,
-            Some(aya::programs::Program::SchedClassifier(p)) => p.test_run(opts).map_err(err)?,
+            Some(Program::Xdp(p)) => p.test_run(opts).map_err(err)?,
+            Some(Program::SchedClassifier(p)) => p.test_run(opts).map_err(err)?,
             _ => return Err(EbpfError::MissingMap { map: program }),
         };
         out.truncate(result.data_size_out as usize);
