@@ -31,8 +31,15 @@ pub const MAGIC: [u8; 8] = *b"exfilmon";
 /// renumbered, a field reused, the encapsulation note changed); size changes are caught
 /// from the maps themselves.
 ///
-/// 2: the encapsulation reasons (their ids moved) and the encapsulation maps.
+/// 2: the encapsulation outcomes (reasons 10 and 11) and the encapsulation maps pinned.
 pub const LAYOUT: u32 = 2;
+
+/// The layouts this exfilmon takes over, [`LAYOUT`] and those it can migrate from; the
+/// header is rewritten to [`LAYOUT`] once the new programs are loaded.
+///
+/// 1 → 2: layout 1 left reasons 10 and 11 unused (zero), and had no encapsulation maps,
+/// which the take-over makes and pins. Nothing pinned changes meaning.
+pub const TAKES_OVER: [u32; 2] = [1, LAYOUT];
 
 /// Bytes of one `PIN_LABELS` entry.
 pub const LABEL_CHUNK: usize = 4096;

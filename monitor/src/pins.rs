@@ -29,7 +29,7 @@ use aya::maps::{Array, Map, MapData, MapError, MapInfo};
 use monitor_common::{
     class::NAMED_ASN_SLOTS,
     maps,
-    pin::{LABEL_CHUNK, LABEL_CHUNKS, LAYOUT, MAGIC, PINNED_MAPS, PinMeta},
+    pin::{LABEL_CHUNK, LABEL_CHUNKS, LAYOUT, MAGIC, PINNED_MAPS, PinMeta, TAKES_OVER},
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,10 +63,11 @@ pub enum PinError {
     Busy { dir: PathBuf },
     #[error(
         "the maps pinned under {dir} were written by exfilmon {version} in map layout {found}, \
-         and this exfilmon ({ours}) reads layout {LAYOUT}. They are left as they are, so that \
-         no counter is misread: run `exfilmon cleanup --pin-dir {dir}` to detach the old \
-         programs and remove them (the counters then start again from zero), or go on \
-         with the version that wrote them"
+         and this exfilmon ({ours}) takes over layouts {oldest} to {LAYOUT}. They are left as \
+         they are, so that no counter is misread: run `exfilmon cleanup --pin-dir {dir}` to \
+         detach the old programs and remove them (the counters then start again from zero), \
+         or go on with the version that wrote them",
+        oldest = TAKES_OVER[0]
     )]
     Layout {
         dir: PathBuf,
@@ -256,7 +257,7 @@ impl Pins {
             // attached yet, so nothing was counted.
             return Ok(None);
         }
-        if meta.layout != LAYOUT {
+        if !TAKES_OVER.contains(&meta.layout) {
             return Err(PinError::Layout {
                 dir: self.dir.clone(),
                 version: version_text(&meta.version),

@@ -4,6 +4,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsRawFd as _, FromRawFd as _},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -328,6 +329,57 @@ pub fn tcp_exchange(
     Ok(ExchangeStats {
         request_bytes,
         response_bytes,
+    })
+}
+
+/// Hard cap on the frames of one [`raw_frames`].
+pub const MAX_RAW_FRAMES: usize = 10_000;
+
+/// Sends each of `frames` (whole Ethernet frames, as built by `crate::packet`) once out of
+/// `interface` inside `ns`, through an `AF_PACKET` socket: for frames no socket of the
+/// stack would make (PPPoE, MPLS, tunnels). Bounded by [`MAX_RAW_FRAMES`]. Returns the
+/// frames sent.
+pub fn raw_frames(ns: &NetNs, interface: &str, frames: &[Vec<u8>]) -> Result<usize> {
+    if frames.len() > MAX_RAW_FRAMES {
+        bail!(
+            "raw_frames: {} frames over the cap {MAX_RAW_FRAMES}",
+            frames.len()
+        );
+    }
+    let name = std::ffi::CString::new(interface).context("interface name")?;
+    ns.enter(|| -> Result<usize> {
+        // SAFETY: plain syscalls on a socket this function owns and closes; every pointer
+        // passed lives across the call that uses it.
+        unsafe {
+            let index = libc::if_nametoindex(name.as_ptr());
+            if index == 0 {
+                bail!("no interface {interface} in {}", ns.name());
+            }
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
+            }
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = i32::try_from(index)?;
+            addr.sll_halen = 6;
+            for (i, frame) in frames.iter().enumerate() {
+                let n = libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    u32::try_from(size_of::<libc::sockaddr_ll>())?,
+                );
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("sending frame {i} out of {interface}"));
+                }
+            }
+            Ok(frames.len())
+        }
     })
 }
 

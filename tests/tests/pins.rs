@@ -3,6 +3,8 @@
 //! them over: the same links, no counter reset, no packet uncounted. What cannot be carried
 //! over (another map layout, another flow table size, a second daemon on the same
 //! directory) is refused before anything is touched, and `exfilmon cleanup` removes it all.
+//! While no daemon runs, the programs left attached still reach their encapsulation
+//! programs through the pinned program arrays.
 
 #![expect(
     clippy::cast_precision_loss,
@@ -16,11 +18,12 @@ use exfilmon_tests::{
     Lab, Node,
     daemon::{Daemon, free_port, pin_dir_of, run_refused, write_lab_config},
     exfilmon_bin,
-    lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
+    lab::{DEVICE_IF, INSIDE_IF, PHONE_MAC, PHONE_V4, ROUTER_INSIDE_MAC, SERVER_CN_V4},
+    packet::{self, PPP_IPV4, UDP},
     require_root,
-    traffic::{udp_paced, udp_sink},
+    traffic::{raw_frames, udp_paced, udp_sink},
 };
-use monitor_common::pin::{LAYOUT, PinMeta};
+use monitor_common::pin::{LAYOUT, PinMeta, TAKES_OVER};
 
 /// The bpf link ids a process holds open, from `/proc/PID/fdinfo`.
 fn link_ids(pid: i32) -> BTreeSet<u64> {
@@ -45,6 +48,10 @@ fn start(config: &Path, port: u16) -> Daemon {
     )
     .unwrap_or_else(|e| panic!("exfilmon did not start: {e:#}"))
 }
+
+/// PPPoE frames sent while no daemon runs, and their inner UDP payload.
+const PPPOE_FRAMES: usize = 40;
+const PPPOE_PAYLOAD: usize = 100;
 
 const TAKEN_OVER: &str = "the pinned link runs this daemon's program now";
 
@@ -77,6 +84,9 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
     // SIGTERM: exits cleanly, the programs keep counting meanwhile.
     let (status, _) = first.stop_keeping_pins().expect("stop");
     assert!(status.success(), "exited with {status}");
+    // With no daemon running: PPPoE frames, whose walk is in the encapsulation program,
+    // reached through a program array that only its pin keeps filled.
+    let (pppoe_sent, inner_len) = send_pppoe(&lab);
     std::thread::sleep(Duration::from_millis(300));
     let second = start(&config, port);
     assert_eq!(
@@ -114,32 +124,33 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
         ("country", "CN"),
         ("direction", "outbound"),
     ];
+    let packets = sent.packets + pppoe_sent;
+    let bytes = sent.l3_bytes + pppoe_sent * inner_len;
     let metrics = third
         .wait_for("every packet counted", Duration::from_secs(10), |m| {
-            m.sum("exfilmon_packets_total", &labels) >= sent.packets as f64
+            m.sum("exfilmon_packets_total", &labels) >= packets as f64
         })
         .expect("counted");
     assert_eq!(
         metrics.sum("exfilmon_packets_total", &labels),
-        sent.packets as f64,
-        "packets across two restarts"
+        packets as f64,
+        "packets across two restarts, the PPPoE frames by their inner packets"
     );
     assert_eq!(
         metrics.sum("exfilmon_bytes_total", &labels),
-        sent.l3_bytes as f64,
+        bytes as f64,
         "bytes across two restarts"
+    );
+    assert_eq!(
+        metrics.sum("exfilmon_frames_total", &[("reason", "encap_missed")]),
+        0.0,
+        "no tail call failed while no daemon ran"
     );
 
     // The flow, tracked in the pinned table all along, ends with every packet in it.
     let log_path = run.path().join("events.jsonl");
     third.stop().expect("stop");
-    let log = std::fs::read_to_string(&log_path).expect("event log");
-    let last = log
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["dst"] == SERVER_CN_V4.to_string() && v["dport"] == 9700)
-        .expect("the flow is in the event log");
+    let last = last_event(&log_path, 9700);
     assert_eq!(
         last["packets_out"].as_u64(),
         Some(sent.packets),
@@ -153,12 +164,82 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
         "the cleanup removed the pin directory"
     );
     println!(
-        "restarts under traffic (SIGTERM, then SIGKILL): {} packets sent, {} counted, \
-         flow total {}, links {links:?} kept",
+        "restarts under traffic (SIGTERM, then SIGKILL): {} packets and {pppoe_sent} PPPoE \
+         frames sent, {} counted, encap_missed 0, flow total {}, links {links:?} kept",
         sent.packets,
         metrics.sum("exfilmon_packets_total", &labels),
         last["packets_out"]
     );
+}
+
+/// Sends `PPPOE_FRAMES` PPPoE frames from the phone, each an IPv4 datagram to the CN
+/// server: the frames sent and the inner packet's length.
+fn send_pppoe(lab: &Lab) -> (u64, u64) {
+    let inner = packet::ipv4(
+        PHONE_V4,
+        SERVER_CN_V4,
+        UDP,
+        &packet::udp(40_000, 9701, &[0x5a; PPPOE_PAYLOAD]),
+    );
+    // From the phone's MAC to the router's: the crafted frames' own MACs would teach the
+    // lab's bridge that the router sits behind the phone's port.
+    let mut pppoe = packet::eth(
+        &[],
+        packet::ETH_PPPOE_SESSION,
+        &packet::pppoe(&packet::ppp(PPP_IPV4, &inner)),
+    );
+    pppoe[..6].copy_from_slice(&mac(ROUTER_INSIDE_MAC));
+    pppoe[6..12].copy_from_slice(&mac(PHONE_MAC));
+    let sent = raw_frames(lab.ns(Node::Phone), DEVICE_IF, &vec![pppoe; PPPOE_FRAMES])
+        .expect("PPPoE frames") as u64;
+    (sent, inner.len() as u64)
+}
+
+/// The last event of the flow to the CN server's `port` in the event log at `path`.
+fn last_event(path: &Path, port: u16) -> serde_json::Value {
+    let log = std::fs::read_to_string(path).expect("event log");
+    log.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["dst"] == SERVER_CN_V4.to_string() && v["dport"] == port)
+        .expect("the flow is in the event log")
+}
+
+/// The bytes of a MAC address written `02:00:00:00:00:01`.
+fn mac(text: &str) -> [u8; 6] {
+    let mut bytes = [0; 6];
+    for (b, part) in bytes.iter_mut().zip(text.split(':')) {
+        *b = u8::from_str_radix(part, 16).expect("a MAC address");
+    }
+    bytes
+}
+
+/// Pins of the oldest layout this exfilmon migrates from are taken over and their header
+/// rewritten. The pins are made to look as that layout left them (no encapsulation maps).
+fn migrate_oldest_layout(dir: &Path, config: &Path, port: u16) {
+    let oldest = TAKES_OVER[0];
+    if oldest == LAYOUT {
+        return;
+    }
+    set_layout(dir, oldest);
+    for name in ["ENCAP_XDP_PROG", "ENCAP_TC_PROG", "ENCAP"] {
+        std::fs::remove_file(dir.join("maps").join(name)).expect("unpin");
+    }
+    let daemon = start(config, port);
+    assert_eq!(
+        daemon.log().matches(TAKEN_OVER).count(),
+        2,
+        "layout {oldest} taken over: {}",
+        daemon.log()
+    );
+    let (status, _) = daemon.stop_keeping_pins().expect("stop");
+    assert!(status.success());
+    assert_eq!(layout(dir), LAYOUT, "the header names the new layout");
+    assert!(
+        dir.join("maps/ENCAP_XDP_PROG").exists(),
+        "the encapsulation maps are pinned"
+    );
+    println!("layout {oldest}: taken over, now layout {LAYOUT}");
 }
 
 fn meta_map(dir: &Path) -> Map {
@@ -213,7 +294,13 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
         LAYOUT + 1,
         said.trim().lines().last().unwrap_or_default()
     );
+
+    migrate_oldest_layout(&dir, &config, port);
     set_layout(&dir, LAYOUT);
+    // The take-over gave the link its program.
+    let program = lab
+        .xdp_program_id(INSIDE_IF)
+        .expect("the pinned program stays attached");
 
     // Another flow table size.
     let resized = run.path().join("resized.toml");
