@@ -15,6 +15,7 @@ pub mod pins;
 pub mod policy;
 pub mod reload;
 pub mod replay;
+pub mod status;
 pub mod tables;
 pub mod tier6;
 pub mod tls;

@@ -59,6 +59,21 @@ enum Command {
         #[arg(long)]
         pin_dir: Option<PathBuf>,
     },
+    /// Show what a pinned exfilmon has counted: frames seen, traffic by group, country and
+    /// verdict, violations, drops and anomalies, and the largest tracked flows. Reads the
+    /// pins of a running daemon (or of programs a stopped one left counting) and changes
+    /// nothing; needs the right to read /sys/fs/bpf (root, or CAP_BPF).
+    Status {
+        /// Take the directory from this config's `[pin] dir`.
+        #[arg(long, short, conflicts_with = "pin_dir")]
+        config: Option<PathBuf>,
+        /// The pin directory [default: /sys/fs/bpf/exfilmon].
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// Rows per table, largest first.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        top: u16,
+    },
     /// Validate the config and its GeoIP sources and exit: 0 when valid, 1 with the file,
     /// line and key of the first problem otherwise. Loads nothing into the kernel.
     CheckConfig {
@@ -145,6 +160,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config } => run_daemon(&config),
         Command::Cleanup { config, pin_dir } => cleanup(config, pin_dir),
+        Command::Status {
+            config,
+            pin_dir,
+            top,
+        } => {
+            let dir = pin_dir_of(config, pin_dir)?;
+            let status = monitor::status::read(&dir)?;
+            print!("{}", monitor::status::render(&status, usize::from(top)));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             let mut cli = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cli, "exfilmon", &mut std::io::stdout());
@@ -255,12 +280,18 @@ fn run_daemon(config: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `exfilmon cleanup`.
-fn cleanup(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let dir = match (config, pin_dir) {
+/// The pin directory a command names: from `--config`'s `[pin] dir`, `--pin-dir`, or the
+/// default.
+fn pin_dir_of(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match (config, pin_dir) {
         (Some(config), _) => Config::load(&config)?.pin.dir,
         (None, Some(dir)) => dir,
         (None, None) => PathBuf::from(monitor::config::DEFAULT_PIN_DIR),
-    };
+    })
+}
+
+fn cleanup(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = pin_dir_of(config, pin_dir)?;
     let removed = pins::cleanup(&dir)?;
     if removed == pins::Removed::default() {
         println!("{}: nothing pinned", dir.display());

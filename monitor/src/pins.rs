@@ -234,64 +234,69 @@ impl Pins {
 
     /// The header and the slot names, when a daemon wrote them.
     fn read_state(&self) -> Result<Option<(PinMeta, Labels)>, PinError> {
-        let meta_path = map_path(&self.dir, maps::PIN_META);
-        if !meta_path.exists() {
-            return Ok(None);
-        }
-        let read = |path: &Path| -> Result<Map, PinError> {
-            let data = MapData::from_pin(path).map_err(|source| PinError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            Ok(Map::Array(data))
-        };
-        let meta_map = read(&meta_path)?;
-        let meta: PinMeta = Array::<_, PinMeta>::try_from(&meta_map)
-            .and_then(|a| a.get(&0, 0))
+        read_state(&self.dir)
+    }
+}
+
+/// The header and the slot names under `dir`, when a daemon wrote them; read without the
+/// daemon's lock (`exfilmon status` reads beside a running daemon).
+pub fn read_state(dir: &Path) -> Result<Option<(PinMeta, Labels)>, PinError> {
+    let meta_path = map_path(dir, maps::PIN_META);
+    if !meta_path.exists() {
+        return Ok(None);
+    }
+    let read = |path: &Path| -> Result<Map, PinError> {
+        let data = MapData::from_pin(path).map_err(|source| PinError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Map::Array(data))
+    };
+    let meta_map = read(&meta_path)?;
+    let meta: PinMeta = Array::<_, PinMeta>::try_from(&meta_map)
+        .and_then(|a| a.get(&0, 0))
+        .map_err(|source| PinError::Read {
+            path: meta_path.clone(),
+            source,
+        })?;
+    if meta.magic != MAGIC {
+        // Pinned, but the daemon stopped before it wrote the header: nothing was
+        // attached yet, so nothing was counted.
+        return Ok(None);
+    }
+    if !TAKES_OVER.contains(&meta.layout) {
+        return Err(PinError::Layout {
+            dir: dir.to_owned(),
+            version: version_text(&meta.version),
+            found: meta.layout,
+            ours: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    let labels_path = map_path(dir, maps::PIN_LABELS);
+    let labels_map = read(&labels_path)?;
+    let chunks =
+        Array::<_, [u8; LABEL_CHUNK]>::try_from(&labels_map).map_err(|source| PinError::Read {
+            path: labels_path.clone(),
+            source,
+        })?;
+    let len = meta.labels_len as usize;
+    let mut bytes = Vec::with_capacity(len);
+    for i in 0..len.div_ceil(LABEL_CHUNK) {
+        let chunk = chunks
+            .get(&u32::try_from(i).unwrap_or(u32::MAX), 0)
             .map_err(|source| PinError::Read {
-                path: meta_path.clone(),
-                source,
-            })?;
-        if meta.magic != MAGIC {
-            // Pinned, but the daemon stopped before it wrote the header: nothing was
-            // attached yet, so nothing was counted.
-            return Ok(None);
-        }
-        if !TAKES_OVER.contains(&meta.layout) {
-            return Err(PinError::Layout {
-                dir: self.dir.clone(),
-                version: version_text(&meta.version),
-                found: meta.layout,
-                ours: env!("CARGO_PKG_VERSION"),
-            });
-        }
-        let labels_path = map_path(&self.dir, maps::PIN_LABELS);
-        let labels_map = read(&labels_path)?;
-        let chunks = Array::<_, [u8; LABEL_CHUNK]>::try_from(&labels_map).map_err(|source| {
-            PinError::Read {
                 path: labels_path.clone(),
                 source,
-            }
-        })?;
-        let len = meta.labels_len as usize;
-        let mut bytes = Vec::with_capacity(len);
-        for i in 0..len.div_ceil(LABEL_CHUNK) {
-            let chunk = chunks
-                .get(&u32::try_from(i).unwrap_or(u32::MAX), 0)
-                .map_err(|source| PinError::Read {
-                    path: labels_path.clone(),
-                    source,
-                })?;
-            bytes.extend_from_slice(&chunk);
-        }
-        bytes.truncate(len);
-        let labels = decode_labels(&bytes).map_err(|problem| PinError::Labels {
-            path: labels_path.clone(),
-            dir: self.dir.clone(),
-            problem,
-        })?;
-        Ok(Some((meta, labels)))
+            })?;
+        bytes.extend_from_slice(&chunk);
     }
+    bytes.truncate(len);
+    let labels = decode_labels(&bytes).map_err(|problem| PinError::Labels {
+        path: labels_path.clone(),
+        dir: dir.to_owned(),
+        problem,
+    })?;
+    Ok(Some((meta, labels)))
 }
 
 /// Every map pinned under `maps/`.
@@ -301,7 +306,9 @@ fn map_names() -> impl Iterator<Item = &'static str> {
         .chain([maps::PIN_META, maps::PIN_LABELS])
 }
 
-fn map_path(dir: &Path, name: &str) -> PathBuf {
+/// Where the map `name` is pinned under `dir`.
+#[must_use]
+pub fn map_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("maps").join(name)
 }
 
@@ -370,7 +377,8 @@ fn lock(dir: &Path) -> Result<File, PinError> {
     Ok(file)
 }
 
-fn version_text(bytes: &[u8; 16]) -> String {
+#[must_use]
+pub fn version_text(bytes: &[u8; 16]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     match std::str::from_utf8(&bytes[..end]) {
         Ok(v) if !v.is_empty() => v.to_owned(),

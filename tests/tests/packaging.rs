@@ -83,9 +83,10 @@ fn the_systemd_unit_grants_only_cap_bpf_net_admin_and_perfmon() {
 }
 
 /// Every command of `exfilmon --help`, as the man pages name them.
-const COMMANDS: [&str; 8] = [
+const COMMANDS: [&str; 9] = [
     "run",
     "cleanup",
+    "status",
     "check-config",
     "replay",
     "lookup",

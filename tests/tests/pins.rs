@@ -141,11 +141,8 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
         bytes as f64,
         "bytes across two restarts"
     );
-    assert_eq!(
-        metrics.sum("exfilmon_frames_total", &[("reason", "encap_missed")]),
-        0.0,
-        "no tail call failed while no daemon ran"
-    );
+
+    status_shows(&config, packets, bytes);
 
     // The flow, tracked in the pinned table all along, ends with every packet in it.
     let log_path = run.path().join("events.jsonl");
@@ -193,6 +190,58 @@ fn send_pppoe(lab: &Lab) -> (u64, u64) {
     let sent = raw_frames(lab.ns(Node::Phone), DEVICE_IF, &vec![pppoe; PPPOE_FRAMES])
         .expect("PPPoE frames") as u64;
     (sent, inner.len() as u64)
+}
+
+/// `exfilmon status`, beside the running daemon, shows the phones' violation to CN with
+/// every packet and byte counted, the flow to the server's port 9700 among the tracked,
+/// and no `encap_missed`.
+fn status_shows(config: &Path, packets: u64, bytes: u64) {
+    let out = Command::new(exfilmon_bin())
+        .args(["status", "--top", "5", "--config"])
+        .arg(config)
+        .output()
+        .expect("exfilmon status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| {
+            l.split(['│', '┆'])
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    let (packets, bytes) = (packets.to_string(), bytes.to_string());
+    assert!(
+        rows.contains(&vec![
+            "phones",
+            "CN",
+            "outbound",
+            "violation",
+            &packets,
+            &bytes
+        ]),
+        "the class row: {text}"
+    );
+    assert!(
+        rows.contains(&vec!["phones", "CN", &packets, &bytes]),
+        "the violations row: {text}"
+    );
+    let server = SERVER_CN_V4.to_string();
+    assert!(
+        rows.iter()
+            .any(|r| r.len() == 9 && r[2] == server && r[4] == "9700" && r[6] == "violation"),
+        "the tracked flow: {text}"
+    );
+    assert!(text.contains("hooks: tc-egress-"), "{text}");
+    // Among the anomalies, if any tail call had failed while no daemon ran.
+    assert!(!text.contains("encap_missed"), "{text}");
+    println!("exfilmon status:\n{text}");
 }
 
 /// The last event of the flow to the CN server's `port` in the event log at `path`.
@@ -344,11 +393,16 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
         said.trim().lines().last().unwrap_or_default()
     );
 
-    // The cleanup refuses while the daemon runs, then removes everything.
+    cleanup_removes_everything(&lab, &dir, &config, daemon);
+}
+
+/// The cleanup refuses while `daemon` runs, then removes everything; `status` then has
+/// nothing to show.
+fn cleanup_removes_everything(lab: &Lab, dir: &Path, config: &Path, daemon: Daemon) {
     let cleanup = || {
         Command::new(exfilmon_bin())
             .args(["cleanup", "--pin-dir"])
-            .arg(&dir)
+            .arg(dir)
             .output()
             .expect("exfilmon cleanup")
     };
@@ -371,6 +425,16 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() {
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("nothing pinned"),
         "a second cleanup has nothing to do"
+    );
+    let out = Command::new(exfilmon_bin())
+        .args(["status", "--config"])
+        .arg(config)
+        .output()
+        .expect("exfilmon status");
+    assert!(
+        out.status.code() == Some(1)
+            && String::from_utf8_lossy(&out.stderr).contains("nothing pinned"),
+        "status after the cleanup: {out:?}"
     );
     println!("cleanup: {}", said.trim());
 }

@@ -762,6 +762,28 @@ impl Monitor {
     }
 }
 
+/// What a pinned exfilmon has counted: its counters and flow table, read through the map
+/// pins `open` gives by name (`exfilmon status`), without taking anything from the daemon.
+pub fn read_pinned(
+    open: impl Fn(&'static str) -> Result<MapData, EbpfError>,
+) -> Result<(Counters, Vec<(FlowKey, FlowState)>), EbpfError> {
+    let array = |name| -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
+        read_counter_array(&open(name)?, name)
+    };
+    let reasons: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(maps::REASONS)?))
+            .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
+    let counters = Counters {
+        classes: array(maps::CLASS_COUNTERS)?,
+        asns: array(maps::ASN_COUNTERS)?,
+        reasons: read_reasons(&reasons)?,
+        policy_drops: array(maps::POLICY_DROPS)?,
+        watch: array(maps::WATCH_COUNTERS)?,
+    };
+    let flows = read_flows(open(maps::FLOWS)?.fd().as_fd(), |_| true)?;
+    Ok((counters, flows))
+}
+
 /// The kernel's flow table, owned by the daemon.
 pub struct FlowMap {
     map: HashMap<MapData, FlowKey, FlowState>,
