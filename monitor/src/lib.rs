@@ -17,6 +17,7 @@ pub mod reload;
 pub mod replay;
 pub mod status;
 pub mod tables;
+pub mod text;
 pub mod tier6;
 pub mod tls;
 pub mod watch;

@@ -415,34 +415,23 @@ fn ethernet<'a>(
 /// Renders a report as human-readable tables.
 #[must_use]
 pub fn table(report: &Report) -> String {
-    use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
     let mut out = format!(
         "{} frames; {} classified packets, {} layer-3 bytes\n\n",
         report.frames, report.packets, report.bytes
     );
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "group",
-        "country",
-        "direction",
-        "verdict",
-        "packets",
-        "bytes",
-    ]);
-    for a in &report.aggregates {
-        t.add_row([
-            a.group.clone(),
-            a.country.clone(),
-            a.direction.as_str().to_owned(),
-            a.verdict.as_str().to_owned(),
-            a.packets.to_string(),
-            a.bytes.to_string(),
-        ]);
-    }
+    let t = crate::text::classes(report.aggregates.iter().map(|a| {
+        (
+            a.group.as_str(),
+            a.country.as_str(),
+            a.direction,
+            a.verdict,
+            a.packets,
+            a.bytes,
+        )
+    }));
     out.push_str(&t.to_string());
     if !report.flows.is_empty() {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        let mut t = crate::text::table(&[
             "src", "dst", "proto", "sport", "dport", "group", "country", "rule", "packets", "bytes",
         ]);
         for fl in &report.flows {
@@ -477,14 +466,7 @@ pub fn table(report: &Report) -> String {
         );
     }
     if !report.detections.is_empty() {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_header([
-            "time",
-            "detection",
-            "group",
-            "country",
-            "details",
-        ]);
+        let mut t = crate::text::table(&["time", "detection", "group", "country", "details"]);
         for d in &report.detections {
             let mut fields = serde_json::to_value(&d.what).unwrap_or_default();
             if let Some(map) = fields.as_object_mut() {

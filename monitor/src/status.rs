@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::maps::MapData;
-use comfy_table::{CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::Table;
 use monitor_common::{
     class::ClassCounter,
     flow::{FlowKey, FlowState},
@@ -23,6 +23,7 @@ use crate::{
     events::FlowRecord,
     pins::{self, PinError},
     tables::{Labels, Verdict},
+    text,
 };
 
 /// Why there is no status to show.
@@ -114,24 +115,16 @@ pub fn render(s: &Status, top: usize) -> String {
         "\ntraffic by group, country, direction and verdict ({} series, top {top} by bytes):",
         rows.len()
     );
-    let mut t = table(&[
-        "group",
-        "country",
-        "direction",
-        "verdict",
-        "packets",
-        "bytes",
-    ]);
-    for (class, c) in rows.iter().take(top) {
-        t.add_row([
-            class.group.to_owned(),
-            class.country.clone(),
-            class.direction.as_str().to_owned(),
-            class.verdict.as_str().to_owned(),
-            c.packets.to_string(),
-            c.bytes.to_string(),
-        ]);
-    }
+    let t = text::classes(rows.iter().take(top).map(|(class, c)| {
+        (
+            class.group,
+            class.country.as_str(),
+            class.direction,
+            class.verdict,
+            c.packets,
+            c.bytes,
+        )
+    }));
     let _ = writeln!(out, "{t}");
 
     // Both directions of a violation class, summed per group and country.
@@ -149,7 +142,7 @@ pub fn render(s: &Status, top: usize) -> String {
     let mut violations: Vec<_> = violations.into_iter().collect();
     violations.sort_by_key(|(_, c)| std::cmp::Reverse(c.bytes));
     let _ = writeln!(out, "\nviolations by group and country:");
-    let mut t = table(&["group", "country", "packets", "bytes"]);
+    let mut t = text::table(&["group", "country", "packets", "bytes"]);
     for ((group, country), c) in violations.iter().take(top) {
         t.add_row([
             (*group).to_owned(),
@@ -174,7 +167,7 @@ pub fn render(s: &Status, top: usize) -> String {
         "\ntracked flows: {} (top {top} by bytes):",
         flows.len()
     );
-    let mut t = table(&[
+    let mut t = text::table(&[
         "group", "inside", "remote", "proto", "port", "country", "verdict", "packets", "bytes",
     ]);
     for f in flows.iter().take(top) {
@@ -233,7 +226,7 @@ fn reason_count(s: &Status, id: u32) -> u64 {
 /// Policy drops by group and every non-zero reason that is neither a classified outcome
 /// nor a routine event (nor the policy totals, which the groups' rows break down).
 fn anomalies(s: &Status) -> Table {
-    let mut t = table(&["what", "count"]);
+    let mut t = text::table(&["what", "count"]);
     crate::policy::drop_series(&s.counters, &s.labels, |group, mode, packets| {
         if packets > 0 {
             let what = if mode == "dry_run" {
@@ -269,20 +262,6 @@ fn or_none(t: &Table) -> String {
     } else {
         format!("{t}\n")
     }
-}
-
-/// A table with the house preset; columns after the text ones (counts) right-aligned.
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(header);
-    for (i, name) in header.iter().enumerate() {
-        if matches!(*name, "packets" | "bytes" | "count" | "port" | "proto")
-            && let Some(column) = t.column_mut(i)
-        {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    t
 }
 
 #[cfg(test)]
