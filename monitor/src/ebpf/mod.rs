@@ -733,25 +733,7 @@ impl Monitor {
 
     /// Reads the counters without taking the maps (replay, tests).
     pub fn read_counters(&self) -> Result<Counters, EbpfError> {
-        let per_cpu_array = |name: &'static str| match self.map(name)? {
-            Map::PerCpuArray(m) => Ok(m),
-            _ => Err(EbpfError::MissingMap { map: name }),
-        };
-        let reasons: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(maps::REASONS)?)
-            .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
-        Ok(Counters {
-            classes: read_counter_array(
-                per_cpu_array(maps::CLASS_COUNTERS)?,
-                maps::CLASS_COUNTERS,
-            )?,
-            asns: read_counter_array(per_cpu_array(maps::ASN_COUNTERS)?, maps::ASN_COUNTERS)?,
-            reasons: read_reasons(&reasons)?,
-            policy_drops: read_counter_array(
-                per_cpu_array(maps::POLICY_DROPS)?,
-                maps::POLICY_DROPS,
-            )?,
-            watch: read_counter_array(per_cpu_array(maps::WATCH_COUNTERS)?, maps::WATCH_COUNTERS)?,
-        })
+        read_counters_from(|name| self.map(name))
     }
 
     /// A copy of the flow table (replay, tests).
@@ -767,21 +749,31 @@ impl Monitor {
 pub fn read_pinned(
     open: impl Fn(&'static str) -> Result<MapData, EbpfError>,
 ) -> Result<(Counters, Vec<(FlowKey, FlowState)>), EbpfError> {
-    let array = |name| -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
-        read_counter_array(&open(name)?, name)
+    // Every counter map is a per-CPU array.
+    let counters = read_counters_from(|name| open(name).map(Map::PerCpuArray))?;
+    let flows = read_flows(open(maps::FLOWS)?.fd().as_fd(), |_| true)?;
+    Ok((counters, flows))
+}
+
+/// The counters, summed over CPUs, from the maps `map` gives by name: the loaded object's,
+/// or the pinned ones.
+fn read_counters_from<M: std::borrow::Borrow<Map>>(
+    map: impl Fn(&'static str) -> Result<M, EbpfError>,
+) -> Result<Counters, EbpfError> {
+    let array = |name| match map(name)?.borrow() {
+        Map::PerCpuArray(m) => read_counter_array(m, name),
+        _ => Err(EbpfError::MissingMap { map: name }),
     };
-    let reasons: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(Map::PerCpuArray(open(maps::REASONS)?))
-            .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
-    let counters = Counters {
+    let reasons = map(maps::REASONS)?;
+    let reasons: PerCpuArray<_, u64> = PerCpuArray::try_from(reasons.borrow())
+        .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
+    Ok(Counters {
         classes: array(maps::CLASS_COUNTERS)?,
         asns: array(maps::ASN_COUNTERS)?,
         reasons: read_reasons(&reasons)?,
         policy_drops: array(maps::POLICY_DROPS)?,
         watch: array(maps::WATCH_COUNTERS)?,
-    };
-    let flows = read_flows(open(maps::FLOWS)?.fd().as_fd(), |_| true)?;
-    Ok((counters, flows))
+    })
 }
 
 /// The kernel's flow table, owned by the daemon.
