@@ -547,38 +547,24 @@ impl Monitor {
             interface: interface.to_owned(),
         })?;
         let ifname = ifname.as_c_str();
-        let old = link_pin.filter(|p| p.exists());
-        let (fresh, path): (FdLink, &Path) = match hook {
+        let outcome = match hook {
             Hook::Xdp(mode) => {
                 let program: &mut Xdp = self
                     .ebpf
                     .program_mut(programs::XDP)
                     .and_then(|p| p.try_into().ok())
                     .ok_or(EbpfError::MissingMap { map: programs::XDP })?;
-                if let Some(path) = old {
-                    match open_link::<XdpLink>(path)
-                        .and_then(|l| program.attach_to_link(l).map_err(|e| e.to_string()))
-                    {
-                        Ok(_) => return Ok(Attached::Kept),
-                        Err(why) => unpin_stale(interface, path, &why)?,
-                    }
-                }
-                let attach = |program: &mut Xdp| {
-                    program
-                        .attach(ifname, mode)
-                        .map_err(|source| xdp_attach_error(interface, source))
-                };
-                let id = attach(program)?;
-                let Some(path) = link_pin else {
-                    return Ok(Attached::New);
-                };
-                // A netlink attachment cannot be pinned, and the failed conversion dropped
-                // (detached) it: attach again, unpinned.
-                let Ok(Ok(fd)) = program.take_link(id).map(FdLink::try_from) else {
-                    attach(program)?;
-                    return Ok(Attached::Unpinnable);
-                };
-                (fd, path)
+                attach_hook(
+                    program,
+                    interface,
+                    link_pin,
+                    |p, link: XdpLink| p.attach_to_link(link).map(drop),
+                    |p| {
+                        p.attach(ifname, mode)
+                            .map_err(|source| xdp_attach_error(interface, source))
+                    },
+                    |p, id| FdLink::try_from(p.take_link(id).ok()?).ok(),
+                )?
             }
             Hook::TcEgress | Hook::TcIngress => {
                 let (name, attach) = if hook == Hook::TcEgress {
@@ -603,34 +589,26 @@ impl Monitor {
                     .program_mut(name)
                     .and_then(|p| p.try_into().ok())
                     .ok_or(EbpfError::MissingMap { map: name })?;
-                if let Some(path) = old {
-                    match open_link::<SchedClassifierLink>(path)
-                        .and_then(|l| program.attach_to_link(l).map_err(|e| e.to_string()))
-                    {
-                        Ok(_) => return Ok(Attached::Kept),
-                        Err(why) => unpin_stale(interface, path, &why)?,
-                    }
-                }
-                let attach = |program: &mut SchedClassifier| {
-                    program
-                        .attach(ifname, attach)
-                        .map_err(|source| EbpfError::Attach {
-                            program: name,
-                            interface: interface.to_owned(),
-                            source,
-                        })
-                };
-                let id = attach(program)?;
-                let Some(path) = link_pin else {
-                    return Ok(Attached::New);
-                };
-                // As for XDP: a netlink attachment, detached by the failed conversion.
-                let Ok(Ok(fd)) = program.take_link(id).map(FdLink::try_from) else {
-                    attach(program)?;
-                    return Ok(Attached::Unpinnable);
-                };
-                (fd, path)
+                attach_hook(
+                    program,
+                    interface,
+                    link_pin,
+                    |p, link: SchedClassifierLink| p.attach_to_link(link).map(drop),
+                    |p| {
+                        p.attach(ifname, attach)
+                            .map_err(|source| EbpfError::Attach {
+                                program: name,
+                                interface: interface.to_owned(),
+                                source,
+                            })
+                    },
+                    |p, id| FdLink::try_from(p.take_link(id).ok()?).ok(),
+                )?
             }
+        };
+        let (fresh, path) = match outcome {
+            Pinnable::Link(fd, path) => (fd, path),
+            Pinnable::Done(attached) => return Ok(attached),
         };
         let pinned = fresh.pin(path).map_err(|source| EbpfError::PinLink {
             interface: interface.to_owned(),
@@ -850,6 +828,44 @@ fn read_reasons<T: std::borrow::Borrow<MapData>>(
 /// CPUs. Only non-zero entries are returned.
 /// The link pinned at `path`, as the link type of a program (`XdpLink`,
 /// `SchedClassifierLink`); the error says why it cannot be used.
+/// What `attach_hook` leaves to do: nothing more, or pinning the new link at the path.
+enum Pinnable<'a> {
+    Done(Attached),
+    Link(FdLink, &'a Path),
+}
+
+/// The steps every hook takes to attach `program`: swap it into the link pinned at
+/// `link_pin`, if there is one and it takes it (`swap`); otherwise attach anew (`attach`)
+/// and, when `link_pin` is given, take the new link for pinning there (`take`). A netlink attachment cannot be pinned, and
+/// the failed conversion dropped (detached) it: then attach again, unpinned.
+fn attach_hook<'a, P, L, Id>(
+    program: &mut P,
+    interface: &str,
+    link_pin: Option<&'a Path>,
+    swap: impl FnOnce(&mut P, L) -> Result<(), ProgramError>,
+    attach: impl Fn(&mut P) -> Result<Id, EbpfError>,
+    take: impl FnOnce(&mut P, Id) -> Option<FdLink>,
+) -> Result<Pinnable<'a>, EbpfError>
+where
+    L: TryFrom<FdLink, Error = LinkError>,
+{
+    if let Some(path) = link_pin.filter(|p| p.exists()) {
+        match open_link::<L>(path).and_then(|l| swap(program, l).map_err(|e| e.to_string())) {
+            Ok(()) => return Ok(Pinnable::Done(Attached::Kept)),
+            Err(why) => unpin_stale(interface, path, &why)?,
+        }
+    }
+    let id = attach(program)?;
+    let Some(path) = link_pin else {
+        return Ok(Pinnable::Done(Attached::New));
+    };
+    let Some(fd) = take(program, id) else {
+        attach(program)?;
+        return Ok(Pinnable::Done(Attached::Unpinnable));
+    };
+    Ok(Pinnable::Link(fd, path))
+}
+
 fn open_link<L: TryFrom<FdLink, Error = LinkError>>(path: &Path) -> Result<L, String> {
     let pinned = PinnedLink::from_pin(path).map_err(|e| crate::error_chain(&e))?;
     L::try_from(FdLink::from(pinned)).map_err(|e| crate::error_chain(&e))
