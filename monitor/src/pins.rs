@@ -323,6 +323,21 @@ fn link_path(dir: &Path, iface: &Interface) -> PathBuf {
 }
 
 /// The entries of a directory.
+/// The names of the links pinned under `dir` (`xdp-inside`, ...), sorted; none when no
+/// link was pinned yet.
+pub fn link_names(dir: &Path) -> Result<Vec<String>, PinError> {
+    let links = dir.join("links");
+    if !links.exists() {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = list(&links)?
+        .into_iter()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 fn list(dir: &Path) -> Result<Vec<std::fs::DirEntry>, PinError> {
     let io = |source| PinError::Io {
         what: "listing",

@@ -78,15 +78,7 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
         dir: dir.to_owned(),
         source,
     })?;
-    let mut links: Vec<String> = std::fs::read_dir(dir.join("links"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    links.sort();
+    let links = pins::link_names(dir)?;
     Ok(Status {
         dir: dir.to_owned(),
         writer: pins::version_text(&meta.version),
