@@ -103,6 +103,66 @@ pub mod programs {
     /// programs for frames with PPPoE, MPLS, GRE, VXLAN or GENEVE (`maps::ENCAP_*_PROG`).
     pub const ENCAP_XDP: &str = "exfilmon_xdp_encap";
     pub const ENCAP_TC: &str = "exfilmon_tc_encap";
+
+    /// One set of the packet-path programs: the attachable ones and the encapsulation
+    /// programs they tail-call. The object has two; a daemon loads one.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Set {
+        /// How the set reads frames, as logs and the `exfilmon_programs_info` metric say it.
+        pub name: &'static str,
+        pub xdp: &'static str,
+        pub tc_egress: &'static str,
+        pub tc_ingress: &'static str,
+        pub encap_xdp: &'static str,
+        pub encap_tc: &'static str,
+    }
+
+    impl Set {
+        /// Every program of the set.
+        #[must_use]
+        pub const fn all(&self) -> [&'static str; 5] {
+            [
+                self.xdp,
+                self.tc_egress,
+                self.tc_ingress,
+                self.encap_xdp,
+                self.encap_tc,
+            ]
+        }
+    }
+
+    /// The frame parsed in place, the fast path. The verifier accepts it only from a loader
+    /// with CAP_PERFMON (or CAP_SYS_ADMIN): it reads headers at offsets held in registers.
+    pub const IN_PLACE: Set = Set {
+        name: "in_place",
+        xdp: XDP,
+        tc_egress: TC_EGRESS,
+        tc_ingress: TC_INGRESS,
+        encap_xdp: ENCAP_XDP,
+        encap_tc: ENCAP_TC,
+    };
+
+    /// Each header copied out of the frame by `bpf_xdp_load_bytes` / `bpf_skb_load_bytes`
+    /// and read from the copy: what CAP_BPF and CAP_NET_ADMIN alone load. It counts what
+    /// `IN_PLACE` counts, for a helper call per header, but walks shorter IPv6 header
+    /// chains ([`COPY_MAX_IPV6_EXT`]).
+    /// Steps of the `COPY` set's walk along an IPv6 header chain, one per extension header
+    /// and one to the transport header (8 in place): behind this many extension headers
+    /// or more, a packet is counted as `ipv6_ext_limit` and classified by its addresses.
+    /// Without CAP_PERFMON the verifier also walks the paths a CPU could take by
+    /// speculation, and with eight steps their branches pass its limit of 8,192 pending
+    /// paths (7 passes, 6 leaves a margin).
+    pub const COPY_MAX_IPV6_EXT: usize = 6;
+
+    pub const COPY: Set = Set {
+        name: "copy",
+        xdp: "exfilmon_xdp_copy",
+        tc_egress: "exfilmon_tc_egress_copy",
+        tc_ingress: "exfilmon_tc_ingress_copy",
+        encap_xdp: "exfilmon_xdp_encap_copy",
+        encap_tc: "exfilmon_tc_encap_copy",
+    };
+
     /// Benchmark only: rewrites each test-run frame from the workload, then classifies it
     /// exactly as `exfilmon_xdp` does.
     pub const BENCH: &str = "exfilmon_bench";
@@ -111,6 +171,8 @@ pub mod programs {
     /// Benchmark only: `BENCH` without the flow table (nothing is tracked), so that the
     /// difference between the two is the flow table's share of the cost.
     pub const BENCH_NOFLOW: &str = "exfilmon_bench_noflow";
+    /// Benchmark only: `BENCH` as the `COPY` set classifies, from a copy of the frame's head.
+    pub const BENCH_COPY: &str = "exfilmon_bench_copy";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";
     /// Benchmark only: submits one flow-start event per run for the next workload packet,

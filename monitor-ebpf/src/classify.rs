@@ -23,7 +23,7 @@ use crate::{
         ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
         GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, WATCH_ASNS, WATCH_COUNTERS, count,
     },
-    parse::{DESCEND, Packet, addr_bytes, parse},
+    parse::{DESCEND, Frame, Packet, addr_bytes, parse},
     policy, watch,
 };
 
@@ -60,8 +60,8 @@ pub enum Action {
 /// ones included, is to pass. The parser notes a DNS answer for the caller to copy
 /// (`dns::pending`).
 #[inline(always)]
-pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> Action {
-    let (outcome, drop) = match parse(start, end, wire_len) {
+pub fn packet(f: impl Frame, wire_len: u32, how: Lookup, track: Track) -> Action {
+    let (outcome, drop) = match parse(f, wire_len) {
         Ok(p) => classify(&p, how, track),
         Err(DESCEND) => return Action::Descend,
         Err(reason) => (reason, false),
@@ -73,8 +73,8 @@ pub fn packet(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track
 /// `packet` for a frame with an encapsulation (the encapsulation programs): walked
 /// (`encap::descend`), classified and counted. True when the policy drops it.
 #[inline(always)]
-pub fn encapsulated(start: usize, end: usize, wire_len: u32, how: Lookup, track: Track) -> bool {
-    let (outcome, drop) = match encap::descend(start, end, wire_len, how) {
+pub fn encapsulated(f: impl Frame, wire_len: u32, how: Lookup, track: Track) -> bool {
+    let (outcome, drop) = match encap::descend(f, wire_len, how) {
         Ok(p) => classify(&p, how, track),
         Err(reason) => (reason, false),
     };

@@ -20,7 +20,7 @@ use monitor_common::{
 use crate::{
     flow::wakeup_flags,
     maps::{DNS_PENDING, EVENTS, count},
-    parse::{Packet, addr_bytes},
+    parse::{Packet, addr_bytes, opaque},
 };
 
 /// The source port of the packets `note` is for.
@@ -97,6 +97,7 @@ pub fn note_hello(p: &Packet) {
     if p.l3_end <= p.payload {
         return;
     }
+    let zero = opaque(0) as u32;
     if let Some(slot) = DNS_PENDING.get_ptr_mut(0) {
         // SAFETY: as in `note`.
         unsafe {
@@ -108,8 +109,9 @@ pub fn note_hello(p: &Packet) {
                 family: p.family,
                 kind: KIND_HELLO,
                 _pad: 0,
-                server: [0; 4],
-                client: [0; 4],
+                // Through `opaque`: 32 zero bytes would be a `memset` call.
+                server: [zero; 4],
+                client: [zero; 4],
             };
         }
     }

@@ -34,7 +34,7 @@ use monitor_common::reason;
 use crate::{
     classify::{self, Lookup},
     maps::{ENCAP, count},
-    parse::{self, DESCEND, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, Packet, read},
+    parse::{self, DESCEND, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, Frame, Packet, read},
 };
 
 /// What starts at a noted offset.
@@ -120,7 +120,7 @@ pub fn note_tunnel(kind: u32, off: usize, p: &Packet) {
 /// header, DNS and TLS notes), once, after the walk. So an IPv6 packet with extension
 /// headers inside a tunnel is not searched for a further tunnel: it is classified.
 #[inline(always)]
-pub fn descend(start: usize, end: usize, wire_len: u32, how: Lookup) -> Result<Packet, u32> {
+pub fn descend(f: impl Frame, wire_len: u32, how: Lookup) -> Result<Packet, u32> {
     let Some(n) = ENCAP.get_ptr_mut(0) else {
         // Never: the array has its one entry.
         return Err(reason::NON_IP);
@@ -142,7 +142,7 @@ pub fn descend(start: usize, end: usize, wire_len: u32, how: Lookup) -> Result<P
                     read_volatile(&raw const (*n).depth),
                 )
             };
-            let (ip, off) = match to_ip(start, end, kind, off, wire_len) {
+            let (ip, off) = match to_ip(f, kind, off, wire_len) {
                 Ok(next) => next,
                 Err(r) if depth == 0 => return Err(r),
                 Err(reason::GRE_PPTP) => return Ok(tunnel(n, reason::GRE_PPTP)),
@@ -166,9 +166,9 @@ pub fn descend(start: usize, end: usize, wire_len: u32, how: Lookup) -> Result<P
             let wire_l3 = u64::from(wire_len).saturating_sub(off as u64);
             // The light parse: does this packet carry a further tunnel?
             let header = if ip == KIND_IPV4 {
-                parse::ipv4_header(start, end, off, wire_l3)
+                parse::ipv4_header(f, off, wire_l3)
             } else {
-                parse::ipv6_header(start, end, off, wire_l3).map(|p| (p, Some(off + 40)))
+                parse::ipv6_header(f, off, wire_l3).map(|p| (p, Some(off + 40)))
             };
             let (mut q, l4) = match header {
                 Ok(header) => header,
@@ -176,8 +176,7 @@ pub fn descend(start: usize, end: usize, wire_len: u32, how: Lookup) -> Result<P
                 Err(_) => return Ok(tunnel(n, reason::TUNNEL_UNPARSED)),
             };
             // A later fragment has no tunnel header to look for.
-            let Some((kind, off)) = l4.and_then(|l4| parse::tunnel_at(start, end, l4, &mut q))
-            else {
+            let Some((kind, off)) = l4.and_then(|l4| parse::tunnel_at(f, l4, &mut q)) else {
                 // This is the packet to classify.
                 break 'walk;
             };
@@ -209,9 +208,9 @@ pub fn descend(start: usize, end: usize, wire_len: u32, how: Lookup) -> Result<P
     }
     let wire_l3 = u64::from(wire_len).saturating_sub(off as u64);
     let parsed = if ip == KIND_IPV4 {
-        parse::ipv4(start, end, off, wire_l3)
+        parse::ipv4(f, off, wire_l3)
     } else {
-        parse::ipv6(start, end, off, wire_l3)
+        parse::ipv6(f, off, wire_l3)
     };
     match parsed {
         Ok(p) if depth == 0 => Ok(p),
@@ -246,26 +245,20 @@ fn is_tunnel(kind: u32) -> bool {
 /// From the header of `kind` at `off` to the IP header inside: its kind (IPv4 or IPv6) and
 /// offset, or why there is none.
 #[inline(always)]
-fn to_ip(
-    start: usize,
-    end: usize,
-    kind: u32,
-    off: usize,
-    wire_len: u32,
-) -> Result<(u32, usize), u32> {
+fn to_ip(f: impl Frame, kind: u32, off: usize, wire_len: u32) -> Result<(u32, usize), u32> {
     if off > MAX_OFF {
         return Err(reason::MALFORMED_L2);
     }
     let (mut kind, mut off) = match kind {
-        KIND_GRE => gre(start, end, off)?,
-        KIND_VXLAN => (KIND_ETH, vxlan(start, end, off)?),
-        KIND_GENEVE => geneve(start, end, off)?,
+        KIND_GRE => gre(f, off)?,
+        KIND_VXLAN => (KIND_ETH, vxlan(f, off)?),
+        KIND_GENEVE => geneve(f, off)?,
         _ => (kind, off),
     };
     if kind == KIND_ETH {
         // An inner Ethernet frame: IP, or a PPPoE session (an access network carried in a
         // VXLAN or GRE overlay); MPLS is not followed inside a tunnel.
-        let (proto, next) = parse::ethernet(start, end, off)?;
+        let (proto, next) = parse::ethernet(f, off)?;
         kind = match proto {
             ETH_P_IP => KIND_IPV4,
             ETH_P_IPV6 => KIND_IPV6,
@@ -276,8 +269,8 @@ fn to_ip(
     }
     match kind {
         KIND_IPV4 | KIND_IPV6 => Ok((kind, off)),
-        KIND_PPPOE => pppoe(start, end, off),
-        KIND_MPLS => mpls(start, end, off, wire_len),
+        KIND_PPPOE => pppoe(f, off),
+        KIND_MPLS => mpls(f, off, wire_len),
         _ => Err(reason::NON_IP),
     }
 }
@@ -287,8 +280,8 @@ fn to_ip(
 /// odd first byte). IPv4 and IPv6 are followed; LCP, IPCP and the other PPP protocols are
 /// not IP.
 #[inline(always)]
-fn pppoe(start: usize, end: usize, off: usize) -> Result<(u32, usize), u32> {
-    let h = read::<[u8; 8]>(start, end, off).ok_or(reason::MALFORMED_L2)?;
+fn pppoe(f: impl Frame, off: usize) -> Result<(u32, usize), u32> {
+    let h = read::<[u8; 8]>(f, off).ok_or(reason::MALFORMED_L2)?;
     if h[0] != 0x11 || h[1] != 0 {
         return Err(reason::MALFORMED_L2);
     }
@@ -307,14 +300,14 @@ fn pppoe(start: usize, end: usize, off: usize) -> Result<(u32, usize), u32> {
 /// An MPLS label stack (RFC 3032) down to its bottom, at most `MAX_MPLS_LABELS` labels, and
 /// the IP packet under it.
 #[inline(always)]
-fn mpls(start: usize, end: usize, off: usize, wire_len: u32) -> Result<(u32, usize), u32> {
+fn mpls(f: impl Frame, off: usize, wire_len: u32) -> Result<(u32, usize), u32> {
     let mut off = off;
     for _ in 0..MAX_MPLS_LABELS {
-        let entry = read::<[u8; 4]>(start, end, off).ok_or(reason::MALFORMED_L2)?;
+        let entry = read::<[u8; 4]>(f, off).ok_or(reason::MALFORMED_L2)?;
         off += 4;
         // The bottom-of-stack bit.
         if entry[2] & 1 != 0 {
-            return mpls_payload(start, end, off, wire_len);
+            return mpls_payload(f, off, wire_len);
         }
     }
     Err(reason::MPLS_DEPTH)
@@ -327,8 +320,8 @@ fn mpls(start: usize, end: usize, off: usize, wire_len: u32) -> Result<(u32, usi
 /// (or less, in a frame padded to the Ethernet minimum), which a MAC address passes about
 /// once in 30,000 frames. Anything else is `mpls_non_ip`.
 #[inline(always)]
-fn mpls_payload(start: usize, end: usize, off: usize, wire_len: u32) -> Result<(u32, usize), u32> {
-    let h = read::<[u8; 6]>(start, end, off).ok_or(reason::MALFORMED_L2)?;
+fn mpls_payload(f: impl Frame, off: usize, wire_len: u32) -> Result<(u32, usize), u32> {
+    let h = read::<[u8; 6]>(f, off).ok_or(reason::MALFORMED_L2)?;
     let (kind, len) = match h[0] >> 4 {
         4 => (KIND_IPV4, u64::from(u16::from_be_bytes([h[2], h[3]]))),
         6 => (KIND_IPV6, 40 + u64::from(u16::from_be_bytes([h[4], h[5]]))),
@@ -353,8 +346,8 @@ fn mpls_payload(start: usize, end: usize, off: usize, wire_len: u32) -> Result<(
 /// A GRE header (RFC 2784, with RFC 2890's key and sequence number): the kind and offset
 /// of its payload. Version 1 is PPTP's enhanced GRE (RFC 2637).
 #[inline(always)]
-fn gre(start: usize, end: usize, off: usize) -> Result<(u32, usize), u32> {
-    let h = read::<[u8; 4]>(start, end, off).ok_or(reason::TUNNEL_UNPARSED)?;
+fn gre(f: impl Frame, off: usize) -> Result<(u32, usize), u32> {
+    let h = read::<[u8; 4]>(f, off).ok_or(reason::TUNNEL_UNPARSED)?;
     let flags = u16::from_be_bytes([h[0], h[1]]);
     match flags & GRE_VERSION {
         0 => {}
@@ -379,10 +372,10 @@ fn gre(start: usize, end: usize, off: usize) -> Result<(u32, usize), u32> {
 
 /// A VXLAN header (RFC 7348, 8 bytes with the I flag set): the offset of its inner frame.
 #[inline(always)]
-fn vxlan(start: usize, end: usize, off: usize) -> Result<usize, u32> {
+fn vxlan(f: impl Frame, off: usize) -> Result<usize, u32> {
     // The whole header: a one-byte read's bounds check compiles to a form the verifier
     // draws no range from.
-    let h = read::<[u8; 8]>(start, end, off).ok_or(reason::TUNNEL_UNPARSED)?;
+    let h = read::<[u8; 8]>(f, off).ok_or(reason::TUNNEL_UNPARSED)?;
     if h[0] & VXLAN_I == 0 {
         return Err(reason::TUNNEL_UNPARSED);
     }
@@ -392,8 +385,8 @@ fn vxlan(start: usize, end: usize, off: usize) -> Result<usize, u32> {
 /// A GENEVE header (RFC 8926: version 0, 8 bytes and its options): the kind and offset of
 /// its payload.
 #[inline(always)]
-fn geneve(start: usize, end: usize, off: usize) -> Result<(u32, usize), u32> {
-    let h = read::<[u8; 4]>(start, end, off).ok_or(reason::TUNNEL_UNPARSED)?;
+fn geneve(f: impl Frame, off: usize) -> Result<(u32, usize), u32> {
+    let h = read::<[u8; 4]>(f, off).ok_or(reason::TUNNEL_UNPARSED)?;
     if h[0] >> 6 != 0 {
         return Err(reason::TUNNEL_UNPARSED);
     }

@@ -21,7 +21,7 @@ use monitor_common::{
 
 use crate::{
     maps::{ASNS, CONFIG, EVENTS, FLOWS, count},
-    parse::{Packet, addr_bytes},
+    parse::{Packet, addr_bytes, opaque},
 };
 
 /// Defaults when the daemon has not written `CONFIG` (never in practice).
@@ -48,10 +48,18 @@ pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, rule: u16, dir
         return;
     }
 
-    let mut st = FlowState {
+    // Every field from a value, the direction's through `opaque`: zeroed fields side by
+    // side would become a `memset` call (see `opaque`).
+    let (ours, other) = (opaque(u64::from(outbound)), opaque(u64::from(!outbound)));
+    let st = FlowState {
         first_ns: now,
         last_ns: now,
         reported_ns: now,
+        reported_bytes: p.l3_bytes,
+        packets_out: ours,
+        bytes_out: ours * p.l3_bytes,
+        packets_in: other,
+        bytes_in: other * p.l3_bytes,
         // The AS number is looked up here, once per flow, off the per-packet path.
         asn: ASNS.get(asn_slot(location)).copied().unwrap_or(0),
         country: country_slot(location) as u16,
@@ -61,16 +69,8 @@ pub fn track(p: &Packet, group: u32, location: u32, verdict: u32, rule: u16, dir
         tcp_flags: p.tcp_flags,
         ended: u8::from(ends),
         watch: watch as u16,
-        ..FlowState::default()
+        _pad: [0; 2],
     };
-    if outbound {
-        st.packets_out = 1;
-        st.bytes_out = p.l3_bytes;
-    } else {
-        st.packets_in = 1;
-        st.bytes_in = p.l3_bytes;
-    }
-    st.reported_bytes = p.l3_bytes;
     match FLOWS.insert(&key, &st, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
             count(reason::FLOW_CREATED);

@@ -9,6 +9,13 @@
 //! hot path, and the verifier checks it in a program of its own: its own stack, its own
 //! instruction budget.
 //!
+//! Each program has a `_copy` twin for a loader without CAP_PERFMON (the daemon picks the
+//! set by its capabilities). Without CAP_PERFMON the verifier refuses a packet pointer plus
+//! an offset in a register, which every header at a variable offset needs (after VLAN tags,
+//! IPv4 options, IPv6 extension headers). The twins copy each header they read into a
+//! per-CPU map value with `bpf_xdp_load_bytes` / `bpf_skb_load_bytes` and read it there,
+//! with the same parser (`parse::Frame`); a helper call per header is their cost.
+//!
 //! `#[inline(always)]` on a program function applies to the function the program macros wrap
 //! in the entry point; without it the compiler leaves some out of line (a call per frame).
 #![no_std]
@@ -32,12 +39,15 @@ mod watch;
 use aya_ebpf::{
     EbpfContext,
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    cty::{c_long, c_void},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use classify::{Action, Lookup, Track};
-use maps::{ENCAP_TC_PROG, ENCAP_XDP_PROG, count};
+use maps::{ENCAP_TC_PROG, ENCAP_XDP_PROG, HEAD, count};
 use monitor_common::reason;
+use parse::{Copies, Frame, InPlace};
 
 /// How much of an skb the TC programs make linear before parsing: enough for two VLAN tags,
 /// an IPv4 header with options or IPv6 with extension headers, and a TCP header.
@@ -50,10 +60,44 @@ const TC_ENCAP_PULL_LEN: u32 = 512;
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    let action = classify::packet(start, end, xdp_len(&ctx), Lookup::Tables, Track::Flows);
+    let frame = InPlace {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    xdp(&ctx, frame)
+}
+
+/// `exfilmon_xdp` for a loader without CAP_PERFMON: reads each header through a helper
+/// (see `parse::Copies`).
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_copy(ctx: XdpContext) -> u32 {
+    xdp(&ctx, copies_xdp(&ctx))
+}
+
+/// The encapsulation program for `exfilmon_xdp`'s frames (tail call only, never attached).
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_encap(ctx: XdpContext) -> u32 {
+    let frame = InPlace {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    xdp_encap(&ctx, frame)
+}
+
+/// The encapsulation program for `exfilmon_xdp_copy`'s frames.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_encap_copy(ctx: XdpContext) -> u32 {
+    xdp_encap(&ctx, copies_xdp(&ctx))
+}
+
+#[inline(always)]
+fn xdp(ctx: &XdpContext, frame: impl Frame) -> u32 {
+    let action = classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
     if action == Action::Descend {
-        descend_xdp(&ctx);
+        descend_xdp(ctx);
     }
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
@@ -65,12 +109,9 @@ pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The encapsulation program for `exfilmon_xdp`'s frames (tail call only, never attached).
-#[xdp]
 #[inline(always)]
-pub fn exfilmon_xdp_encap(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    let drop = classify::encapsulated(start, end, xdp_len(&ctx), Lookup::Tables, Track::Flows);
+fn xdp_encap(ctx: &XdpContext, frame: impl Frame) -> u32 {
+    let drop = classify::encapsulated(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
     }
@@ -81,8 +122,33 @@ pub fn exfilmon_xdp_encap(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Hands the frame to `exfilmon_xdp_encap`; returns only if the tail call fails (the
-/// program is not in the array), then counts the frame as `encap_missed`.
+/// The frame as the `_copy` programs read it: through `bpf_xdp_load_bytes`, which reads
+/// the fragments of a multi-buffer frame too.
+#[inline(always)]
+fn copies_xdp(ctx: &XdpContext) -> Copies<impl Fn(u32, *mut c_void, u32) -> c_long + Copy> {
+    let xdp = ctx.ctx;
+    Copies {
+        // SAFETY: `buf` is `size` writable bytes of `HEAD`'s value (see `Copies::span`).
+        load: move |offset, buf, size| unsafe { bpf_xdp_load_bytes(xdp, offset, buf, size) },
+        at: HEAD.get_ptr_mut(0).map(|p| p as usize),
+    }
+}
+
+/// The skb as the `_copy` programs read it: through `bpf_skb_load_bytes`, which reads past
+/// the linear part, so nothing is pulled.
+#[inline(always)]
+fn copies_tc(ctx: &TcContext) -> Copies<impl Fn(u32, *mut c_void, u32) -> c_long + Copy> {
+    let skb = ctx.as_ptr();
+    Copies {
+        // SAFETY: as in `copies_xdp`.
+        load: move |offset, buf, size| unsafe { bpf_skb_load_bytes(skb, offset, buf, size) },
+        at: HEAD.get_ptr_mut(0).map(|p| p as usize),
+    }
+}
+
+/// Hands the frame to `exfilmon_xdp_encap` (or its `_copy` twin: whichever the loader put
+/// in the array); returns only if the tail call fails (the program is not in the array),
+/// then counts the frame as `encap_missed`.
 #[inline(always)]
 fn descend_xdp(ctx: &XdpContext) {
     // SAFETY: a tail call with the program's own context; it does not return on success.
@@ -111,14 +177,28 @@ pub fn exfilmon_bench_noflow(ctx: XdpContext) -> u32 {
     bench(&ctx, Lookup::Tables, Track::Nothing)
 }
 
+/// Benchmark only: `exfilmon_bench` as `exfilmon_xdp_copy` classifies, each header read
+/// through the helper, for the helper's cost.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_bench_copy(ctx: XdpContext) -> u32 {
+    bench::rewrite(ctx.data(), ctx.data_end());
+    bench_classify(&ctx, copies_xdp(&ctx), Lookup::Tables, Track::Flows)
+}
+
 #[inline(always)]
 fn bench(ctx: &XdpContext, lookup: Lookup, track: Track) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     bench::rewrite(start, end);
+    bench_classify(ctx, InPlace { start, end }, lookup, track)
+}
+
+#[inline(always)]
+fn bench_classify(ctx: &XdpContext, frame: impl Frame, lookup: Lookup, track: Track) -> u32 {
     // The benchmark measures the classifier; its frames always pass. Its workload has no
     // encapsulation, and these programs hand none on: an encapsulated frame would count as
     // `encap_missed`.
-    if classify::packet(start, end, xdp_len(ctx), lookup, track) == Action::Descend {
+    if classify::packet(frame, xdp_len(ctx), lookup, track) == Action::Descend {
         count(reason::ENCAP_MISSED);
     }
     // As `exfilmon_xdp` does (the workload has no DNS answers, so this is the check alone).
@@ -172,18 +252,31 @@ pub fn exfilmon_live_pass(_ctx: XdpContext) -> u32 {
 #[classifier]
 #[inline(always)]
 pub fn exfilmon_tc_egress(ctx: TcContext) -> i32 {
-    tc(&ctx)
+    tc_in_place(&ctx)
 }
 
 #[classifier]
 #[inline(always)]
 pub fn exfilmon_tc_ingress(ctx: TcContext) -> i32 {
-    tc(&ctx)
+    tc_in_place(&ctx)
+}
+
+/// `exfilmon_tc_egress` for a loader without CAP_PERFMON (see `exfilmon_xdp_copy`).
+#[classifier]
+#[inline(always)]
+pub fn exfilmon_tc_egress_copy(ctx: TcContext) -> i32 {
+    tc(&ctx, copies_tc(&ctx), ctx.len())
+}
+
+/// `exfilmon_tc_ingress` for a loader without CAP_PERFMON.
+#[classifier]
+#[inline(always)]
+pub fn exfilmon_tc_ingress_copy(ctx: TcContext) -> i32 {
+    tc(&ctx, copies_tc(&ctx), ctx.len())
 }
 
 /// The frame's length on the wire, fragments of a multi-buffer frame included. From the
-/// helper rather than `data_end - data`: subtracting packet pointers needs CAP_PERFMON,
-/// and the daemon runs with CAP_BPF and CAP_NET_ADMIN only.
+/// helper rather than `data_end - data`: subtracting packet pointers needs CAP_PERFMON.
 #[inline(always)]
 fn xdp_len(ctx: &XdpContext) -> u32 {
     // SAFETY: the helper reads the program's own context.
@@ -191,15 +284,18 @@ fn xdp_len(ctx: &XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn tc(ctx: &TcContext) -> i32 {
+fn tc_in_place(ctx: &TcContext) -> i32 {
     let len = pull(ctx, TC_PULL_LEN);
-    let action = classify::packet(
-        ctx.data(),
-        ctx.data_end(),
-        len,
-        Lookup::Tables,
-        Track::Flows,
-    );
+    let frame = InPlace {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    tc(ctx, frame, len)
+}
+
+#[inline(always)]
+fn tc(ctx: &TcContext, frame: impl Frame, len: u32) -> i32 {
+    let action = classify::packet(frame, len, Lookup::Tables, Track::Flows);
     if action == Action::Descend {
         // SAFETY: a tail call with the program's own context; it does not return on success.
         unsafe { ENCAP_TC_PROG.tail_call(ctx, 0) };
@@ -220,13 +316,23 @@ fn tc(ctx: &TcContext) -> i32 {
 #[inline(always)]
 pub fn exfilmon_tc_encap(ctx: TcContext) -> i32 {
     let len = pull(&ctx, TC_ENCAP_PULL_LEN);
-    let drop = classify::encapsulated(
-        ctx.data(),
-        ctx.data_end(),
-        len,
-        Lookup::Tables,
-        Track::Flows,
-    );
+    let frame = InPlace {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    tc_encap(&ctx, frame, len)
+}
+
+/// The encapsulation program for the `_copy` TC programs' frames.
+#[classifier]
+#[inline(always)]
+pub fn exfilmon_tc_encap_copy(ctx: TcContext) -> i32 {
+    tc_encap(&ctx, copies_tc(&ctx), ctx.len())
+}
+
+#[inline(always)]
+fn tc_encap(ctx: &TcContext, frame: impl Frame, len: u32) -> i32 {
+    let drop = classify::encapsulated(frame, len, Lookup::Tables, Track::Flows);
     if dns::pending() {
         dns::copy_tc(ctx.as_ptr().cast());
     }

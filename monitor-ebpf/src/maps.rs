@@ -21,7 +21,7 @@ use monitor_common::{
     watch::{LEARNED_ENTRIES, PREFIX_ENTRIES, WATCH_BITS_WORDS, WATCH_COUNTER_ENTRIES},
 };
 
-use crate::{dns::Answer, encap::Note};
+use crate::{dns::Answer, encap::Note, parse::SPAN_MAX};
 
 // --- settings and classification tables, written by the daemon ---------------------------
 
@@ -100,8 +100,15 @@ pub static DNS_PENDING: PerCpuArray<Answer> = PerCpuArray::with_max_entries(1, 0
 #[map]
 pub static ENCAP: PerCpuArray<Note> = PerCpuArray::with_max_entries(1, 0);
 
+/// Scratch: the header the programs for a loader without CAP_PERFMON read last, copied
+/// out of the frame by a load-bytes helper (`parse::Copies`). Per CPU, written and read
+/// within one run.
+#[map]
+pub static HEAD: PerCpuArray<[u8; SPAN_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
 /// The encapsulation programs, one array per hook type (an array holds programs of one
-/// type): `exfilmon_xdp_encap` and `exfilmon_tc_encap`, each at index 0 (set by the loader).
+/// type): `exfilmon_xdp_encap` and `exfilmon_tc_encap` (or their `_copy` twins, with the
+/// `_copy` programs), each at index 0 (set by the loader).
 #[map]
 pub static ENCAP_XDP_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]

@@ -4,14 +4,15 @@
 //! here, where the parser's paths already tell them apart (an EtherType, the IP protocol, a
 //! UDP port), noted for `encap::descend`, and walked there, off this path.
 //!
-//! Every read goes through [`ptr_at`], which checks the packet bounds; offsets are masked
+//! Every read goes through [`Frame::span`], which checks the bounds; offsets are masked
 //! where the verifier would otherwise lose their range.
 
 use core::{arch::asm, ptr::read_unaligned};
 
+use aya_ebpf::cty::{c_long, c_void};
 use monitor_common::{
     flow::{FAMILY_V4, FAMILY_V6},
-    reason,
+    programs, reason,
     watch::PORT_HTTPS,
 };
 
@@ -87,10 +88,17 @@ pub fn addr_bytes(a: &[u32; 4]) -> [u8; 16] {
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(*a) }
 }
 
-/// A bounds-checked pointer to a `T` at `off` bytes into the packet.
+/// `v`, through a register the compiler cannot see into: a zero written from it is not
+/// merged with its neighbours into a `memset` call. `memset` is a loop whose pointer
+/// arithmetic the verifier refuses without CAP_PERFMON (the `programs::COPY` set loads
+/// without it). One register move: an empty template would leave its line information on
+/// the next instruction's offset too, which the kernel refuses.
 #[inline(always)]
-fn ptr_at<T>(start: usize, end: usize, off: usize) -> Option<*const T> {
-    span(start, end, off, size_of::<T>()).map(|at| at as *const T)
+pub fn opaque(v: u64) -> u64 {
+    let mut v = v;
+    // SAFETY: a move of the register to itself.
+    unsafe { asm!("{0} = {0}", inout(reg) v, options(pure, nomem, nostack, preserves_flags)) };
+    v
 }
 
 /// Loads 4 bytes at `at` as one BPF word load, in memory (network) order. LLVM splits
@@ -126,29 +134,83 @@ unsafe fn load16(at: usize) -> u16 {
     v as u16
 }
 
-/// The address of `len` bytes at `off`, if they lie inside the packet.
-#[inline(always)]
-fn span(start: usize, end: usize, off: usize, len: usize) -> Option<usize> {
-    if start + off + len > end {
-        return None;
-    }
-    Some(start + off)
+/// Where the parser reads a frame. Every read asks [`Frame::span`] for the address of the
+/// bytes it needs, which checks them against what can be read.
+pub trait Frame: Copy {
+    /// IPv6 extension headers followed in this frame (see `MAX_IPV6_EXT`).
+    const MAX_EXT: usize = MAX_IPV6_EXT;
+
+    /// The address of `len` bytes at frame offset `off`, if they can be read.
+    fn span(self, off: usize, len: usize) -> Option<usize>;
 }
 
+/// The frame in place, between the context's `data` and `data_end`: the fast path. The
+/// verifier allows a packet pointer plus an offset held in a register only to a loader with
+/// CAP_PERFMON (or CAP_SYS_ADMIN).
+#[derive(Clone, Copy)]
+pub struct InPlace {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Frame for InPlace {
+    #[inline(always)]
+    fn span(self, off: usize, len: usize) -> Option<usize> {
+        if self.start + off + len > self.end {
+            return None;
+        }
+        Some(self.start + off)
+    }
+}
+
+/// The frame read through a load-bytes helper (`bpf_xdp_load_bytes`, `bpf_skb_load_bytes`):
+/// each span is copied into a per-CPU map value (`maps::HEAD`, at `at`) and read there, so
+/// no pointer ever moves by an offset held in a register. What the programs for a loader
+/// without CAP_PERFMON parse (see `main.rs`). A span stays valid until the next one; the
+/// parser reads each header's fields before it asks for the next header.
+#[derive(Clone, Copy)]
+pub struct Copies<L> {
+    /// `load(offset, buf, size)`: the helper, with the program's context.
+    pub load: L,
+    /// `HEAD`'s value (`None` never: the array has its one entry).
+    pub at: Option<usize>,
+}
+
+/// The longest span the parser asks for (an IPv6 header): `maps::HEAD` holds it.
+pub const SPAN_MAX: usize = 40;
+
+impl<L: Fn(u32, *mut c_void, u32) -> c_long + Copy> Frame for Copies<L> {
+    /// Fewer, for the verifier (see `programs::COPY_MAX_IPV6_EXT`).
+    const MAX_EXT: usize = programs::COPY_MAX_IPV6_EXT;
+
+    #[inline(always)]
+    fn span(self, off: usize, len: usize) -> Option<usize> {
+        // `len` is a constant at every call site, at most `SPAN_MAX`; an offset past the
+        // frame makes the helper fail.
+        let at = self.at?;
+        if len > SPAN_MAX || (self.load)(off as u32, at as *mut c_void, len as u32) != 0 {
+            return None;
+        }
+        Some(at)
+    }
+}
+
+/// Reads a `T` at `off`, if it can be read.
 #[inline(always)]
-pub fn read<T: Copy>(start: usize, end: usize, off: usize) -> Option<T> {
-    // SAFETY: `ptr_at` checked that the whole `T` lies inside the packet.
-    ptr_at::<T>(start, end, off).map(|p| unsafe { read_unaligned(p) })
+pub fn read<T: Copy>(f: impl Frame, off: usize) -> Option<T> {
+    // SAFETY: `span` checked that the whole `T` can be read at the address.
+    f.span(off, size_of::<T>())
+        .map(|at| unsafe { read_unaligned(at as *const T) })
 }
 
 /// Parses a frame; `Err` carries the outcome reason when it is not a classifiable IP packet.
 /// `wire_len` is the frame's length as the hook sees it (used when an IP length is 0).
 /// `Err(DESCEND)`: the frame carries an encapsulation, noted for `encap::descend`.
 #[inline(always)]
-pub fn parse(start: usize, end: usize, wire_len: u32) -> Result<Packet, u32> {
+pub fn parse(f: impl Frame, wire_len: u32) -> Result<Packet, u32> {
     // The VLAN walk of `ethernet`, written out: through the function, the offsets are no
     // longer constants to the verifier, which then walks the parser twice as long.
-    let mut proto: u16 = read::<[u8; 2]>(start, end, 12)
+    let mut proto: u16 = read::<[u8; 2]>(f, 12)
         .map(u16::from_be_bytes)
         .ok_or(reason::MALFORMED_L2)?;
     let mut off = ETH_HLEN;
@@ -156,15 +218,15 @@ pub fn parse(start: usize, end: usize, wire_len: u32) -> Result<Packet, u32> {
         if !is_vlan(proto) {
             break;
         }
-        proto = read::<[u8; 2]>(start, end, off + 2)
+        proto = read::<[u8; 2]>(f, off + 2)
             .map(u16::from_be_bytes)
             .ok_or(reason::MALFORMED_L2)?;
         off += 4;
     }
     let wire_l3 = u64::from(wire_len).saturating_sub(off as u64);
     match proto {
-        ETH_P_IP => ipv4(start, end, off, wire_l3),
-        ETH_P_IPV6 => ipv6(start, end, off, wire_l3),
+        ETH_P_IP => ipv4(f, off, wire_l3),
+        ETH_P_IPV6 => ipv6(f, off, wire_l3),
         ETH_P_PPP_SES => {
             encap::note(KIND_PPPOE, off);
             Err(DESCEND)
@@ -187,8 +249,8 @@ fn is_vlan(proto: u16) -> bool {
 /// The EtherType of the (inner) Ethernet frame at `off`, behind up to `MAX_VLAN` tags, and the
 /// offset of what follows it. A VLAN EtherType returned means more tags than followed.
 #[inline(always)]
-pub fn ethernet(start: usize, end: usize, off: usize) -> Result<(u16, usize), u32> {
-    let mut proto: u16 = read::<[u8; 2]>(start, end, off + 12)
+pub fn ethernet(f: impl Frame, off: usize) -> Result<(u16, usize), u32> {
+    let mut proto: u16 = read::<[u8; 2]>(f, off + 12)
         .map(u16::from_be_bytes)
         .ok_or(reason::MALFORMED_L2)?;
     let mut off = off + ETH_HLEN;
@@ -196,7 +258,7 @@ pub fn ethernet(start: usize, end: usize, off: usize) -> Result<(u16, usize), u3
         if !is_vlan(proto) {
             break;
         }
-        proto = read::<[u8; 2]>(start, end, off + 2)
+        proto = read::<[u8; 2]>(f, off + 2)
             .map(u16::from_be_bytes)
             .ok_or(reason::MALFORMED_L2)?;
         off += 4;
@@ -206,14 +268,14 @@ pub fn ethernet(start: usize, end: usize, off: usize) -> Result<(u16, usize), u3
 
 /// The IPv4 packet at `off`; `Err(DESCEND)` when it carries a tunnel (noted).
 #[inline(always)]
-pub fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
-    let (mut p, l4) = ipv4_header(start, end, off, wire_l3)?;
+pub fn ipv4(f: impl Frame, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+    let (mut p, l4) = ipv4_header(f, off, wire_l3)?;
     let Some(l4) = l4 else {
         // A later fragment: no transport header, classified by its addresses.
         count(reason::FRAGMENT);
         return Ok(p);
     };
-    if transport(start, end, l4, &mut p) {
+    if transport(f, l4, &mut p) {
         return Err(DESCEND);
     }
     Ok(p)
@@ -223,13 +285,12 @@ pub fn ipv4(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet
 /// header: `None` for a later fragment, which has none.
 #[inline(always)]
 pub fn ipv4_header(
-    start: usize,
-    end: usize,
+    f: impl Frame,
     off: usize,
     wire_l3: u64,
 ) -> Result<(Packet, Option<usize>), u32> {
     // version/IHL, ..., total length, id, flags+fragment offset, ttl, protocol, ..., addresses
-    let h = span(start, end, off, 20).ok_or(reason::MALFORMED_IPV4)?;
+    let h = f.span(off, 20).ok_or(reason::MALFORMED_IPV4)?;
     // SAFETY: the 20 bytes at `h` were checked above.
     let (vihl, total, frag, proto, src, dst) = unsafe {
         (
@@ -277,14 +338,14 @@ pub fn ipv4_header(
 
 /// The IPv6 packet at `off`; `Err(DESCEND)` when it carries a tunnel (noted).
 #[inline(always)]
-pub fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
-    let mut p = ipv6_header(start, end, off, wire_l3)?;
+pub fn ipv6<F: Frame>(f: F, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+    let mut p = ipv6_header(f, off, wire_l3)?;
     let mut next = p.proto;
     let mut off = off + 40;
-    for _ in 0..MAX_IPV6_EXT {
+    for _ in 0..F::MAX_EXT {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
-                let Some(ext) = read::<[u8; 2]>(start, end, off) else {
+                let Some(ext) = read::<[u8; 2]>(f, off) else {
                     count(reason::IPV6_EXT_LIMIT);
                     return Ok(p);
                 };
@@ -292,7 +353,7 @@ pub fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet
                 off += (usize::from(ext[1]) + 1) * 8;
             }
             IPPROTO_AH => {
-                let Some(ext) = read::<[u8; 2]>(start, end, off) else {
+                let Some(ext) = read::<[u8; 2]>(f, off) else {
                     count(reason::IPV6_EXT_LIMIT);
                     return Ok(p);
                 };
@@ -300,7 +361,7 @@ pub fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet
                 off += (usize::from(ext[1]) + 2) * 4;
             }
             IPPROTO_FRAGMENT => {
-                let Some(ext) = read::<[u8; 4]>(start, end, off) else {
+                let Some(ext) = read::<[u8; 4]>(f, off) else {
                     count(reason::IPV6_EXT_LIMIT);
                     return Ok(p);
                 };
@@ -316,7 +377,7 @@ pub fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet
                 p.proto = next;
                 // The chain above adds at most 8 × 2 KiB: the mask keeps the verifier's range
                 // proof without cutting a real offset.
-                if transport(start, end, off & 0x7fff, &mut p) {
+                if transport(f, off & 0x7fff, &mut p) {
                     return Err(DESCEND);
                 }
                 return Ok(p);
@@ -334,11 +395,11 @@ pub fn ipv6(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet
 /// of the packets that carry tunnels: GRE, or UDP to the VXLAN or GENEVE port, as the kind
 /// and offset of the tunnel header. Reads the UDP ports into `p`.
 #[inline(always)]
-pub fn tunnel_at(start: usize, end: usize, l4: usize, p: &mut Packet) -> Option<(u32, usize)> {
+pub fn tunnel_at(f: impl Frame, l4: usize, p: &mut Packet) -> Option<(u32, usize)> {
     match p.proto {
         IPPROTO_GRE => Some((KIND_GRE, l4)),
         IPPROTO_UDP => {
-            let h = span(start, end, l4, 4)?;
+            let h = f.span(l4, 4)?;
             // SAFETY: the 4 bytes at `h` were checked.
             (p.sport, p.dport) = ports(unsafe { load32(h) });
             p.payload = (l4 + 8) as u32;
@@ -360,8 +421,8 @@ fn udp_tunnel(dport: u16) -> Option<u32> {
 
 /// The fixed IPv6 header at `off` (`proto` is its next header).
 #[inline(always)]
-pub fn ipv6_header(start: usize, end: usize, off: usize, wire_l3: u64) -> Result<Packet, u32> {
-    let h = span(start, end, off, 40).ok_or(reason::MALFORMED_IPV6)?;
+pub fn ipv6_header(f: impl Frame, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+    let h = f.span(off, 40).ok_or(reason::MALFORMED_IPV6)?;
     // SAFETY: the 40 bytes at `h` were checked above.
     let (version, payload, next_header, src, dst) = unsafe {
         (
@@ -421,9 +482,9 @@ fn ports(word: u32) -> (u16, u16) {
 /// True when the packet carries a tunnel (GRE, or UDP to the VXLAN or GENEVE port), noted
 /// with the packet for `encap::descend`.
 #[inline(always)]
-fn transport(start: usize, end: usize, off: usize, p: &mut Packet) -> bool {
+fn transport(f: impl Frame, off: usize, p: &mut Packet) -> bool {
     match p.proto {
-        IPPROTO_TCP => match span(start, end, off, 14) {
+        IPPROTO_TCP => match f.span(off, 14) {
             // SAFETY: the 14 bytes at `h` were checked.
             Some(h) => unsafe {
                 (p.sport, p.dport) = ports(load32(h));
@@ -437,7 +498,7 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) -> bool {
             },
             None => count(reason::MALFORMED_L4),
         },
-        IPPROTO_UDP => match span(start, end, off, 4) {
+        IPPROTO_UDP => match f.span(off, 4) {
             // SAFETY: the 4 bytes at `h` were checked.
             Some(h) => {
                 (p.sport, p.dport) = ports(unsafe { load32(h) });
@@ -452,7 +513,7 @@ fn transport(start: usize, end: usize, off: usize, p: &mut Packet) -> bool {
             }
             None => count(reason::MALFORMED_L4),
         },
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => match read::<[u8; 2]>(start, end, off) {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => match read::<[u8; 2]>(f, off) {
             Some(h) => p.dport = u16::from_be_bytes(h),
             None => count(reason::MALFORMED_L4),
         },

@@ -28,12 +28,12 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use monitor_common::{
     flow::FAMILY_V4,
-    watch::{bucket_v4, bucket_v6, mapped_v4},
+    watch::{bucket_v4, bucket_v6},
 };
 
 use crate::{
     maps::{WATCH_BITS, WATCH_LEARNED, WATCH_PREFIXES, count},
-    parse::addr_bytes,
+    parse::{addr_bytes, opaque},
 };
 
 /// The watch entry of a remote address (0 for none): a learned address or a watched prefix
@@ -54,7 +54,15 @@ pub fn entry(family: u8, remote: &[u32; 4], by_asn: u32) -> u32 {
     if hit {
         count(monitor_common::reason::WATCH_PROBE);
         let key = if family == FAMILY_V4 {
-            mapped_v4(remote[0].to_ne_bytes())
+            // `mapped_v4` as two words: its ten zero bytes would be a `memset` call (see
+            // `opaque`).
+            let words = [
+                opaque(0),
+                u64::from(u32::from_ne_bytes([0, 0, 0xff, 0xff])) | u64::from(remote[0]) << 32,
+            ];
+            // SAFETY: same size, every bit pattern valid; the target is little-endian, so
+            // the second word holds bytes 8..16 in memory order.
+            unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) }
         } else {
             addr_bytes(remote)
         };

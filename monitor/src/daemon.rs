@@ -168,6 +168,18 @@ pub async fn run(
     let registry = Registry::new();
     let detect = Live::start(&config, &registry, clock)?;
 
+    let programs = monitor.sizes().programs;
+    if programs == monitor_common::programs::COPY {
+        tracing::info!(
+            programs = programs.name,
+            "no CAP_PERFMON or CAP_SYS_ADMIN: loaded the programs that parse a copy of each frame's headers, which CAP_BPF and CAP_NET_ADMIN allow; they count the same and cost more per packet (README: Least privilege)"
+        );
+    } else {
+        tracing::info!(
+            programs = programs.name,
+            "loaded the programs that parse frames in place"
+        );
+    }
     attach_all(&mut monitor, &config, pins.get())?;
 
     let labels = Arc::new(RwLock::new(plan.labels));
@@ -176,6 +188,7 @@ pub async fn run(
     dm.set_geoip_sources(sources);
     // Before any map is taken: only the maps the loader still holds are listed.
     dm.set_map_memory(&monitor.map_memory());
+    dm.set_programs(&monitor.sizes().programs);
     // The collector reads the counters at scrape time, the detection ticks on their own.
     let counters = Arc::new(Mutex::new(monitor.take_counters()?));
     registry.register(Box::new(KernelCollector::new(

@@ -52,7 +52,17 @@ pub fn load_monitor_with(
     plan: &Plan,
     bench: Option<BenchSizes>,
 ) -> Result<Monitor, LoadError> {
-    load_monitor_at(config, plan, bench, None)
+    load_monitor_at(config, plan, bench, None, None)
+}
+
+/// [`load_monitor`] with the program set `programs` rather than the one the process's
+/// capabilities allow (`ebpf::programs_for_capabilities`): for tests that run both.
+pub fn load_monitor_programs(
+    config: &Config,
+    plan: &Plan,
+    programs: monitor_common::programs::Set,
+) -> Result<Monitor, LoadError> {
+    load_monitor_at(config, plan, None, None, Some(programs))
 }
 
 /// [`load_monitor`] for the daemon: with `pins`, the counters, the flow table and the ring
@@ -63,7 +73,7 @@ pub fn load_monitor_pinned(
     plan: &Plan,
     pins: Option<&pins::Pins>,
 ) -> Result<Monitor, LoadError> {
-    load_monitor_at(config, plan, None, pins)
+    load_monitor_at(config, plan, None, pins, None)
 }
 
 fn load_monitor_at(
@@ -71,6 +81,7 @@ fn load_monitor_at(
     plan: &Plan,
     bench: Option<BenchSizes>,
     pins: Option<&pins::Pins>,
+    programs: Option<monitor_common::programs::Set>,
 ) -> Result<Monitor, LoadError> {
     let mut sizes = Sizes::for_geo(
         config.flows.max_entries,
@@ -78,6 +89,9 @@ fn load_monitor_at(
         &plan.tables.geo,
     );
     sizes.bench = bench;
+    if let Some(programs) = programs {
+        sizes.programs = programs;
+    }
     let paths = pins.map(pins::Pins::map_paths).unwrap_or_default();
     let mut monitor = Monitor::load_pinned(sizes, &paths)?;
     monitor.write_config(kernel_config(config))?;

@@ -36,7 +36,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach to the configured interfaces, classify, and serve /metrics until SIGTERM or
-    /// SIGINT. Needs root (or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
+    /// SIGINT. Needs root, or CAP_BPF + CAP_NET_ADMIN (with CAP_PERFMON too, it loads the
+    /// faster programs that parse frames in place).
     ///
     /// The counters, the flow table, the ring buffer and the links are pinned under
     /// `[pin] dir` (default /sys/fs/bpf/exfilmon): at exit the programs stay attached and

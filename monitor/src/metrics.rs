@@ -315,6 +315,7 @@ pub struct DaemonMetrics {
     pub geoip_source_modified: IntGaugeVec,
     pub geoip_source_built: IntGaugeVec,
     pub kernel_map_memory: IntGaugeVec,
+    pub programs: IntGaugeVec,
     pub collector_errors: IntCounter,
     pub reloads: IntCounterVec,
     pub last_reload_successful: IntGauge,
@@ -374,6 +375,13 @@ impl DaemonMetrics {
                 ),
                 &["map"],
             )?,
+            programs: IntGaugeVec::new(
+                Opts::new(
+                    "exfilmon_programs_info",
+                    "The set of kernel programs loaded, always 1: in_place parses frames where they are (needs CAP_PERFMON), copy parses a copy of their headers (CAP_BPF and CAP_NET_ADMIN only; costs more per packet).",
+                ),
+                &["set"],
+            )?,
             collector_errors: IntCounter::new(
                 "exfilmon_collector_errors_total",
                 "Scrapes in which the kernel counters could not be read.",
@@ -426,6 +434,7 @@ impl DaemonMetrics {
             Box::new(self.geoip_source_modified.clone()),
             Box::new(self.geoip_source_built.clone()),
             Box::new(self.kernel_map_memory.clone()),
+            Box::new(self.programs.clone()),
             Box::new(self.collector_errors.clone()),
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload_successful.clone()),
@@ -479,6 +488,12 @@ impl DaemonMetrics {
                 self.geoip_source_built.with_label_values(&labels).set(t);
             }
         }
+    }
+
+    /// Names the program set loaded (one of two: a bounded label).
+    pub fn set_programs(&self, set: &monitor_common::programs::Set) {
+        self.programs.reset();
+        self.programs.with_label_values(&[set.name]).set(1);
     }
 
     /// Sets the kernel memory per map, as [`crate::ebpf::Monitor::map_memory`] reports it.

@@ -172,7 +172,7 @@ pub fn run(
                 frame
             };
             let out = monitor
-                .test_run(monitor_common::programs::XDP, data)
+                .test_run(monitor.sizes().programs.xdp, data)
                 .map_err(run_err)?;
             if out.action == XDP_DROP {
                 dropped += 1;

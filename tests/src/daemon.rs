@@ -45,10 +45,9 @@ pub struct Daemon {
 }
 
 /// Capabilities a confined daemon keeps (`Daemon::start_confined`): exactly those the
-/// README and the systemd unit grant. CAP_PERFMON is the verifier's: without it, pointer
-/// arithmetic on packet pointers with a variable offset (IPv4 options, IPv6 extension
-/// headers, VLAN tags) is refused as a Spectre v1 risk.
-pub const CONFINED_CAPS: &str = "-all,+bpf,+net_admin,+perfmon";
+/// README and the systemd unit grant. Without CAP_PERFMON the daemon loads the program
+/// set that parses a copy of each frame's head (`programs::COPY`).
+pub const CONFINED_CAPS: &str = "-all,+bpf,+net_admin";
 
 /// A pin directory of its own for each daemon a test starts:
 /// `/sys/fs/bpf/exfilmon-test-{PID}-{N}`. [`Daemon`] removes it when it stops the daemon.

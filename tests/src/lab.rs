@@ -216,6 +216,34 @@ impl Lab {
         OUTSIDE_IF
     }
 
+    /// Sends `frames` PPPoE session frames (at most `traffic::MAX_RAW_FRAMES`) from the
+    /// phone to the router, each an IPv4 UDP datagram of `payload` bytes to the CN server's
+    /// port `port`: frames no socket of the stack makes. Returns the frames sent and the
+    /// inner IP packet's length. From the phone's MAC to the router's: a crafted frame's own
+    /// MACs would teach the lab's bridge that the router sits behind the phone's port.
+    ///
+    /// # Errors
+    /// When the frames cannot be sent.
+    pub fn pppoe_from_phone(&self, frames: usize, port: u16, payload: usize) -> Result<(u64, u64)> {
+        use crate::packet::{self, PPP_IPV4, UDP};
+        let inner = packet::ipv4(
+            PHONE_V4,
+            SERVER_CN_V4,
+            UDP,
+            &packet::udp(40_000, port, &vec![0x5a; payload]),
+        );
+        let mut frame = packet::eth(
+            &[],
+            packet::ETH_PPPOE_SESSION,
+            &packet::pppoe(&packet::ppp(PPP_IPV4, &inner)),
+        );
+        frame[..6].copy_from_slice(&mac(ROUTER_INSIDE_MAC)?);
+        frame[6..12].copy_from_slice(&mac(PHONE_MAC)?);
+        let sent =
+            crate::traffic::raw_frames(self.ns(Node::Phone), DEVICE_IF, &vec![frame; frames])?;
+        Ok((sent as u64, inner.len() as u64))
+    }
+
     /// The id of the XDP program on the router's `interface`, from `ip -j link`, or
     /// `None` when none is attached.
     ///
@@ -595,6 +623,19 @@ fn stale_lab_pid(name: &str) -> Option<u32> {
     crate::netns::pid_in_name(name, "exf", |node| {
         Node::ALL.iter().any(|n| n.suffix() == node)
     })
+}
+
+/// The bytes of a MAC address written `02:00:00:00:00:01`.
+fn mac(text: &str) -> Result<[u8; 6]> {
+    let mut bytes = [0; 6];
+    let mut parts = text.split(':');
+    for b in &mut bytes {
+        let part = parts
+            .next()
+            .with_context(|| format!("{text}: not a MAC address"))?;
+        *b = u8::from_str_radix(part, 16).with_context(|| format!("{text}: not a MAC address"))?;
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use monitor::{
     ebpf::{Counters, Monitor},
     events::{self, EventKind},
     geoip::GeoDb,
-    load_monitor,
+    load_monitor, load_monitor_programs,
     tables::{self, Labels, Verdict},
 };
 use monitor_common::{
@@ -36,6 +36,8 @@ const CN6: &str = "2001:db8:ff:86::10";
 
 struct Harness {
     monitor: Monitor,
+    /// The program set loaded (the in-place one, as root, unless a test asks for another).
+    programs: programs::Set,
     labels: Labels,
     events: RingBuf<MapData>,
     frames: u64,
@@ -86,14 +88,27 @@ impl Harness {
     }
 
     fn with_flows(name: &str, flows: &str) -> Self {
+        Self::load(name, flows, None)
+    }
+
+    /// A harness with the program set `programs` loaded.
+    fn with_programs(name: &str, programs: programs::Set) -> Self {
+        Self::load(name, "", Some(programs))
+    }
+
+    fn load(name: &str, flows: &str, programs: Option<programs::Set>) -> Self {
         require_root(name);
         let (dir, config) = config_text(flows);
         let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
         let plan = tables::plan(&config, &geo).expect("plan");
-        let mut monitor = load_monitor(&config, &plan)
-            .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
+        let mut monitor = match programs {
+            Some(set) => load_monitor_programs(&config, &plan, set),
+            None => load_monitor(&config, &plan),
+        }
+        .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));
         let events = monitor.take_events().expect("ring");
         Self {
+            programs: monitor.sizes().programs,
             monitor,
             labels: plan.labels,
             events,
@@ -106,7 +121,7 @@ impl Harness {
     fn run(&mut self, frame: &[u8]) {
         let out = self
             .monitor
-            .test_run(programs::XDP, frame)
+            .test_run(self.programs.xdp, frame)
             .expect("test run");
         assert_eq!(out.action, XDP_PASS, "XDP must pass every frame");
         assert_eq!(out.frame, frame, "the frame must leave unchanged");
@@ -169,6 +184,40 @@ impl Harness {
             let (kind, key, st) = events::decode(&item).expect("decode");
             out.push((kind, key, st.bytes_out + st.bytes_in));
         }
+        out
+    }
+
+    /// The flow table, a line per flow without its clocks, sorted.
+    fn flow_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .monitor
+            .flows()
+            .expect("flows")
+            .iter()
+            .map(|(k, st)| {
+                let counts = (st.packets_out, st.bytes_out, st.packets_in, st.bytes_in);
+                format!("{k:?} {counts:?}")
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// The ring's records, sorted: flow events without their clocks, DNS answer and
+    /// ClientHello copies byte for byte.
+    fn ring_records(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            out.push(match events::decode(&item) {
+                Ok((kind, key, st)) => format!(
+                    "{kind:?} {key:?} {} {}",
+                    st.packets_out + st.packets_in,
+                    st.bytes_out + st.bytes_in
+                ),
+                Err(_) => format!("{:02x?}", &*item),
+            });
+        }
+        out.sort();
         out
     }
 
@@ -651,9 +700,18 @@ const VERIFIER_BUDGET: u32 = 150_000;
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn attached_programs_stay_within_the_verifier_budget() {
-    let h = Harness::new("attached_programs_stay_within_the_verifier_budget");
-    let counts = h.monitor.verified_instructions().expect("program info");
-    assert_eq!(counts.len(), 5, "{counts:?}");
+    let name = "attached_programs_stay_within_the_verifier_budget";
+    let mut counts = Vec::new();
+    for set in [programs::IN_PLACE, programs::COPY] {
+        let h = Harness::with_programs(name, set);
+        let set_counts = h.monitor.verified_instructions().expect("program info");
+        assert_eq!(
+            set_counts.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            set.all(),
+            "{set_counts:?}"
+        );
+        counts.extend(set_counts);
+    }
     for (program, count) in counts {
         let Some(count) = count else {
             eprintln!("SKIPPED: the kernel does not report verified_insns for {program}");
@@ -669,6 +727,11 @@ fn attached_programs_stay_within_the_verifier_budget() {
 
 /// The representative frames of the fail-open corpus: one per parse path.
 fn representative_frames() -> Vec<Vec<u8>> {
+    frames_with_ext_up_to(9)
+}
+
+/// The representative frames, with IPv6 chains of 0 to `max_ext` extension headers.
+fn frames_with_ext_up_to(max_ext: usize) -> Vec<Vec<u8>> {
     let v6 = |ext: &[u8], proto: u8, payload: &[u8]| {
         eth_v6(&ipv6(
             PHONE6.parse().expect("v6"),
@@ -749,7 +812,7 @@ fn representative_frames() -> Vec<Vec<u8>> {
     let chain = [
         HOPOPTS, DSTOPTS, ROUTING, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS, DSTOPTS,
     ];
-    for n in 0..=chain.len() {
+    for n in 0..=chain.len().min(max_ext) {
         frames.push(v6(&chain[..n], TCP, &tcp(40004, 443, ACK, &[9; 12])));
     }
     frames.extend(encapsulated_frames());
@@ -829,10 +892,25 @@ fn encapsulated_frames() -> Vec<Vec<u8>> {
     ]
 }
 
+/// One of `frames` with 1 to 6 of its first 160 bytes (the headers of two tunnels)
+/// overwritten, and cut at a random length in 3 cases of 10.
+fn mutated(frames: &[Vec<u8>], rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+    use rand::RngExt as _;
+    let mut f = frames[rng.random_range(0..frames.len())].clone();
+    for _ in 0..rng.random_range(1..=6) {
+        let at = rng.random_range(0..f.len().min(160));
+        f[at] = rng.random();
+    }
+    if rng.random_bool(0.3) {
+        f.truncate(rng.random_range(14..=f.len()));
+    }
+    f
+}
+
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs() {
-    use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
+    use rand::{SeedableRng as _, rngs::StdRng};
 
     let mut h =
         Harness::new("fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs");
@@ -868,15 +946,7 @@ fn fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs() {
     //    overwritten, and a random cut.
     let mut rng = StdRng::seed_from_u64(0x00e0_f11e);
     for _ in 0..10_000 {
-        let mut f = frames[rng.random_range(0..frames.len())].clone();
-        for _ in 0..rng.random_range(1..=6) {
-            let at = rng.random_range(0..f.len().min(160));
-            f[at] = rng.random();
-        }
-        if rng.random_bool(0.3) {
-            f.truncate(rng.random_range(14..=f.len()));
-        }
-        h.run(&f);
+        h.run(&mutated(&frames, &mut rng));
     }
 
     let runs = h.frames;
@@ -933,6 +1003,97 @@ fn fail_open_corpus_every_frame_passes_unchanged_and_outcomes_sum_to_runs() {
         c.reasons[reason::ENCAP_MISSED as usize],
         0,
         "every encapsulated frame reaches its encapsulation program"
+    );
+}
+
+/// The program set for a loader without CAP_PERFMON reads each header through a helper
+/// (`programs::COPY`). Every frame of the corpus, through XDP and TC, must come out of it
+/// as out of the in-place set: the same action, the frame unchanged (`run` asserts both),
+/// the same outcome and event counters, class counters, flows and ring records. The one
+/// difference by design: it walks shorter IPv6 header chains
+/// (`programs::COPY_MAX_IPV6_EXT`), so the corpus' longer chains are left out, and one
+/// is checked apart.
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn the_copy_programs_count_every_corpus_frame_as_the_in_place_ones_do() {
+    use rand::{SeedableRng as _, rngs::StdRng};
+
+    let name = "the_copy_programs_count_every_corpus_frame_as_the_in_place_ones_do";
+    let mut sets = [
+        Harness::with_programs(name, programs::IN_PLACE),
+        Harness::with_programs(name, programs::COPY),
+    ];
+    assert_eq!(sets[1].programs, programs::COPY);
+    let frames = frames_with_ext_up_to(programs::COPY_MAX_IPV6_EXT - 1);
+    let run = |sets: &mut [Harness; 2], frame: &[u8]| {
+        for h in sets.iter_mut() {
+            h.run(frame);
+            let tc = h.programs.tc_egress;
+            h.run_tc(tc, frame);
+        }
+    };
+    let same = |sets: &[Harness; 2], what: &str| {
+        let (a, b) = (sets[0].counters(), sets[1].counters());
+        assert_eq!(a.reasons, b.reasons, "reason counters after {what}");
+        assert_eq!(
+            format!("{:?}", (&a.classes, &a.watch, &a.policy_drops)),
+            format!("{:?}", (&b.classes, &b.watch, &b.policy_drops)),
+            "class counters after {what}"
+        );
+    };
+    for (i, frame) in frames.iter().enumerate() {
+        for cut in 14..=frame.len() {
+            run(&mut sets, &frame[..cut]);
+        }
+        same(
+            &sets,
+            &format!("representative frame {i} cut at every length"),
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(0x00c0_be11);
+    for round in 0..10 {
+        for _ in 0..300 {
+            run(&mut sets, &mutated(&frames, &mut rng));
+        }
+        same(&sets, &format!("mutation round {round}"));
+    }
+    let [a, b] = &mut sets;
+    let flow_count = a.flow_lines().len();
+    assert_eq!(a.flow_lines(), b.flow_lines(), "the same flows");
+    let (ea, eb) = (a.ring_records(), b.ring_records());
+    assert_eq!(ea, eb, "the same ring records");
+    a.assert_outcomes_sum();
+    b.assert_outcomes_sum();
+    // A chain as long as the copy set's walk: it counts `ipv6_ext_limit` and classifies
+    // the packet by its addresses, where the in-place set reads on to the ports.
+    let longer = eth_v6(&ipv6(
+        PHONE6.parse().expect("v6"),
+        CN6.parse().expect("v6"),
+        &[DSTOPTS; programs::COPY_MAX_IPV6_EXT],
+        UDP,
+        &udp(6001, 443, &[0; 16]),
+    ));
+    let limits = sets.each_mut().map(|h| {
+        let before = h.reason(reason::IPV6_EXT_LIMIT);
+        h.run(&longer);
+        h.reason(reason::IPV6_EXT_LIMIT) - before
+    });
+    assert_eq!(
+        limits,
+        [0, 1],
+        "ipv6_ext_limit counted by the copy set only"
+    );
+    let b = &sets[1];
+    let c = b.counters();
+    println!(
+        "copy programs: {} runs, outcomes, {} class counters, {} flows and {} ring records \
+         identical to the in-place programs; DNS copies {}, ClientHello copies {}",
+        b.frames,
+        c.classes.len(),
+        flow_count,
+        eb.len(),
+        c.reasons[reason::DNS_COPIED as usize],
+        c.reasons[reason::TLS_HELLO_COPIED as usize],
     );
 }
 

@@ -18,10 +18,9 @@ use exfilmon_tests::{
     Lab, Node,
     daemon::{Daemon, free_port, pin_dir_of, run_refused, write_lab_config},
     exfilmon_bin,
-    lab::{DEVICE_IF, INSIDE_IF, PHONE_MAC, PHONE_V4, ROUTER_INSIDE_MAC, SERVER_CN_V4},
-    packet::{self, PPP_IPV4, UDP},
+    lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
     require_root,
-    traffic::{raw_frames, udp_paced, udp_sink},
+    traffic::{udp_paced, udp_sink},
 };
 use monitor_common::pin::{LAYOUT, PinMeta, TAKES_OVER};
 
@@ -86,7 +85,9 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
     assert!(status.success(), "exited with {status}");
     // With no daemon running: PPPoE frames, whose walk is in the encapsulation program,
     // reached through a program array that only its pin keeps filled.
-    let (pppoe_sent, inner_len) = send_pppoe(&lab);
+    let (pppoe_sent, inner_len) = lab
+        .pppoe_from_phone(PPPOE_FRAMES, 9701, PPPOE_PAYLOAD)
+        .expect("PPPoE frames");
     std::thread::sleep(Duration::from_millis(300));
     let second = start(&config, port);
     assert_eq!(
@@ -169,29 +170,6 @@ fn restarts_under_traffic_keep_the_links_and_lose_no_packet() {
     );
 }
 
-/// Sends `PPPOE_FRAMES` PPPoE frames from the phone, each an IPv4 datagram to the CN
-/// server: the frames sent and the inner packet's length.
-fn send_pppoe(lab: &Lab) -> (u64, u64) {
-    let inner = packet::ipv4(
-        PHONE_V4,
-        SERVER_CN_V4,
-        UDP,
-        &packet::udp(40_000, 9701, &[0x5a; PPPOE_PAYLOAD]),
-    );
-    // From the phone's MAC to the router's: the crafted frames' own MACs would teach the
-    // lab's bridge that the router sits behind the phone's port.
-    let mut pppoe = packet::eth(
-        &[],
-        packet::ETH_PPPOE_SESSION,
-        &packet::pppoe(&packet::ppp(PPP_IPV4, &inner)),
-    );
-    pppoe[..6].copy_from_slice(&mac(ROUTER_INSIDE_MAC));
-    pppoe[6..12].copy_from_slice(&mac(PHONE_MAC));
-    let sent = raw_frames(lab.ns(Node::Phone), DEVICE_IF, &vec![pppoe; PPPOE_FRAMES])
-        .expect("PPPoE frames") as u64;
-    (sent, inner.len() as u64)
-}
-
 /// `exfilmon status`, beside the running daemon, shows the phones' violation to CN with
 /// every packet and byte counted, the flow to the server's port 9700 among the tracked,
 /// and no `encap_missed`.
@@ -252,15 +230,6 @@ fn last_event(path: &Path, port: u16) -> serde_json::Value {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["dst"] == SERVER_CN_V4.to_string() && v["dport"] == port)
         .expect("the flow is in the event log")
-}
-
-/// The bytes of a MAC address written `02:00:00:00:00:01`.
-fn mac(text: &str) -> [u8; 6] {
-    let mut bytes = [0; 6];
-    for (b, part) in bytes.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(part, 16).expect("a MAC address");
-    }
-    bytes
 }
 
 /// Pins of the oldest layout this exfilmon migrates from are taken over and their header

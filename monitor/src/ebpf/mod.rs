@@ -153,6 +153,9 @@ pub struct Sizes {
     pub asn_slots: u32,
     /// The benchmark's maps and programs; `None` outside the benchmark.
     pub bench: Option<BenchSizes>,
+    /// The packet-path programs to load (`for_geo`: by the process's capabilities, see
+    /// [`programs_for_capabilities`]).
+    pub programs: programs::Set,
 }
 
 impl Sizes {
@@ -177,7 +180,23 @@ impl Sizes {
             ),
             asn_slots: grow(asns, 1024).min(monitor_common::geo::ASN_SLOTS_MAX),
             bench: None,
+            programs: programs_for_capabilities(),
         }
+    }
+}
+
+/// The program set this process can load: [`programs::IN_PLACE`] with CAP_PERFMON or
+/// CAP_SYS_ADMIN in its effective set, which the verifier needs for it, and otherwise
+/// [`programs::COPY`], which CAP_BPF and CAP_NET_ADMIN load. Capabilities that cannot be
+/// read count as missing: the copy set loads wherever the other does.
+#[must_use]
+pub fn programs_for_capabilities() -> programs::Set {
+    use caps::{CapSet, Capability};
+    let has = |cap| caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false);
+    if has(Capability::CAP_PERFMON) || has(Capability::CAP_SYS_ADMIN) {
+        programs::IN_PLACE
+    } else {
+        programs::COPY
     }
 }
 
@@ -265,7 +284,7 @@ fn program_fd(ebpf: &Ebpf, name: &'static str) -> Result<ProgramFd, EbpfError> {
 /// An XDP attach that failed because the interface has another XDP program is told apart:
 /// the kernel refuses a link over an attached program (EBUSY) or beside one in the other
 /// mode (EEXIST), and aya falls back to netlink only on EINVAL, so nothing was replaced.
-fn xdp_attach_error(interface: &str, source: ProgramError) -> EbpfError {
+fn xdp_attach_error(program: &'static str, interface: &str, source: ProgramError) -> EbpfError {
     let errno = match &source {
         ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
         _ => None,
@@ -277,7 +296,7 @@ fn xdp_attach_error(interface: &str, source: ProgramError) -> EbpfError {
         }
     } else {
         EbpfError::Attach {
-            program: programs::XDP,
+            program,
             interface: interface.to_owned(),
             source,
         }
@@ -317,13 +336,8 @@ impl Monitor {
         if !pins.is_empty() {
             loader.map_max_entries(maps::PIN_LABELS, LABEL_CHUNKS);
         }
-        let mut names = vec![
-            programs::XDP,
-            programs::TC_EGRESS,
-            programs::TC_INGRESS,
-            programs::ENCAP_XDP,
-            programs::ENCAP_TC,
-        ];
+        let set = sizes.programs;
+        let mut names = set.all().to_vec();
         if let Some(b) = sizes.bench {
             loader
                 .map_max_entries(maps::BENCH_WORKLOAD, b.workload.max(1))
@@ -333,6 +347,7 @@ impl Monitor {
                 programs::BENCH,
                 programs::BENCH_LPM,
                 programs::BENCH_NOFLOW,
+                programs::BENCH_COPY,
                 programs::BENCH_PASS,
                 programs::BENCH_EVENTS,
                 programs::LIVE_GEN,
@@ -371,8 +386,8 @@ impl Monitor {
         }
         // The encapsulation programs, where the attached programs' tail calls find them.
         for (array, name) in [
-            (maps::ENCAP_XDP_PROG, programs::ENCAP_XDP),
-            (maps::ENCAP_TC_PROG, programs::ENCAP_TC),
+            (maps::ENCAP_XDP_PROG, set.encap_xdp),
+            (maps::ENCAP_TC_PROG, set.encap_tc),
         ] {
             let fd = program_fd(&ebpf, name)?;
             let map = ebpf
@@ -434,27 +449,23 @@ impl Monitor {
     /// program that runs on the packet path (the attached ones and the encapsulation
     /// programs they tail-call), or `None` where the kernel does not report it (before 5.16).
     pub fn verified_instructions(&self) -> Result<Vec<(&'static str, Option<u32>)>, EbpfError> {
-        [
-            programs::XDP,
-            programs::TC_EGRESS,
-            programs::TC_INGRESS,
-            programs::ENCAP_XDP,
-            programs::ENCAP_TC,
-        ]
-        .into_iter()
-        .map(|name| {
-            let info = match self.ebpf.program(name) {
-                Some(Program::Xdp(p)) => p.info(),
-                Some(Program::SchedClassifier(p)) => p.info(),
-                _ => Err(ProgramError::NotLoaded),
-            }
-            .map_err(|source| EbpfError::Program {
-                program: name,
-                source,
-            })?;
-            Ok((name, info.verified_instruction_count()))
-        })
-        .collect()
+        self.sizes
+            .programs
+            .all()
+            .into_iter()
+            .map(|name| {
+                let info = match self.ebpf.program(name) {
+                    Some(Program::Xdp(p)) => p.info(),
+                    Some(Program::SchedClassifier(p)) => p.info(),
+                    _ => Err(ProgramError::NotLoaded),
+                }
+                .map_err(|source| EbpfError::Program {
+                    program: name,
+                    source,
+                })?;
+                Ok((name, info.verified_instruction_count()))
+            })
+            .collect()
     }
 
     /// The sizes the maps were created with.
@@ -549,11 +560,12 @@ impl Monitor {
         let ifname = ifname.as_c_str();
         let outcome = match hook {
             Hook::Xdp(mode) => {
+                let name = self.sizes.programs.xdp;
                 let program: &mut Xdp = self
                     .ebpf
-                    .program_mut(programs::XDP)
+                    .program_mut(name)
                     .and_then(|p| p.try_into().ok())
-                    .ok_or(EbpfError::MissingMap { map: programs::XDP })?;
+                    .ok_or(EbpfError::MissingMap { map: name })?;
                 attach_hook(
                     program,
                     interface,
@@ -561,16 +573,16 @@ impl Monitor {
                     |p, link: XdpLink| p.attach_to_link(link).map(drop),
                     |p| {
                         p.attach(ifname, mode)
-                            .map_err(|source| xdp_attach_error(interface, source))
+                            .map_err(|source| xdp_attach_error(name, interface, source))
                     },
                     |p, id| FdLink::try_from(p.take_link(id).ok()?).ok(),
                 )?
             }
             Hook::TcEgress | Hook::TcIngress => {
                 let (name, attach) = if hook == Hook::TcEgress {
-                    (programs::TC_EGRESS, TcAttachType::Egress)
+                    (self.sizes.programs.tc_egress, TcAttachType::Egress)
                 } else {
-                    (programs::TC_INGRESS, TcAttachType::Ingress)
+                    (self.sizes.programs.tc_ingress, TcAttachType::Ingress)
                 };
                 // tcx needs no qdisc; on older kernels aya falls back to netlink, which does.
                 // A qdisc left by an earlier run (EEXIST, named only in the error's source)

@@ -112,7 +112,9 @@ struct Row {
     workload: String,
     flows: u32,
     /// Which lookup the classifier used: the product's (`dir24` for IPv4, `tiered` for
-    /// IPv6) or `lpm` (one kernel LPM trie per family).
+    /// IPv6) or `lpm` (one kernel LPM trie per family); `copy` is the product's lookups
+    /// in the program set for a loader without CAP_PERFMON, which parses a copy of the
+    /// frame's head (`exfilmon_bench_copy`).
     lookup: &'static str,
     baseline_ns: f64,
     total_ns: f64,
@@ -588,7 +590,7 @@ fn measure(
     };
     let repeat = u32::try_from(workload.len())?;
     let product = if family == "ipv4" { "dir24" } else { "tiered" };
-    let mut programs_to_run = vec![(product, programs::BENCH)];
+    let mut programs_to_run = vec![(product, programs::BENCH), ("copy", programs::BENCH_COPY)];
     if with_lpm {
         programs_to_run.push(("lpm", programs::BENCH_LPM));
     }
