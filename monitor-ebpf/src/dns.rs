@@ -10,7 +10,6 @@ use core::arch::asm;
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
     cty::{c_long, c_void},
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };
 use monitor_common::{
     reason,
@@ -20,7 +19,7 @@ use monitor_common::{
 use crate::{
     flow::wakeup_flags,
     maps::{DNS_PENDING, EVENTS, count},
-    parse::{Packet, addr_bytes, opaque},
+    parse::{Packet, addr_bytes, load_skb, load_xdp, opaque},
 };
 
 /// The source port of the packets `note` is for.
@@ -128,19 +127,15 @@ pub fn pending() -> bool {
 /// few where it is called.
 #[inline(never)]
 pub fn copy_xdp(ctx: *mut xdp_md) {
-    copy(|offset, buf, size| {
-        // SAFETY: `buf` is `size` writable bytes of a reserved record (see `copy`).
-        unsafe { bpf_xdp_load_bytes(ctx, offset, buf, size) }
-    });
+    // `copy` passes `size` writable bytes of a reserved record.
+    copy(load_xdp(ctx));
 }
 
 /// Copies the answer `note` left into the ring buffer (TC).
 #[inline(never)]
 pub fn copy_tc(skb: *mut __sk_buff) {
-    copy(|offset, buf, size| {
-        // SAFETY: `buf` is `size` writable bytes of a reserved record (see `copy`).
-        unsafe { bpf_skb_load_bytes(skb.cast(), offset, buf, size) }
-    });
+    // As in `copy_xdp`.
+    copy(load_skb(skb.cast()));
 }
 
 /// Reserves a `DnsEvent`, fills it with `load(offset, buf, size)` and submits it; failures

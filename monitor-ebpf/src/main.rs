@@ -39,15 +39,13 @@ mod watch;
 use aya_ebpf::{
     EbpfContext,
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    cty::{c_long, c_void},
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use classify::{Action, Lookup, Track};
-use maps::{ENCAP_TC_PROG, ENCAP_XDP_PROG, HEAD, count};
+use maps::{ENCAP_TC_PROG, ENCAP_XDP_PROG, count};
 use monitor_common::reason;
-use parse::{Copies, Frame, InPlace};
+use parse::{Copies, Frame, InPlace, load_skb, load_xdp};
 
 /// How much of an skb the TC programs make linear before parsing: enough for two VLAN tags,
 /// an IPv4 header with options or IPv6 with extension headers, and a TCP header.
@@ -72,7 +70,7 @@ pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_copy(ctx: XdpContext) -> u32 {
-    xdp(&ctx, copies_xdp(&ctx))
+    xdp(&ctx, Copies::new(load_xdp(ctx.ctx)))
 }
 
 /// The encapsulation program for `exfilmon_xdp`'s frames (tail call only, never attached).
@@ -90,7 +88,7 @@ pub fn exfilmon_xdp_encap(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap_copy(ctx: XdpContext) -> u32 {
-    xdp_encap(&ctx, copies_xdp(&ctx))
+    xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx)))
 }
 
 #[inline(always)]
@@ -119,30 +117,6 @@ fn xdp_encap(ctx: &XdpContext, frame: impl Frame) -> u32 {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
-    }
-}
-
-/// The frame as the `_copy` programs read it: through `bpf_xdp_load_bytes`, which reads
-/// the fragments of a multi-buffer frame too.
-#[inline(always)]
-fn copies_xdp(ctx: &XdpContext) -> Copies<impl Fn(u32, *mut c_void, u32) -> c_long + Copy> {
-    let xdp = ctx.ctx;
-    Copies {
-        // SAFETY: `buf` is `size` writable bytes of `HEAD`'s value (see `Copies::span`).
-        load: move |offset, buf, size| unsafe { bpf_xdp_load_bytes(xdp, offset, buf, size) },
-        at: HEAD.get_ptr_mut(0).map(|p| p as usize),
-    }
-}
-
-/// The skb as the `_copy` programs read it: through `bpf_skb_load_bytes`, which reads past
-/// the linear part, so nothing is pulled.
-#[inline(always)]
-fn copies_tc(ctx: &TcContext) -> Copies<impl Fn(u32, *mut c_void, u32) -> c_long + Copy> {
-    let skb = ctx.as_ptr();
-    Copies {
-        // SAFETY: as in `copies_xdp`.
-        load: move |offset, buf, size| unsafe { bpf_skb_load_bytes(skb, offset, buf, size) },
-        at: HEAD.get_ptr_mut(0).map(|p| p as usize),
     }
 }
 
@@ -183,7 +157,12 @@ pub fn exfilmon_bench_noflow(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn exfilmon_bench_copy(ctx: XdpContext) -> u32 {
     bench::rewrite(ctx.data(), ctx.data_end());
-    bench_classify(&ctx, copies_xdp(&ctx), Lookup::Tables, Track::Flows)
+    bench_classify(
+        &ctx,
+        Copies::new(load_xdp(ctx.ctx)),
+        Lookup::Tables,
+        Track::Flows,
+    )
 }
 
 #[inline(always)]
@@ -265,14 +244,14 @@ pub fn exfilmon_tc_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 #[inline(always)]
 pub fn exfilmon_tc_egress_copy(ctx: TcContext) -> i32 {
-    tc(&ctx, copies_tc(&ctx), ctx.len())
+    tc(&ctx, Copies::new(load_skb(ctx.as_ptr())), ctx.len())
 }
 
 /// `exfilmon_tc_ingress` for a loader without CAP_PERFMON.
 #[classifier]
 #[inline(always)]
 pub fn exfilmon_tc_ingress_copy(ctx: TcContext) -> i32 {
-    tc(&ctx, copies_tc(&ctx), ctx.len())
+    tc(&ctx, Copies::new(load_skb(ctx.as_ptr())), ctx.len())
 }
 
 /// The frame's length on the wire, fragments of a multi-buffer frame included. From the
@@ -327,7 +306,7 @@ pub fn exfilmon_tc_encap(ctx: TcContext) -> i32 {
 #[classifier]
 #[inline(always)]
 pub fn exfilmon_tc_encap_copy(ctx: TcContext) -> i32 {
-    tc_encap(&ctx, copies_tc(&ctx), ctx.len())
+    tc_encap(&ctx, Copies::new(load_skb(ctx.as_ptr())), ctx.len())
 }
 
 #[inline(always)]

@@ -9,7 +9,11 @@
 
 use core::{arch::asm, ptr::read_unaligned};
 
-use aya_ebpf::cty::{c_long, c_void};
+use aya_ebpf::{
+    bindings::xdp_md,
+    cty::{c_long, c_void},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+};
 use monitor_common::{
     flow::{FAMILY_V4, FAMILY_V6},
     programs, reason,
@@ -19,7 +23,7 @@ use monitor_common::{
 use crate::{
     dns,
     encap::{self, KIND_GENEVE, KIND_GRE, KIND_MPLS, KIND_PPPOE, KIND_VXLAN},
-    maps::count,
+    maps::{HEAD, count},
 };
 
 const ETH_HLEN: usize = 14;
@@ -178,6 +182,34 @@ pub struct Copies<L> {
 
 /// The longest span the parser asks for (an IPv6 header): `maps::HEAD` holds it.
 pub const SPAN_MAX: usize = 40;
+
+impl<L> Copies<L> {
+    /// The frame read with `load` (`load_xdp`, `load_skb`) into `HEAD`.
+    #[inline(always)]
+    pub fn new(load: L) -> Self {
+        Self {
+            load,
+            at: HEAD.get_ptr_mut(0).map(|p| p as usize),
+        }
+    }
+}
+
+/// `load(offset, buf, size)` for the XDP frame `ctx`: `bpf_xdp_load_bytes`, which reads the
+/// fragments of a multi-buffer frame too. For `Copies` and the DNS and ClientHello copies;
+/// `buf` must be `size` writable bytes.
+#[inline(always)]
+pub fn load_xdp(ctx: *mut xdp_md) -> impl Fn(u32, *mut c_void, u32) -> c_long + Copy {
+    // SAFETY: the callers pass `size` writable bytes at `buf` (see above).
+    move |offset, buf, size| unsafe { bpf_xdp_load_bytes(ctx, offset, buf, size) }
+}
+
+/// `load_xdp` for the skb `skb`: `bpf_skb_load_bytes`, which reads past the linear part, so
+/// nothing needs to be pulled.
+#[inline(always)]
+pub fn load_skb(skb: *const c_void) -> impl Fn(u32, *mut c_void, u32) -> c_long + Copy {
+    // SAFETY: as in `load_xdp`.
+    move |offset, buf, size| unsafe { bpf_skb_load_bytes(skb, offset, buf, size) }
+}
 
 impl<L: Fn(u32, *mut c_void, u32) -> c_long + Copy> Frame for Copies<L> {
     /// Fewer, for the verifier (see `programs::COPY_MAX_IPV6_EXT`).
