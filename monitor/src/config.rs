@@ -58,6 +58,13 @@
 //! [events]
 //! log = "/var/log/exfilmon/events.jsonl"
 //!
+//! [ipfix]                       # IPFIX export of the tracked flows (see crate::ipfix)
+//! collectors = ["192.0.2.9:4739"] # UDP address:port or address (port 4739); default none
+//! observation_domain = 1        # 0..=4294967295
+//! template_refresh_secs = 60    # templates are sent again this often (1..=86400)
+//! enterprise_number = 32473     # PEN of exfilmon's own elements (default 32473, RFC 5612)
+//! max_message_bytes = 1400      # 512..=65000
+//!
 //! [[watchlist]]                 # 0..=32 watchlists, at most 255 entries in all
 //! name = "xiaomi"               # [a-z0-9_-]{1,32}, unique
 //! prefixes = ["203.0.113.0/24"] # IPv4 /8 or longer, IPv6 /32 or longer (default [])
@@ -463,6 +470,15 @@ pub enum ConfigError {
         #[source]
         problem: crate::watch::WatchConfigError,
     },
+    /// An `[ipfix]` key is wrong (beyond a plain integer range).
+    #[error("{at}: {problem}")]
+    Ipfix {
+        /// Where.
+        at: Box<Location>,
+        /// What is wrong.
+        #[source]
+        problem: crate::ipfix::IpfixConfigError,
+    },
     /// A `[detections]` key is wrong (beyond a plain integer range).
     #[error("{at}: {problem}")]
     Detections {
@@ -510,6 +526,8 @@ pub struct Config {
     pub flows: Flows,
     /// `[events]`.
     pub events: Events,
+    /// `[ipfix]`.
+    pub ipfix: crate::ipfix::Ipfix,
     /// `[[watchlist]]`, in file order.
     pub watchlists: Vec<crate::watch::Watchlist>,
     /// `[detections]`.
@@ -892,6 +910,7 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     flows: Option<RawFlows>,
     events: Option<RawEvents>,
+    ipfix: Option<crate::ipfix::RawIpfix>,
     #[serde(default)]
     watchlist: Vec<crate::watch::RawWatchlist>,
     detections: Option<crate::detect::config::RawDetections>,
@@ -1063,6 +1082,7 @@ impl Ctx<'_> {
         let flows = self.flows(raw.flows.as_ref())?;
         let events = self.events(raw.events.as_ref())?;
         let pin = self.pin(raw.pin.as_ref())?;
+        let ipfix = crate::ipfix::validate(raw.ipfix.as_ref(), &|span, key| self.at(span, key))?;
         let watchlists =
             crate::watch::validate(&raw.watchlist, named, &|span, key| self.at(span, key))?;
         let detections =
@@ -1079,6 +1099,7 @@ impl Ctx<'_> {
             metrics,
             flows,
             events,
+            ipfix,
             watchlists,
             detections,
             pin,
@@ -2641,5 +2662,56 @@ log = "events.jsonl"
             msg.starts_with("/nonexistent/exfilmon.toml: cannot read config:"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn ipfix_collectors_and_numbers_are_checked() {
+        let dir = geo_dir();
+        let ipfix = |body: &str| format!("{HOME}[ipfix]\n{body}\n");
+        let c = parse_in(
+            dir.path(),
+            &ipfix("collectors = [\"192.0.2.9\", \"[2001:db8::9]:2055\"]\nobservation_domain = 7"),
+        )
+        .unwrap_or_else(|e| panic!("ipfix: {e}"));
+        assert_eq!(
+            c.ipfix.collectors,
+            vec![
+                "192.0.2.9:4739".parse().expect("addr"),
+                "[2001:db8::9]:2055".parse().expect("addr")
+            ],
+            "a bare address takes the IPFIX port"
+        );
+        assert_eq!(c.ipfix.observation_domain, 7);
+        assert_eq!(c.ipfix.enterprise_number, crate::ipfix::DOC_ENTERPRISE);
+        assert_eq!(
+            parse_in(dir.path(), HOME).expect("no [ipfix]").ipfix,
+            crate::ipfix::Ipfix::default(),
+            "no [ipfix]: no collectors"
+        );
+        assert_err(
+            &ipfix("collectors = [\"192.0.2.9:4739\", \"collector.example\"]"),
+            &["config.toml:4: ipfix.collectors[1]: \"collector.example\" is not an address:port"],
+        );
+        assert_err(
+            &ipfix("collectors = [\"192.0.2.9\", \"192.0.2.9:4739\"]"),
+            &["config.toml:4: ipfix.collectors[1]: 192.0.2.9:4739 is listed twice"],
+        );
+        assert_err(
+            &ipfix("collectors = [\"0.0.0.0:4739\"]"),
+            &["ipfix.collectors[0]: 0.0.0.0:4739: a collector needs a real address"],
+        );
+        assert_err(
+            &ipfix("max_message_bytes = 100"),
+            &["config.toml:4: ipfix.max_message_bytes: 100 is out of range (must be 512..=65000)"],
+        );
+        assert_err(
+            &ipfix("template_refresh_secs = 0"),
+            &["ipfix.template_refresh_secs"],
+        );
+        assert_err(
+            &ipfix("enterprise_number = 0"),
+            &["ipfix.enterprise_number"],
+        );
+        assert_err(&ipfix("collector = []"), &["unknown field `collector`"]);
     }
 }

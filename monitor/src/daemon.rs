@@ -233,6 +233,7 @@ pub async fn run(
         unsafe { AsyncFd::register_with_interest(monitor.take_events()?, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
     let mut flows_map = monitor.take_flows()?;
+    sink.ipfix = open_ipfix(&config, clock, &registry, &flows_map)?;
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut sweep_tick = tokio::time::interval(sweep_interval(&config));
     let mut config = config;
@@ -248,6 +249,9 @@ pub async fn run(
             _ = drain_tick.tick() => {
                 sink.drain(ring.get_mut(), &labels);
                 sink.flush_log();
+                if let Some(x) = sink.ipfix.as_mut() {
+                    x.flush();
+                }
             }
             () = &mut detect_sleep => {
                 sink.detect_tick(detect_at, read_counters(&counters), &labels);
@@ -257,6 +261,7 @@ pub async fn run(
             }
             _ = sweep_tick.tick() => {
                 sweep(&mut flows_map, &mut sink, &labels, config.flows.idle_timeout);
+                prune_ipfix(&flows_map, &mut sink, config.flows.max_entries);
                 if let Some(w) = sink.watcher.as_mut() {
                     w.expire();
                 }
@@ -494,6 +499,61 @@ fn reopen_log(log: &mut Option<EventLog>, config: &Config, clock: Clock, dm: &Da
     }
 }
 
+/// The IPFIX exporter of `[ipfix]`, if it names collectors. The flows a previous daemon
+/// left in the pinned table count as exported (it exported them when it stopped).
+fn open_ipfix(
+    config: &Config,
+    clock: Clock,
+    registry: &Registry,
+    flows: &FlowMap,
+) -> Result<Option<crate::ipfix::Exporter>, DaemonError> {
+    let settings = &config.ipfix;
+    if settings.collectors.is_empty() {
+        return Ok(None);
+    }
+    let metrics = crate::ipfix::IpfixMetrics::register(registry)?;
+    let mut exporter = crate::ipfix::Exporter::open(settings.clone(), clock, metrics)?;
+    match flows.select(|_| true) {
+        Ok(left) => exporter.assume_exported(&left),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "reading the flow table failed; flows of a previous daemon are exported whole");
+        }
+    }
+    let collectors: Vec<String> = settings
+        .collectors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    tracing::info!(
+        collectors = %collectors.join(","),
+        observation_domain = settings.observation_domain,
+        enterprise_number = settings.enterprise_number,
+        "exporting IPFIX flow records over UDP"
+    );
+    Ok(Some(exporter))
+}
+
+/// Forgets the exported totals of flows the kernel evicted from its full table (they end
+/// without an event), once the exporter remembers more flows than the table holds.
+fn prune_ipfix(flows: &FlowMap, sink: &mut EventSink, max_entries: u32) {
+    let Some(x) = sink.ipfix.as_mut() else {
+        return;
+    };
+    if x.tracked() <= max_entries as usize {
+        return;
+    }
+    match flows.select(|_| true) {
+        Ok(present) => {
+            let present: std::collections::HashSet<FlowKey> =
+                present.into_iter().map(|(k, _)| k).collect();
+            x.retain(|k| present.contains(k));
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "reading the flow table failed; evicted flows are forgotten next time");
+        }
+    }
+}
+
 /// How often idle flows are swept: a quarter of the idle timeout, within 250 ms..5 s.
 fn sweep_interval(config: &Config) -> Duration {
     (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
@@ -511,6 +571,8 @@ pub struct EventSink {
     pub watcher: Option<crate::watch::Watcher>,
     /// The detections (none in the drain benchmark).
     pub detect: Option<Live>,
+    /// The IPFIX exporter, when `[ipfix]` names collectors.
+    pub ipfix: Option<crate::ipfix::Exporter>,
     /// `exfilmon_flow_events_total` by kind, resolved once (not per event).
     kinds: [IntCounter; 4],
     decode_errors: IntCounter,
@@ -526,6 +588,7 @@ impl EventSink {
             log,
             watcher: None,
             detect: None,
+            ipfix: None,
             kinds: [
                 kind(EventKind::FlowStart),
                 kind(EventKind::FlowUpdate),
@@ -613,6 +676,9 @@ impl EventSink {
             self.log_errors.inc();
             tracing::warn!(error = %crate::error_chain(&e), "event log write failed");
         }
+        if let Some(x) = self.ipfix.as_mut() {
+            x.on_event(kind, key, st, labels);
+        }
         self.detect_flow(kind, key, st, labels);
     }
 
@@ -669,10 +735,12 @@ impl EventSink {
 }
 
 /// At shutdown: reports every tracked flow whose totals moved since its last event, so
-/// the event log ends with the final counts. The flows stay in the kernel's table.
+/// the event log ends with the final counts, and exports to IPFIX what each flow's records
+/// do not carry yet (a flow of one packet has had no record before). The flows stay in the
+/// kernel's table.
 fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>) {
-    let moved = match flows.select(|st| st.reported_bytes != st.bytes_out + st.bytes_in) {
-        Ok(moved) => moved,
+    let all = match flows.select(|_| true) {
+        Ok(all) => all,
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "reading the flow table at shutdown failed; final totals are not logged");
             return;
@@ -681,8 +749,17 @@ fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labe
     let labels = labels
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (key, st) in moved {
-        sink.handle(EventKind::FlowUpdate, &key, &st, &labels);
+    for (key, st) in &all {
+        if st.reported_bytes != st.bytes_out + st.bytes_in {
+            sink.handle(EventKind::FlowUpdate, key, st, &labels);
+        }
+    }
+    if let Some(x) = sink.ipfix.as_mut() {
+        // Flows with nothing new export nothing.
+        for (key, st) in &all {
+            x.on_event(EventKind::FlowUpdate, key, st, &labels);
+        }
+        x.flush();
     }
 }
 
@@ -708,6 +785,9 @@ fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idl
         let already_reported = st.ended != 0 && st.reported_bytes == st.bytes_out + st.bytes_in;
         if already_reported {
             sink.table.apply(EventKind::FlowIdle, &key);
+            if let Some(x) = sink.ipfix.as_mut() {
+                x.forget(&key);
+            }
             // Its last bytes (the packets after FIN) still count for beaconing.
             sink.detect_flow(EventKind::FlowIdle, &key, &st, &labels);
         } else {

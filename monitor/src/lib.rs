@@ -10,6 +10,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod events;
 pub mod geoip;
+pub mod ipfix;
 pub mod metrics;
 pub mod pins;
 pub mod policy;

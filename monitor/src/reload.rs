@@ -112,6 +112,10 @@ fn keep_restart_settings(running: &Config, new: &mut Config) -> Vec<&'static str
         changed.push("interface");
         new.interfaces.clone_from(&running.interfaces);
     }
+    if new.ipfix != running.ipfix {
+        changed.push("ipfix");
+        new.ipfix.clone_from(&running.ipfix);
+    }
     if new.metrics.listen != running.metrics.listen {
         changed.push("metrics.listen");
         new.metrics.listen = running.metrics.listen;

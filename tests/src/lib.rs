@@ -15,11 +15,13 @@
 //! * [`livenet`], [`live`], [`peers`], [`cpu`]: the live benchmark's veth pair, its
 //!   XDP live-frames generator and workloads, softflowd and pmacctd, and CPU clocks.
 //! * [`seeds`]: valid inputs of every parser, the seed corpora of the fuzz targets.
+//! * [`collector`]: pmacct's nfacctd as the IPFIX collector of the export test.
 //! * [`web`]: the /metrics server on 127.0.0.1 with a throw-away PKI, and TLS clients.
 
 use std::path::{Path, PathBuf};
 
 pub mod capture;
+pub mod collector;
 pub mod cpu;
 pub mod daemon;
 pub mod lab;
