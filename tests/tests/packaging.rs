@@ -2,7 +2,11 @@
 //! `systemd-analyze security --offline=yes`, granting CAP_BPF and CAP_NET_ADMIN and
 //! nothing else (the confined run in host.rs shows these suffice), and
 //! running the daemon as the README says. And the man pages and shell completions that
-//! `exfilmon` generates from its CLI definitions. No root needed.
+//! `exfilmon` generates from its CLI definitions. The Kubernetes manifests and the Helm
+//! chart are in `packaging/kube.rs`. No root needed.
+
+#[path = "packaging/kube.rs"]
+mod kube;
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
