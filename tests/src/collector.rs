@@ -3,8 +3,8 @@
 //! writing what it decodes as JSON lines with its print plugin.
 //!
 //! The print plugin (not the in-memory table) because only it takes variable-length
-//! primitives such as the group name. It writes its cache every second, appending, so the
-//! sum over every line is what the collector decoded.
+//! primitives such as the group name. It appends its cache to one file, so the sum over
+//! every line is what the collector decoded; [`Nfacctd::finish`] has it write everything.
 
 use std::{
     fs,
@@ -22,8 +22,8 @@ use nix::{
 
 /// How long nfacctd may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long it may take to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long it may take to write its cache and exit after SIGINT before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// exfilmon's enterprise elements as nfacctd primitives, under the documentation PEN
 /// (`monitor::ipfix::ELEMENTS`).
@@ -138,26 +138,12 @@ impl Nfacctd {
             .collect()
     }
 
-    /// Polls [`Self::records`] until `done` holds for them or `timeout` passes; returns
-    /// the last records either way.
-    pub fn wait_for(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&[serde_json::Value]) -> bool,
-    ) -> Result<Vec<serde_json::Value>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let records = self.records()?;
-            if done(&records) || Instant::now() > deadline {
-                return Ok(records);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// SIGTERM by PID; SIGKILL after [`STOP_TIMEOUT`].
-    pub fn stop(mut self) -> Result<()> {
-        self.terminate()
+    /// Stops nfacctd gracefully (SIGINT: its plugin writes its whole cache before it
+    /// exits; the periodic writes can hold a record back until more data comes) and
+    /// returns every record it wrote.
+    pub fn finish(mut self) -> Result<Vec<serde_json::Value>> {
+        self.terminate()?;
+        self.records()
     }
 
     fn terminate(&mut self) -> Result<()> {
@@ -167,8 +153,13 @@ impl Nfacctd {
         let pid = i32::try_from(child.id())?;
         // Its print plugin is a process of its own.
         let plugins = crate::cpu::descendants(pid);
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        crate::wait_or_kill(&mut child, STOP_TIMEOUT)?;
+        let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+        if crate::wait_or_kill(&mut child, STOP_TIMEOUT)?.is_none() {
+            bail!(
+                "nfacctd did not exit within {STOP_TIMEOUT:?} of SIGINT: {}",
+                self.log_text()
+            );
+        }
         for p in plugins {
             // Gathered before the core exited; a PID reused since is not nfacctd's.
             if fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("nfacctd"))

@@ -15,7 +15,7 @@ use exfilmon_tests::{
     collector::Nfacctd,
     daemon::{Daemon, free_port, write_lab_config},
     lab::{LAPTOP_V6, PHONE_V4, SERVER_CN_V4, SERVER_CN_V6},
-    require_root, scenario,
+    promtool_check_metrics, require_root, scenario,
 };
 
 /// One direction of a flow: source, destination, their ports, protocol name.
@@ -43,7 +43,9 @@ fn nfacctd_decodes_the_flows_exfilmon_tracked() {
     require_root("nfacctd_decodes_the_flows_exfilmon_tracked");
     let lab = Lab::new().expect("lab");
     let dir = tempfile::tempdir().expect("tempdir");
-    let collector = Nfacctd::start(dir.path()).expect("nfacctd");
+    // Its own directory: the daemon's goes when the daemon stops.
+    let collector_dir = tempfile::tempdir().expect("tempdir");
+    let collector = Nfacctd::start(collector_dir.path()).expect("nfacctd");
     let port = free_port().expect("port");
     let config = write_lab_config(&lab, dir.path(), port).expect("config");
     let mut text = std::fs::read_to_string(&config).expect("config");
@@ -60,6 +62,15 @@ fn nfacctd_decodes_the_flows_exfilmon_tracked() {
 
     let sent = scenario::run(&lab).expect("scenario");
     std::thread::sleep(Duration::from_millis(500));
+    let scrape = daemon.scrape_text().expect("scrape");
+    for l in scrape.lines().filter(|l| l.starts_with("exfilmon_ipfix")) {
+        println!("{l}");
+    }
+    let lint = promtool_check_metrics(&scrape);
+    assert!(
+        lint.trim().is_empty(),
+        "promtool check metrics, with the IPFIX metrics: {lint}"
+    );
     // Stopping exports every flow's last records, as it logs their final totals.
     let (status, log) = daemon.stop_with_event_log().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
@@ -71,15 +82,11 @@ fn nfacctd_decodes_the_flows_exfilmon_tracked() {
     );
 
     // The collector's view, summed over the records it decoded.
-    let records = collector
-        .wait_for(Duration::from_secs(15), |r| collector_flows(r) == ours)
-        .expect("nfacctd output");
+    let records = collector.finish().expect("nfacctd's records");
     let theirs = collector_flows(&records);
     assert_eq!(
-        theirs,
-        ours,
-        "what nfacctd decoded differs from exfilmon's flows\nnfacctd log:\n{}",
-        collector.log_text()
+        theirs, ours,
+        "what nfacctd decoded differs from exfilmon's flows\nnfacctd records:\n{records:#?}"
     );
 
     // The exact series: the laptop's IPv6 upload to CN, byte for byte what was sent.
