@@ -8,7 +8,7 @@ use std::{
     collections::BTreeMap,
     io::Write as _,
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -46,15 +46,31 @@ impl Prometheus {
     /// 127.0.0.1 port with a temporary TSDB, and waits (at most
     /// [`READY_TIMEOUT`]) until it is ready.
     pub fn start(targets: &[SocketAddr], scrape_interval: Duration) -> Result<Self> {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let job = format!(
+            "  - job_name: exfilmon\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        Self::start_with(&job, &[], scrape_interval)
+    }
+
+    /// Starts Prometheus with `scrape_configs` (the YAML list's items, indented by two
+    /// spaces), the rule files `rules`, and `scrape_interval` as the global scrape and
+    /// evaluation interval.
+    pub fn start_with(
+        scrape_configs: &str,
+        rules: &[&Path],
+        scrape_interval: Duration,
+    ) -> Result<Self> {
         let interval_ms = scrape_interval.as_millis().max(100);
         let timeout_ms = interval_ms.min(10_000);
         let dir = tempfile::Builder::new().prefix("exfilmon-prom").tempdir()?;
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rules: Vec<String> = rules.iter().map(|r| format!("'{}'", r.display())).collect();
         let config = format!(
             "global:\n  scrape_interval: {interval_ms}ms\n  scrape_timeout: {timeout_ms}ms\n  evaluation_interval: {interval_ms}ms\n\
-             scrape_configs:\n  - job_name: exfilmon\n    scrape_interval: {interval_ms}ms\n    scrape_timeout: {timeout_ms}ms\n    \
-             static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
+             rule_files: [{}]\n\
+             scrape_configs:\n{scrape_configs}",
+            rules.join(", ")
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
