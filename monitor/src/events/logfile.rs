@@ -287,7 +287,7 @@ impl EventLog {
         })
     }
 
-    /// Flushes, drops `FILE.keep`, renames `FILE.n` to `FILE.n+1` and `FILE` to `FILE.1`,
+    /// Flushes, drops `FILE.keep` (and any after it), renames `FILE.n` to `FILE.n+1` and `FILE` to `FILE.1`,
     /// and starts a new `FILE`. Nothing is renamed over a file that was not moved first,
     /// and when the new file cannot be made, `FILE.1` is moved back.
     fn rotate(&mut self) -> Result<(), EventError> {
@@ -298,10 +298,14 @@ impl EventLog {
         };
         self.out.flush().map_err(|e| err(&path, e))?;
         let keep = self.options.keep.max(1);
-        let oldest = rotated(&path, keep);
-        match std::fs::remove_file(&oldest) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(&oldest, e)),
-            _ => {}
+        // FILE.keep, and the files past it that a larger `keep` left before a reload.
+        for n in keep.. {
+            let oldest = rotated(&path, n);
+            match std::fs::remove_file(&oldest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(err(&oldest, e)),
+            }
         }
         for n in (1..keep).rev() {
             let from = rotated(&path, n);

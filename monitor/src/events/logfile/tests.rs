@@ -178,6 +178,17 @@ fn rotation_keeps_only_the_newest_files() {
     let summary = verify::verify(&files, None).expect("intact");
     assert!(summary.first_prev.is_some(), "{summary:?}");
     assert!(summary.to_string().contains("is not checked"), "{summary}");
+
+    // A smaller `keep` after a restart (or a reload) drops the files past it too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, options(4096, 6, true), 1, 100);
+    assert!(rotated(&path, 6).exists(), "six kept");
+    write_lines(&path, options(4096, 2, true), 101, 10);
+    let files = verify::with_rotated(&path).expect("list");
+    assert_eq!(files, [rotated(&path, 2), rotated(&path, 1), path.clone()]);
+    verify::verify(&files, None).expect("the newest lines, one chain");
+    assert_eq!(seqs(&files).last(), Some(&110));
 }
 
 #[test]
