@@ -55,8 +55,12 @@
 //! track_unknown = false
 //! wakeup_bytes = 65536
 //!
-//! [events]
-//! log = "/var/log/exfilmon/events.jsonl"
+//! [events]                      # see docs/event-log.md for the lines and the hash chain
+//! log = "/var/log/exfilmon/events.jsonl"  # default none: no event log
+//! max_bytes = 104857600         # rotate before the file would pass this (default 100 MiB);
+//!                               # 0: never (logrotate moves it, SIGHUP reopens); else >= 4096
+//! keep = 10                     # rotated files kept, events.jsonl.1 (newest) .. .10 (1..=1000)
+//! hash_chain = false            # each line carries the SHA-256 of the line before (default false)
 //!
 //! [ipfix]                       # IPFIX export of the tracked flows (see crate::ipfix)
 //! collectors = ["192.0.2.9:4739"] # UDP address:port or address (port 4739); default none
@@ -351,6 +355,14 @@ pub enum ConfigError {
     /// `ring_bytes` is not a power of two and a multiple of 4096.
     #[error("{at}: {value} is not a power of two that is a multiple of 4096")]
     RingBytes {
+        /// Where.
+        at: Box<Location>,
+        /// The value.
+        value: i64,
+    },
+    /// `[events] max_bytes` is neither 0 nor at least [`MIN_LOG_BYTES`].
+    #[error("{at}: {value} must be 0 (no rotation) or at least {MIN_LOG_BYTES}")]
+    LogBytes {
         /// Where.
         at: Box<Location>,
         /// The value.
@@ -749,7 +761,16 @@ pub struct Events {
     /// JSON-lines event log, resolved against the config file's directory.
     /// Default: none (no event log).
     pub log: Option<PathBuf>,
+    /// `max_bytes`, `keep` and `hash_chain`. Default: 100 MiB files, 10 rotated ones
+    /// kept, no hash chain (see [`crate::events::LogOptions`]).
+    pub options: crate::events::LogOptions,
 }
+
+/// Smallest non-zero `[events] max_bytes`: one page, so a file holds a few lines at least.
+pub const MIN_LOG_BYTES: u64 = 4096;
+
+/// Most rotated event log files `[events] keep` may keep.
+pub const MAX_LOG_KEEP: u32 = 1000;
 
 /// The default `[pin] dir`.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/exfilmon";
@@ -999,6 +1020,9 @@ struct RawFlows {
 #[serde(deny_unknown_fields)]
 struct RawEvents {
     log: Option<Spanned<String>>,
+    max_bytes: Option<Spanned<i64>>,
+    keep: Option<Spanned<i64>>,
+    hash_chain: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1637,10 +1661,23 @@ impl Ctx<'_> {
         ))
     }
 
-    /// The integer at `key` within `min..=max`, or `default` when absent.
+    /// The integer at `flows.key` within `min..=max`, or `default` when absent.
     fn int(
         &self,
         v: Option<&Spanned<i64>>,
+        key: &str,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
+        self.int_in(v, "flows", key, default, min, max)
+    }
+
+    /// The integer at `section.key` within `min..=max`, or `default` when absent.
+    fn int_in(
+        &self,
+        v: Option<&Spanned<i64>>,
+        section: &str,
         key: &str,
         default: i64,
         min: i64,
@@ -1652,7 +1689,7 @@ impl Ctx<'_> {
             Ok(value)
         } else {
             Err(ConfigError::OutOfRange {
-                at: self.at(&v.span(), format!("flows.{key}")),
+                at: self.at(&v.span(), format!("{section}.{key}")),
                 value,
                 min,
                 max,
@@ -1738,16 +1775,45 @@ impl Ctx<'_> {
     }
 
     fn events(&self, raw: Option<&RawEvents>) -> Result<Events, ConfigError> {
-        let Some(log) = raw.and_then(|e| e.log.as_ref()) else {
-            return Ok(Events::default());
+        let d = Events::default();
+        let Some(r) = raw else { return Ok(d) };
+        let log = match &r.log {
+            None => None,
+            Some(log) if log.get_ref().is_empty() => {
+                return Err(ConfigError::EmptyPath {
+                    at: self.at(&log.span(), "events.log"),
+                });
+            }
+            Some(log) => Some(self.dir().join(log.get_ref())),
         };
-        if log.get_ref().is_empty() {
-            return Err(ConfigError::EmptyPath {
-                at: self.at(&log.span(), "events.log"),
-            });
-        }
+        let max_bytes = match &r.max_bytes {
+            None => d.options.max_bytes,
+            // 0 turns rotation off; otherwise at least a page.
+            Some(v) => match u64::try_from(*v.get_ref()) {
+                Ok(n) if n == 0 || n >= MIN_LOG_BYTES => n,
+                _ => {
+                    return Err(ConfigError::LogBytes {
+                        at: self.at(&v.span(), "events.max_bytes"),
+                        value: *v.get_ref(),
+                    });
+                }
+            },
+        };
+        let keep = self.int_in(
+            r.keep.as_ref(),
+            "events",
+            "keep",
+            d.options.keep.into(),
+            1,
+            MAX_LOG_KEEP.into(),
+        )?;
         Ok(Events {
-            log: Some(self.dir().join(log.get_ref())),
+            log,
+            options: crate::events::LogOptions {
+                max_bytes,
+                keep: u32::try_from(keep).unwrap_or(d.options.keep),
+                hash_chain: r.hash_chain.unwrap_or(d.options.hash_chain),
+            },
         })
     }
 
@@ -1922,6 +1988,9 @@ wakeup_bytes = 8192
 
 [events]
 log = "events.jsonl"
+max_bytes = 1048576
+keep = 3
+hash_chain = true
 "#;
         let c = parse_in(dir.path(), text).unwrap_or_else(|e| panic!("full example: {e}"));
         assert_eq!(c.home.networks.len(), 2, "home networks");
@@ -1966,6 +2035,14 @@ log = "events.jsonl"
             }
         );
         assert_eq!(c.events.log, Some(dir.path().join("events.jsonl")));
+        assert_eq!(
+            c.events.options,
+            crate::events::LogOptions {
+                max_bytes: 1 << 20,
+                keep: 3,
+                hash_chain: true,
+            }
+        );
     }
 
     #[test]
@@ -1985,11 +2062,22 @@ log = "events.jsonl"
         );
         assert_eq!(c.metrics.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.flows, Flows::default());
+        assert_eq!(c.events, Events::default());
         assert_eq!(c.events.log, None);
+        assert_eq!(
+            c.events.options,
+            crate::events::LogOptions {
+                max_bytes: 100 << 20,
+                keep: 10,
+                hash_chain: false,
+            },
+            "100 MiB files, 10 kept, no chain"
+        );
         let empty = format!("{HOME}[geoip]\nsources = []\n[flows]\n[metrics]\n[events]\n");
         let c2 = parse_in(dir.path(), &empty).unwrap_or_else(|e| panic!("empty sections: {e}"));
         assert_eq!(c2.geoip, c.geoip, "empty sources take the default");
         assert_eq!(c2.flows, Flows::default());
+        assert_eq!(c2.events, Events::default());
         let small = format!("{HOME}[flows]\nring_bytes = 8192\n");
         let c3 = parse_in(dir.path(), &small).unwrap_or_else(|e| panic!("small ring: {e}"));
         assert_eq!(
@@ -2543,6 +2631,58 @@ log = "events.jsonl"
         assert_err(
             &format!("{HOME}[pin]\npath = \"/sys/fs/bpf/x\"\n"),
             &["config.toml:4", "unknown field `path`"],
+        );
+    }
+
+    #[test]
+    fn event_log_rotation_and_chain_settings_are_checked() {
+        let events = |body: &str| format!("{HOME}[events]\nlog = \"e.jsonl\"\n{body}\n");
+        assert_err(
+            &events("max_bytes = 4095"),
+            &["config.toml:5: events.max_bytes: 4095 must be 0 (no rotation) or at least 4096"],
+        );
+        assert_err(
+            &events("max_bytes = -1"),
+            &["config.toml:5: events.max_bytes: -1 must be 0 (no rotation) or at least 4096"],
+        );
+        assert_err(
+            &events("max_bytes = \"100MiB\""),
+            &["config.toml:5: events.max_bytes: invalid type"],
+        );
+        assert_err(
+            &events("keep = 0"),
+            &["config.toml:5: events.keep: 0 is out of range (must be 1..=1000)"],
+        );
+        assert_err(
+            &events("keep = 1001"),
+            &["config.toml:5: events.keep: 1001 is out of range (must be 1..=1000)"],
+        );
+        assert_err(
+            &events("hash_chain = \"yes\""),
+            &["config.toml:5: events.hash_chain: invalid type"],
+        );
+        assert_err(
+            &events("rotate = true"),
+            &["config.toml:5", "unknown field `rotate`"],
+        );
+    }
+
+    #[test]
+    fn event_log_rotation_can_be_left_to_logrotate() {
+        let c = parse(&format!(
+            "{HOME}[events]\nlog = \"e.jsonl\"\nmax_bytes = 0\nkeep = 1000\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.events.options.max_bytes, 0, "0: no rotation");
+        assert_eq!(c.events.options.keep, 1000);
+        let c = parse(&format!(
+            "{HOME}[events]\nmax_bytes = 4096\nhash_chain = true\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.events.log, None, "settings without a log are valid");
+        assert_eq!(
+            (c.events.options.max_bytes, c.events.options.hash_chain),
+            (4096, true)
         );
     }
 

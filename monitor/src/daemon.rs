@@ -219,7 +219,7 @@ pub async fn run(
         .events
         .log
         .as_deref()
-        .map(|p| EventLog::open(p, clock))
+        .map(|p| EventLog::open(p, config.events.options, clock))
         .transpose()?;
     let mut sink = EventSink::new(&dm, log);
     sink.watcher = Some(watcher);
@@ -336,6 +336,8 @@ pub async fn run(
     sink.detect_tick(SystemTime::now(), read_counters(&counters), &labels);
     if let Some(log) = sink.log.as_mut() {
         log.flush()?;
+        let head = log.head();
+        tracing::info!(path = %log.path().display(), seq = head.seq, sha256 = %events::hex(&head.hash), "event log closed at its last line");
     }
     let _ = stop_tx.send(true);
     match tokio::task::spawn_blocking(move || server.join()).await {
@@ -475,8 +477,9 @@ fn finish_reload(r: &Reloaded, dm: &DaemonMetrics) {
     }
 }
 
-/// Reopens the event log at the path `config` names (or closes it). On failure the old
-/// log stays open.
+/// Reopens the event log at the path `config` names (or closes it), with its rotation and
+/// hash chain settings; the sequence and the chain carry on. On failure the old log stays
+/// open.
 fn reopen_log(log: &mut Option<EventLog>, config: &Config, clock: Clock, dm: &DaemonMetrics) {
     if let Some(old) = log.as_mut()
         && let Err(e) = old.flush()
@@ -488,7 +491,7 @@ fn reopen_log(log: &mut Option<EventLog>, config: &Config, clock: Clock, dm: &Da
         .events
         .log
         .as_deref()
-        .map(|p| EventLog::open(p, clock))
+        .map(|p| EventLog::reopen(p, config.events.options, clock, log.as_ref()))
     {
         None => *log = None,
         Some(Ok(new)) => *log = Some(new),

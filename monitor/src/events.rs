@@ -1,12 +1,14 @@
 //! Flow events from the kernel: decoding ring buffer records, the daemon's flow records,
-//! and the JSON-lines event log.
+//! and the JSON-lines event log (`logfile`), which `verify` checks.
+
+mod logfile;
+pub mod verify;
 
 use std::{
     collections::HashSet,
-    fs::{File, OpenOptions},
-    io::{self, BufWriter, Write as _},
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -15,6 +17,9 @@ use monitor_common::flow::{
 };
 use serde::Serialize;
 
+pub use self::logfile::{
+    EventLog, Head, LogOptions, SCHEMA_VERSION, ZERO_HASH, hex, rotated, sha256,
+};
 use crate::tables::{Labels, Verdict};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,14 @@ pub enum EventError {
     },
     #[error("cannot write event log {path}")]
     Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Rotation failed at `path`; the line went to the current file, and rotation is
+    /// tried again later.
+    #[error("cannot rotate event log at {path}")]
+    Rotate {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -295,101 +308,6 @@ impl FlowTable {
     }
 }
 
-/// One line of the event log.
-#[derive(Serialize)]
-struct LogLine<'a> {
-    /// Schema version of these lines.
-    v: u32,
-    time: String,
-    event: &'static str,
-    first_seen: String,
-    last_seen: String,
-    #[serde(flatten)]
-    flow: &'a FlowRecord,
-}
-
-/// One detection line of the event log.
-#[derive(Serialize)]
-struct DetectionLine<'a> {
-    v: u32,
-    /// Always `detection`; the kind is in `detection`.
-    event: &'static str,
-    #[serde(flatten)]
-    detection: &'a crate::detect::Detection,
-}
-
-/// The JSON-lines event log of violation flows and detections.
-pub struct EventLog {
-    path: PathBuf,
-    out: BufWriter<File>,
-    clock: Clock,
-}
-
-impl EventLog {
-    pub fn open(path: &Path, clock: Clock) -> Result<Self, EventError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| EventError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| EventError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(Self {
-            path: path.to_owned(),
-            out: BufWriter::new(file),
-            clock,
-        })
-    }
-
-    pub fn write(&mut self, kind: EventKind, flow: &FlowRecord) -> Result<(), EventError> {
-        let stamp = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
-        let line = LogLine {
-            v: 1,
-            time: stamp(SystemTime::now()),
-            event: kind.as_str(),
-            first_seen: stamp(self.clock.wall(flow.first_ns)),
-            last_seen: stamp(self.clock.wall(flow.last_ns)),
-            flow,
-        };
-        let err = |source| EventError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        serde_json::to_writer(&mut self.out, &line).map_err(|e| err(io::Error::other(e)))?;
-        self.out.write_all(b"\n").map_err(err)
-    }
-
-    /// Writes a detection: `{"v":1,"event":"detection","time":...,"detection":"first_contact",
-    /// "group":...,"country":...}` and the detection's own fields.
-    pub fn write_detection(&mut self, d: &crate::detect::Detection) -> Result<(), EventError> {
-        let line = DetectionLine {
-            v: 1,
-            event: "detection",
-            detection: d,
-        };
-        let err = |source| EventError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        serde_json::to_writer(&mut self.out, &line).map_err(|e| err(io::Error::other(e)))?;
-        self.out.write_all(b"\n").map_err(err)
-    }
-
-    pub fn flush(&mut self) -> Result<(), EventError> {
-        self.out.flush().map_err(|source| EventError::Write {
-            path: self.path.clone(),
-            source,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use monitor_common::flow::FAMILY_V6;
@@ -506,7 +424,7 @@ mod tests {
     fn event_log_writes_one_json_object_per_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/events.jsonl");
-        let mut log = EventLog::open(&path, Clock::now()).expect("open");
+        let mut log = EventLog::open(&path, LogOptions::default(), Clock::now()).expect("open");
         let e = event(EVENT_FLOW_START);
         let r = FlowRecord::new(&e.key, &e.state, &labels());
         log.write(EventKind::FlowStart, &r).expect("write");
@@ -523,7 +441,9 @@ mod tests {
         assert_eq!(lines[0]["country"], "CN");
         assert_eq!(lines[0]["rule"], "group phones: deny @sanctioned (CN)");
         assert_eq!(lines[0]["bytes"], 360);
-        assert_eq!(lines[0]["v"], 1);
+        assert_eq!(lines[0]["v"], 2);
+        assert_eq!((&lines[0]["seq"], &lines[1]["seq"]), (&1.into(), &2.into()));
+        assert!(lines[0].get("prev").is_none(), "no hash chain by default");
     }
 
     #[test]
@@ -531,7 +451,11 @@ mod tests {
         use crate::detect::{Detection, Stamp, What};
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.jsonl");
-        let mut log = EventLog::open(&path, Clock::now()).expect("open");
+        let chained = LogOptions {
+            hash_chain: true,
+            ..LogOptions::default()
+        };
+        let mut log = EventLog::open(&path, chained, Clock::now()).expect("open");
         let at = humantime::parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
         log.write_detection(&Detection {
             time: Stamp(at),
@@ -551,7 +475,9 @@ mod tests {
         assert_eq!(
             line,
             serde_json::json!({
-                "v": 1,
+                "v": 2,
+                "seq": 1,
+                "prev": "0".repeat(64),
                 "event": "detection",
                 "detection": "first_contact",
                 "time": "2026-01-01T00:00:00.000Z",

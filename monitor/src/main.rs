@@ -109,6 +109,34 @@ enum Command {
     /// Tools for the GeoIP data.
     #[command(subcommand)]
     Geoip(GeoipCommand),
+    /// Check an event log for tampering: every line is JSON of a known schema version,
+    /// each line's seq is one more than the line before it, and each line that carries
+    /// prev (with `[events] hash_chain = true`) holds the SHA-256 of the exact bytes of the
+    /// line before it.
+    ///
+    /// Give the files oldest first, as one log: `exfilmon verify-log events.jsonl.3
+    /// events.jsonl.2 events.jsonl.1 events.jsonl`, or let `--with-rotated` find them.
+    /// Exits 0 with a one-line summary that ends with the last line's seq and SHA-256;
+    /// exits 1 at the first problem, printed as FILE:LINE: what is wrong (or when a file
+    /// cannot be read); 2 on a usage error.
+    ///
+    /// A hash chain shows a changed, removed, inserted or reordered line, but not that the
+    /// newest lines were removed, nor a chain rewritten from a change on: keep the last
+    /// line's SEQ:SHA256 from the summary elsewhere, and pass it as --anchor next time.
+    /// docs/event-log.md has the details.
+    VerifyLog {
+        /// The live log: check its rotated files (LIVE.N, the oldest, down to LIVE.1) and
+        /// then it.
+        #[arg(long, value_name = "LIVE", conflicts_with = "files")]
+        with_rotated: Option<PathBuf>,
+        /// A SEQ:SHA256 an earlier summary printed: the line with that seq must still be
+        /// there and have that hash.
+        #[arg(long, value_name = "SEQ:SHA256")]
+        anchor: Option<monitor::events::verify::Anchor>,
+        /// The files, oldest first.
+        #[arg(value_name = "FILE", required_unless_present = "with_rotated")]
+        files: Vec<PathBuf>,
+    },
     /// Print a shell completion script, e.g. `exfilmon completions bash >
     /// /usr/share/bash-completion/completions/exfilmon`.
     Completions { shell: clap_complete::Shell },
@@ -227,6 +255,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::VerifyLog {
+            with_rotated,
+            anchor,
+            files,
+        } => verify_log(with_rotated.as_deref(), anchor, files),
         Command::Geoip(GeoipCommand::Inspect { config }) => {
             let config = Config::load(&config)?;
             let geo = GeoDb::load(&config.geoip.sources)?;
@@ -280,7 +313,32 @@ fn run_daemon(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `exfilmon cleanup`.
+/// `exfilmon verify-log`: the summary on stdout and exit 0, or the first problem on
+/// stderr as `FILE:LINE: what` and exit 1.
+fn verify_log(
+    with_rotated: Option<&std::path::Path>,
+    anchor: Option<monitor::events::verify::Anchor>,
+    files: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use monitor::events::verify;
+    let files = match with_rotated {
+        Some(live) => verify::with_rotated(live)
+            .with_context(|| format!("listing the rotated files of {}", live.display()))?,
+        None => files,
+    };
+    match verify::verify(&files, anchor) {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (verify::VerifyError::Line { .. } | verify::VerifyError::Anchor { .. })) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The pin directory a command names: from `--config`'s `[pin] dir`, `--pin-dir`, or the
 /// default.
 fn pin_dir_of(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -291,6 +349,7 @@ fn pin_dir_of(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> anyhow::Resu
     })
 }
 
+/// `exfilmon cleanup`.
 fn cleanup(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = pin_dir_of(config, pin_dir)?;
     let removed = pins::cleanup(&dir)?;

@@ -85,7 +85,7 @@ fn the_systemd_unit_grants_only_cap_bpf_and_net_admin() {
 }
 
 /// Every command of `exfilmon --help`, as the man pages name them.
-const COMMANDS: [&str; 9] = [
+const COMMANDS: [&str; 10] = [
     "run",
     "cleanup",
     "status",
@@ -93,6 +93,7 @@ const COMMANDS: [&str; 9] = [
     "replay",
     "lookup",
     "geoip",
+    "verify-log",
     "completions",
     "manpage",
 ];

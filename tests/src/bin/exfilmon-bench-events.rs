@@ -29,7 +29,7 @@ use monitor::{
     config::Config,
     daemon::EventSink,
     ebpf::{BenchSizes, Monitor, Sizes},
-    events::{Clock, EventLog},
+    events::{Clock, EventLog, LogOptions},
     geoip::GeoDb,
     kernel_config,
     metrics::DaemonMetrics,
@@ -170,7 +170,9 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
     let registry = prometheus::Registry::new();
     let dm = DaemonMetrics::register(&registry)?;
     let labels: Arc<RwLock<Labels>> = Arc::new(RwLock::new(plan.labels));
-    let log = log.map(|p| EventLog::open(p, Clock::now())).transpose()?;
+    let log = log
+        .map(|p| EventLog::open(p, LogOptions::default(), Clock::now()))
+        .transpose()?;
     let mut sink = EventSink::new(&dm, log);
 
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
