@@ -1683,18 +1683,9 @@ impl Ctx<'_> {
         min: i64,
         max: i64,
     ) -> Result<i64, ConfigError> {
-        let Some(v) = v else { return Ok(default) };
-        let value = *v.get_ref();
-        if (min..=max).contains(&value) {
-            Ok(value)
-        } else {
-            Err(ConfigError::OutOfRange {
-                at: self.at(&v.span(), format!("{section}.{key}")),
-                value,
-                min,
-                max,
-            })
-        }
+        bounded(v, default, min..=max, |span| {
+            self.at(span, format!("{section}.{key}"))
+        })
     }
 
     fn flows(&self, raw: Option<&RawFlows>) -> Result<Flows, ConfigError> {
@@ -1832,6 +1823,27 @@ impl Ctx<'_> {
         Ok(Pin {
             enabled: r.enabled.unwrap_or(d.enabled),
             dir,
+        })
+    }
+}
+
+/// The integer `v` within `range`, or `default` when absent; `at` names its place.
+pub(crate) fn bounded(
+    v: Option<&Spanned<i64>>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+    at: impl FnOnce(&Range<usize>) -> Box<Location>,
+) -> Result<i64, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    let value = *v.get_ref();
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            at: at(&v.span()),
+            value,
+            min: *range.start(),
+            max: *range.end(),
         })
     }
 }

@@ -167,18 +167,9 @@ pub(crate) fn validate(
         collectors.push(addr);
     }
     let int = |v: &Option<Spanned<i64>>, key: &str, default: i64, min: i64, max: i64| {
-        let Some(v) = v else { return Ok(default) };
-        let value = *v.get_ref();
-        if (min..=max).contains(&value) {
-            Ok(value)
-        } else {
-            Err(ConfigError::OutOfRange {
-                at: at(&v.span(), format!("ipfix.{key}")),
-                value,
-                min,
-                max,
-            })
-        }
+        crate::config::bounded(v.as_ref(), default, min..=max, |span| {
+            at(span, format!("ipfix.{key}"))
+        })
     };
     let u32_max = i64::from(u32::MAX);
     let observation_domain = int(
