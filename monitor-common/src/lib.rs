@@ -89,6 +89,8 @@ pub mod maps {
     pub const ENCAP_XDP_PROG: &str = "ENCAP_XDP_PROG";
     /// `ProgramArray`, one entry: `programs::ENCAP_TC`, for the TC programs.
     pub const ENCAP_TC_PROG: &str = "ENCAP_TC_PROG";
+    /// `ProgramArray`, one entry: `programs::ENCAP_XDP_MIRROR`, for `programs::XDP_MIRROR`.
+    pub const ENCAP_XDP_MIRROR_PROG: &str = "ENCAP_XDP_MIRROR_PROG";
     /// `PerCpuArray<Note>`, one entry: what the parser hands its encapsulation program
     /// across the tail call (kernel only; pinned with the program arrays).
     pub const ENCAP: &str = "ENCAP";
@@ -103,6 +105,10 @@ pub mod programs {
     /// programs for frames with PPPoE, MPLS, GRE, VXLAN or GENEVE (`maps::ENCAP_*_PROG`).
     pub const ENCAP_XDP: &str = "exfilmon_xdp_encap";
     pub const ENCAP_TC: &str = "exfilmon_tc_encap";
+    /// The mirror-port programs: count as `XDP` and `ENCAP_XDP` do, then drop every frame
+    /// (`[[interface]] mirror = true`: on a SPAN or TAP port every frame is a copy).
+    pub const XDP_MIRROR: &str = "exfilmon_xdp_mirror";
+    pub const ENCAP_XDP_MIRROR: &str = "exfilmon_xdp_encap_mirror";
 
     /// One set of the packet-path programs: the attachable ones and the encapsulation
     /// programs they tail-call. The object has two; a daemon loads one.
@@ -115,18 +121,22 @@ pub mod programs {
         pub tc_ingress: &'static str,
         pub encap_xdp: &'static str,
         pub encap_tc: &'static str,
+        pub xdp_mirror: &'static str,
+        pub encap_xdp_mirror: &'static str,
     }
 
     impl Set {
         /// Every program of the set.
         #[must_use]
-        pub const fn all(&self) -> [&'static str; 5] {
+        pub const fn all(&self) -> [&'static str; 7] {
             [
                 self.xdp,
                 self.tc_egress,
                 self.tc_ingress,
                 self.encap_xdp,
                 self.encap_tc,
+                self.xdp_mirror,
+                self.encap_xdp_mirror,
             ]
         }
     }
@@ -140,6 +150,8 @@ pub mod programs {
         tc_ingress: TC_INGRESS,
         encap_xdp: ENCAP_XDP,
         encap_tc: ENCAP_TC,
+        xdp_mirror: XDP_MIRROR,
+        encap_xdp_mirror: ENCAP_XDP_MIRROR,
     };
 
     /// Each header copied out of the frame by `bpf_xdp_load_bytes` / `bpf_skb_load_bytes`
@@ -161,6 +173,8 @@ pub mod programs {
         tc_ingress: "exfilmon_tc_ingress_copy",
         encap_xdp: "exfilmon_xdp_encap_copy",
         encap_tc: "exfilmon_tc_encap_copy",
+        xdp_mirror: "exfilmon_xdp_mirror_copy",
+        encap_xdp_mirror: "exfilmon_xdp_encap_mirror_copy",
     };
 
     /// Benchmark only: rewrites each test-run frame from the workload, then classifies it

@@ -10,7 +10,7 @@ use crate::maps;
 /// hands across the tail call (one map, whichever daemon's parser and encapsulation
 /// program meet during a take-over). The classification tables are not pinned: a new
 /// daemon fills its own and then swaps its programs into the pinned links in one step.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     maps::CLASS_COUNTERS,
     maps::ASN_COUNTERS,
     maps::WATCH_COUNTERS,
@@ -20,6 +20,7 @@ pub const PINNED_MAPS: [&str; 10] = [
     maps::EVENTS,
     maps::ENCAP_XDP_PROG,
     maps::ENCAP_TC_PROG,
+    maps::ENCAP_XDP_MIRROR_PROG,
     maps::ENCAP,
 ];
 

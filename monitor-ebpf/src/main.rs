@@ -1,7 +1,9 @@
 //! exfilmon's kernel programs: one classifier behind an XDP entry point and two TC
 //! (clsact) entry points. Every path returns PASS / `TC_ACT_OK` (anomalies are counted by
-//! reason instead), with one exception the operator opts into: a violation packet of a
-//! group with `enforce = true` is dropped (`XDP_DROP` / `TC_ACT_SHOT`).
+//! reason instead), with two exceptions the operator opts into: a violation packet of a
+//! group with `enforce = true` is dropped (`XDP_DROP` / `TC_ACT_SHOT`), and the mirror-port
+//! program (`[[interface]] mirror = true`, for a SPAN or TAP port whose frames are copies)
+//! drops every frame once it has counted it.
 //!
 //! A frame with an encapsulation (PPPoE, MPLS, GRE, VXLAN, GENEVE) is handed by a tail call
 //! to an encapsulation program of the same hook type (`exfilmon_xdp_encap`,
@@ -40,10 +42,11 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     macros::{classifier, xdp},
+    maps::ProgramArray,
     programs::{TcContext, XdpContext},
 };
 use classify::{Action, Lookup, Track};
-use maps::{ENCAP_TC_PROG, ENCAP_XDP_PROG, count};
+use maps::{ENCAP_TC_PROG, ENCAP_XDP_MIRROR_PROG, ENCAP_XDP_PROG, count};
 use monitor_common::reason;
 use parse::{Copies, Frame, InPlace, load_skb, load_xdp};
 
@@ -91,11 +94,50 @@ pub fn exfilmon_xdp_encap_copy(ctx: XdpContext) -> u32 {
     xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx)))
 }
 
+/// The mirror-port program: counts each frame as `exfilmon_xdp` does, then drops it (on a
+/// SPAN or TAP port every frame is a copy, and both directions arrive on the one port).
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_mirror(ctx: XdpContext) -> u32 {
+    let frame = InPlace {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    xdp_mirror(&ctx, frame)
+}
+
+/// `exfilmon_xdp_mirror` for a loader without CAP_PERFMON.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_mirror_copy(ctx: XdpContext) -> u32 {
+    xdp_mirror(&ctx, Copies::new(load_xdp(ctx.ctx)))
+}
+
+/// The encapsulation program for `exfilmon_xdp_mirror`'s frames: counts, then drops.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_encap_mirror(ctx: XdpContext) -> u32 {
+    let frame = InPlace {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    xdp_encap(&ctx, frame);
+    xdp_action::XDP_DROP
+}
+
+/// The encapsulation program for `exfilmon_xdp_mirror_copy`'s frames.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_xdp_encap_mirror_copy(ctx: XdpContext) -> u32 {
+    xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx)));
+    xdp_action::XDP_DROP
+}
+
 #[inline(always)]
 fn xdp(ctx: &XdpContext, frame: impl Frame) -> u32 {
     let action = classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
     if action == Action::Descend {
-        descend_xdp(ctx);
+        descend(ctx, &ENCAP_XDP_PROG);
     }
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
@@ -105,6 +147,17 @@ fn xdp(ctx: &XdpContext, frame: impl Frame) -> u32 {
     } else {
         xdp_action::XDP_PASS
     }
+}
+
+#[inline(always)]
+fn xdp_mirror(ctx: &XdpContext, frame: impl Frame) -> u32 {
+    if classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows) == Action::Descend {
+        descend(ctx, &ENCAP_XDP_MIRROR_PROG);
+    }
+    if dns::pending() {
+        dns::copy_xdp(ctx.ctx);
+    }
+    xdp_action::XDP_DROP
 }
 
 #[inline(always)]
@@ -120,13 +173,14 @@ fn xdp_encap(ctx: &XdpContext, frame: impl Frame) -> u32 {
     }
 }
 
-/// Hands the frame to `exfilmon_xdp_encap` (or its `_copy` twin: whichever the loader put
-/// in the array); returns only if the tail call fails (the program is not in the array),
-/// then counts the frame as `encap_missed`.
+/// Hands the frame to the encapsulation program in `progs` (`exfilmon_xdp_encap` or its
+/// mirror or `_copy` twins: whichever the loader put in the array); returns only if the
+/// tail call fails (the program is not in the array), then counts the frame as
+/// `encap_missed`.
 #[inline(always)]
-fn descend_xdp(ctx: &XdpContext) {
+fn descend(ctx: &XdpContext, progs: &ProgramArray) {
     // SAFETY: a tail call with the program's own context; it does not return on success.
-    unsafe { ENCAP_XDP_PROG.tail_call(ctx, 0) };
+    unsafe { progs.tail_call(ctx, 0) };
     count(reason::ENCAP_MISSED);
 }
 

@@ -113,6 +113,10 @@ pub static HEAD: PerCpuArray<[u8; SPAN_MAX]> = PerCpuArray::with_max_entries(1, 
 pub static ENCAP_XDP_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 pub static ENCAP_TC_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// The mirror-port program's: `exfilmon_xdp_encap_mirror` (or its `_copy` twin), which
+/// drops the frame after counting it, as the mirror-port program does.
+#[map]
+pub static ENCAP_XDP_MIRROR_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 // --- counters, read by the daemon at scrape time -----------------------------------------
 

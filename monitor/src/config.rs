@@ -36,6 +36,8 @@
 //! hook = "xdp"                  # "xdp" | "tc-egress" | "tc-ingress"
 //! mode = "auto"                 # "auto" | "native" | "skb" (xdp only)
 //! netns = "router"              # optional named network namespace
+//! mirror = false                # true: a SPAN/TAP port: count each frame, then drop it
+//!                               #   (xdp only; default false)
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9477"
@@ -95,7 +97,8 @@
 //! 6. otherwise violation for a known country, unknown for an unknown one.
 //!
 //! Ungrouped inside addresses follow `[home]`'s lists. With `enforce = true` a group's
-//! violation packets (both directions) are dropped; nothing else is ever dropped.
+//! violation packets (both directions) are dropped; nothing else is ever dropped, except on
+//! an interface with `mirror = true`, whose frames are copies: each is dropped once counted.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -398,6 +401,17 @@ pub enum ConfigError {
         /// The hook.
         hook: Hook,
     },
+    /// `mirror = true` on a tc hook.
+    #[error(
+        "{at}: a mirror port is hooked with xdp (it counts and drops each copy as it \
+         arrives); hook {hook} cannot be a mirror"
+    )]
+    MirrorOnTc {
+        /// Where.
+        at: Box<Location>,
+        /// The hook.
+        hook: Hook,
+    },
     /// An interface name is not a valid Linux interface name.
     #[error(
         "{at}: {name:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or whitespace)"
@@ -652,6 +666,9 @@ pub struct Interface {
     /// Named network namespace (`/run/netns/NAME`) holding the interface.
     /// Default: none (the daemon's namespace).
     pub netns: Option<String>,
+    /// A SPAN or TAP port (xdp only): every frame is a copy, counted and then dropped.
+    /// Default: false.
+    pub mirror: bool,
     /// The line of the entry's `name`, for later error messages.
     pub line: usize,
 }
@@ -992,6 +1009,7 @@ struct RawInterface {
     hook: Spanned<String>,
     mode: Option<Spanned<String>>,
     netns: Option<Spanned<String>>,
+    mirror: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -1501,26 +1519,18 @@ impl Ctx<'_> {
                     mode
                 }
             };
-            let netns = match &r.netns {
-                None => None,
-                Some(ns) => {
-                    let v = ns.get_ref();
-                    let valid = !v.is_empty()
-                        && v.len() <= 255
-                        && v != "."
-                        && v != ".."
-                        && !v
-                            .bytes()
-                            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace());
-                    if !valid {
-                        return Err(ConfigError::NetnsName {
-                            at: self.at(&ns.span(), format!("interface[{i}].netns")),
-                            name: v.clone(),
-                        });
-                    }
-                    Some(v.clone())
-                }
-            };
+            let netns = r
+                .netns
+                .as_ref()
+                .map(|ns| self.netns_name(ns, i))
+                .transpose()?;
+            let mirror = r.mirror.as_ref().is_some_and(|m| *m.get_ref());
+            if let Some(m) = r.mirror.as_ref().filter(|_| mirror && hook != Hook::Xdp) {
+                return Err(ConfigError::MirrorOnTc {
+                    at: self.at(&m.span(), format!("interface[{i}].mirror")),
+                    hook,
+                });
+            }
             if let Some(prev) = out
                 .iter()
                 .find(|p| p.name == *name && p.netns == netns && p.hook == hook)
@@ -1537,10 +1547,31 @@ impl Ctx<'_> {
                 hook,
                 mode,
                 netns,
+                mirror,
                 line: name_at.line,
             });
         }
         Ok(out)
+    }
+
+    /// `interface[i].netns`: a name `ip netns` could have made.
+    fn netns_name(&self, ns: &Spanned<String>, i: usize) -> Result<String, ConfigError> {
+        let v = ns.get_ref();
+        let valid = !v.is_empty()
+            && v.len() <= 255
+            && v != "."
+            && v != ".."
+            && !v
+                .bytes()
+                .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace());
+        if valid {
+            Ok(v.clone())
+        } else {
+            Err(ConfigError::NetnsName {
+                at: self.at(&ns.span(), format!("interface[{i}].netns")),
+                name: v.clone(),
+            })
+        }
     }
 
     fn metrics(&self, raw: Option<&RawMetrics>) -> Result<Metrics, ConfigError> {
@@ -2575,6 +2606,7 @@ hash_chain = true
             .is_ok(),
             "auto on tc is fine"
         );
+
         assert_err(
             &iface("name = \"eth0\"\nhook = \"xdp\"\nmode = \"fast\""),
             &["interface[0].mode", "\"fast\""],
@@ -2643,6 +2675,27 @@ hash_chain = true
         assert_err(
             &format!("{HOME}[pin]\npath = \"/sys/fs/bpf/x\"\n"),
             &["config.toml:4", "unknown field `path`"],
+        );
+    }
+
+    #[test]
+    fn only_xdp_interfaces_can_be_mirror_ports() {
+        let iface = |body: &str| format!("{HOME}[[interface]]\n{body}\n");
+        assert_err(
+            &iface("name = \"span0\"\nhook = \"tc-ingress\"\nmirror = true"),
+            &["config.toml:6: interface[0].mirror: a mirror port is hooked with xdp"],
+        );
+        let c = parse(&iface(
+            "name = \"span0\"\nhook = \"xdp\"\nmode = \"native\"\nmirror = true",
+        ))
+        .expect("a native xdp mirror");
+        assert!(c.interfaces[0].mirror);
+        assert!(
+            !parse(&iface("name = \"eth0\"\nhook = \"xdp\""))
+                .expect("plain xdp")
+                .interfaces[0]
+                .mirror,
+            "mirror defaults to false"
         );
     }
 

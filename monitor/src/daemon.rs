@@ -78,12 +78,14 @@ pub fn attach_all(
     pins: Option<&Pins>,
 ) -> Result<(), DaemonError> {
     for iface in &config.interfaces {
+        let mode = match iface.mode {
+            CfgMode::Auto => aya::programs::XdpMode::Default,
+            CfgMode::Native => aya::programs::XdpMode::Driver,
+            CfgMode::Skb => aya::programs::XdpMode::Skb,
+        };
         let hook = match iface.hook {
-            CfgHook::Xdp => Hook::Xdp(match iface.mode {
-                CfgMode::Auto => aya::programs::XdpMode::Default,
-                CfgMode::Native => aya::programs::XdpMode::Driver,
-                CfgMode::Skb => aya::programs::XdpMode::Skb,
-            }),
+            CfgHook::Xdp if iface.mirror => Hook::XdpMirror(mode),
+            CfgHook::Xdp => Hook::Xdp(mode),
             CfgHook::TcEgress => Hook::TcEgress,
             CfgHook::TcIngress => Hook::TcIngress,
         };
@@ -116,7 +118,7 @@ pub fn attach_all(
         let netns = iface.netns.as_deref().unwrap_or("-");
         match how {
             Attached::New => {
-                tracing::info!(interface = %iface.name, hook = %iface.hook, netns, pinned = link_pin.is_some(), "attached");
+                tracing::info!(interface = %iface.name, hook = %iface.hook, netns, mirror = iface.mirror, pinned = link_pin.is_some(), "attached");
             }
             Attached::Kept => {
                 tracing::info!(interface = %iface.name, hook = %iface.hook, netns, "attached: the pinned link runs this daemon's program now");

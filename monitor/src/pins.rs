@@ -620,6 +620,7 @@ mod tests {
             hook: crate::config::Hook::TcEgress,
             mode: crate::config::XdpMode::Auto,
             netns: netns.map(str::to_owned),
+            mirror: false,
             line: 1,
         };
         let dir = Path::new("/sys/fs/bpf/x");

@@ -105,7 +105,7 @@ fn keep_restart_settings(running: &Config, new: &mut Config) -> Vec<&'static str
     let attach = |c: &Config| -> Vec<_> {
         c.interfaces
             .iter()
-            .map(|i| (i.name.clone(), i.hook, i.mode, i.netns.clone()))
+            .map(|i| (i.name.clone(), i.hook, i.mode, i.netns.clone(), i.mirror))
             .collect()
     };
     if attach(new) != attach(running) {

@@ -232,16 +232,43 @@ impl Lab {
             UDP,
             &packet::udp(40_000, port, &vec![0x5a; payload]),
         );
-        let mut frame = packet::eth(
-            &[],
+        let pppoe = packet::pppoe(&packet::ppp(PPP_IPV4, &inner));
+        let sent = self.frames_from(
+            Node::Phone,
+            DEVICE_IF,
             packet::ETH_PPPOE_SESSION,
-            &packet::pppoe(&packet::ppp(PPP_IPV4, &inner)),
-        );
-        frame[..6].copy_from_slice(&mac(ROUTER_INSIDE_MAC)?);
-        frame[6..12].copy_from_slice(&mac(PHONE_MAC)?);
-        let sent =
-            crate::traffic::raw_frames(self.ns(Node::Phone), DEVICE_IF, &vec![frame; frames])?;
+            &vec![pppoe; frames],
+        )?;
         Ok((sent as u64, inner.len() as u64))
+    }
+
+    /// Sends each payload, in an Ethernet frame of `ethertype` from the phone's MAC to the
+    /// router's, out of the switch's port to the router: straight onto the router's inside
+    /// interface, as a SPAN port delivers copies (no bridging, no ARP, no routing; the
+    /// switch's bridge, with `br_netfilter` loaded, would check IPv4 headers). Returns the
+    /// frames sent.
+    pub fn frames_to_router(&self, ethertype: u16, payloads: &[Vec<u8>]) -> Result<usize> {
+        self.frames_from(Node::Lan, "router", ethertype, payloads)
+    }
+
+    fn frames_from(
+        &self,
+        node: Node,
+        interface: &str,
+        ethertype: u16,
+        payloads: &[Vec<u8>],
+    ) -> Result<usize> {
+        let (router, phone) = (mac(ROUTER_INSIDE_MAC)?, mac(PHONE_MAC)?);
+        let frames: Vec<Vec<u8>> = payloads
+            .iter()
+            .map(|p| {
+                let mut frame = crate::packet::eth(&[], ethertype, p);
+                frame[..6].copy_from_slice(&router);
+                frame[6..12].copy_from_slice(&phone);
+                frame
+            })
+            .collect();
+        crate::traffic::raw_frames(self.ns(node), interface, &frames)
     }
 
     /// The id of the XDP program on the router's `interface`, from `ip -j link`, or

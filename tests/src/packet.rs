@@ -100,6 +100,21 @@ pub fn ipv4_with(
     p
 }
 
+/// Fills in the header checksum of the IPv4 packet `p`. The builders leave it zero: the
+/// classifier never reads it, but a Linux stack drops such a packet on arrival.
+pub fn set_ipv4_checksum(p: &mut [u8]) {
+    let hlen = usize::from(p[0] & 0x0f) * 4;
+    p[10..12].fill(0);
+    let mut sum: u32 = p[..hlen]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
 /// IPv6 with a chain of 8-byte extension headers (`ext` lists their types, in order).
 #[must_use]
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], proto: u8, payload: &[u8]) -> Vec<u8> {

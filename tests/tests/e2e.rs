@@ -193,7 +193,7 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
     let said = String::from_utf8_lossy(&cleanup.stdout);
     assert!(cleanup.status.success(), "cleanup failed: {said}");
     assert!(
-        said.contains("removed 2 links") && said.contains("12 maps"),
+        said.contains("removed 2 links") && said.contains("13 maps"),
         "cleanup names what it removed: {said}"
     );
     println!("exfilmon cleanup: {}", said.trim());

@@ -86,6 +86,15 @@ pub enum EbpfError {
     },
     #[error("interface name {interface:?} contains a NUL byte")]
     InterfaceName { interface: String },
+    #[error(
+        "putting the mirror port {interface} in promiscuous mode failed (its copies for other \
+         machines' addresses would not reach XDP)"
+    )]
+    Promiscuous {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("adding the clsact qdisc to {interface} failed")]
     Clsact {
         interface: String,
@@ -217,6 +226,8 @@ pub struct Tables {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Xdp(aya::programs::XdpMode),
+    /// A SPAN or TAP port: the mirror program, which counts each frame, then drops it.
+    XdpMirror(aya::programs::XdpMode),
     TcEgress,
     TcIngress,
 }
@@ -388,6 +399,7 @@ impl Monitor {
         for (array, name) in [
             (maps::ENCAP_XDP_PROG, set.encap_xdp),
             (maps::ENCAP_TC_PROG, set.encap_tc),
+            (maps::ENCAP_XDP_MIRROR_PROG, set.encap_xdp_mirror),
         ] {
             let fd = program_fd(&ebpf, name)?;
             let map = ebpf
@@ -559,8 +571,12 @@ impl Monitor {
         })?;
         let ifname = ifname.as_c_str();
         let outcome = match hook {
-            Hook::Xdp(mode) => {
-                let name = self.sizes.programs.xdp;
+            Hook::Xdp(mode) | Hook::XdpMirror(mode) => {
+                let name = if matches!(hook, Hook::XdpMirror(_)) {
+                    self.sizes.programs.xdp_mirror
+                } else {
+                    self.sizes.programs.xdp
+                };
                 let program: &mut Xdp = self
                     .ebpf
                     .program_mut(name)
@@ -618,6 +634,12 @@ impl Monitor {
                 )?
             }
         };
+        if matches!(hook, Hook::XdpMirror(_)) {
+            promiscuous(ifname).map_err(|source| EbpfError::Promiscuous {
+                interface: interface.to_owned(),
+                source,
+            })?;
+        }
         let (fresh, path) = match outcome {
             Pinnable::Link(fd, path) => (fd, path),
             Pinnable::Done(attached) => return Ok(attached),
@@ -1028,4 +1050,41 @@ fn map_err(map: &'static str, what: impl Into<String>, source: MapError) -> Ebpf
         what: what.into(),
         source,
     }
+}
+
+/// Puts `ifname` (in this thread's network namespace) in promiscuous mode: a SPAN or TAP
+/// port receives copies addressed to other machines' MAC addresses, which a NIC's unicast
+/// filter would drop before XDP sees them. The flag stays when the daemon exits, as the
+/// pinned mirror program keeps counting.
+fn promiscuous(ifname: &std::ffi::CStr) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: plain syscalls on a socket this function owns and closes; `req` is a zeroed
+    // ifreq whose name is NUL-terminated within IFNAMSIZ, valid across both ioctls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        let name = ifname.to_bytes_with_nul();
+        if name.len() > req.ifr_name.len() {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        for (d, s) in req.ifr_name.iter_mut().zip(name) {
+            *d = s.cast_signed();
+        }
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = req.ifr_ifru.ifru_flags;
+        let promisc = libc::IFF_PROMISC as libc::c_short;
+        if flags & promisc == 0 {
+            req.ifr_ifru.ifru_flags = flags | promisc;
+            if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &raw mut req) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
