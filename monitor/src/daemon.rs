@@ -313,8 +313,9 @@ pub async fn run(
                         config = r.config;
                     }
                     Err(e) => {
-                        dm.reloads.with_label_values(&["failure"]).inc();
+                        // The gauge first: a scrape that sees the failure counted sees it.
                         dm.last_reload_successful.set(0);
+                        dm.reloads.with_label_values(&["failure"]).inc();
                         tracing::error!(error = %crate::error_chain(&e), "reload refused; the previous config and tables keep running");
                     }
                 }
@@ -459,8 +460,9 @@ fn start_reload(mut monitor: Monitor, running: Config, labels: Arc<RwLock<Labels
 fn finish_reload(r: &Reloaded, dm: &DaemonMetrics) {
     dm.set_geoip_tables(&r.geo);
     dm.set_geoip_sources(&r.sources);
-    dm.reloads.with_label_values(&["success"]).inc();
+    // The gauges first: a scrape that sees the success counted sees them.
     dm.config_applied();
+    dm.reloads.with_label_values(&["success"]).inc();
     tracing::info!(
         generation = r.installed.generation,
         ranges_v4 = r.geo.v4.len(),
