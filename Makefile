@@ -3,7 +3,7 @@
 #   make test   the whole test suite (unit, kernel, end-to-end, lints); exits non-zero on failure
 # Both need root: they load eBPF programs and (demo, tests) build network namespaces.
 
-.PHONY: run test bench fuzz setup
+.PHONY: run test bench fuzz setup install
 
 HOLD ?= 0
 FUZZ_SECONDS ?= 60
@@ -16,6 +16,14 @@ run: setup
 
 test: setup
 	cargo xtask test
+
+# Builds the release binary and installs it with its man pages, shell completions, the
+# systemd unit (not enabled), rules, dashboard, examples and docs: PREFIX=/usr/local and
+# DESTDIR as usual (see scripts/install.sh). Root for the live system.
+PREFIX ?= /usr/local
+install: setup
+	cargo build --release -p monitor
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) ./scripts/install.sh target/release/exfilmon
 
 # The benchmark suite (not a test: it reports ratios, asserts nothing). BENCH_ARGS=--quick
 # for a smoke run; results in target/bench/results.json.

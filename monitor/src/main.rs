@@ -22,7 +22,8 @@ use tracing_subscriber::EnvFilter;
 /// remote country, the inside device group and a data-localisation policy, counts it in
 /// the kernel at line rate, tracks the flows that break the policy, and exports it all
 /// as Prometheus metrics and a JSON event log. It never drops or delays traffic, except
-/// the violation packets of groups whose policy says `enforce = true`.
+/// the violation packets of groups whose policy says `enforce = true` (and the copies on
+/// a SPAN or TAP port hooked with `mirror = true`, each dropped once counted).
 #[derive(Parser)]
 #[command(name = "exfilmon", version, propagate_version = true)]
 struct Cli {

@@ -167,3 +167,70 @@ fn man_pages_and_completions_come_from_the_cli() {
         shells.join(", ")
     );
 }
+
+/// `make install`'s script, into a DESTDIR twice: every piece where systemd, man and the
+/// shells look for it, the unit pointing at the installed binary, and a second run the
+/// same as the first.
+#[test]
+fn the_install_script_puts_every_piece_where_it_is_looked_for() {
+    let dest = tempfile::tempdir().expect("tempdir");
+    let install = || {
+        let out = Command::new(exfilmon_tests::workspace_root().join("scripts/install.sh"))
+            .arg(exfilmon_tests::exfilmon_bin())
+            .env("DESTDIR", dest.path())
+            .env("PREFIX", "/usr")
+            .output()
+            .expect("install.sh runs");
+        assert!(out.status.success(), "{out:?}");
+    };
+    install();
+    install();
+    let at = |p: &str| dest.path().join(p.trim_start_matches('/'));
+    let bin = std::fs::read(at("/usr/bin/exfilmon")).expect("the binary");
+    assert_eq!(
+        bin,
+        std::fs::read(exfilmon_tests::exfilmon_bin()).expect("built binary")
+    );
+    for page in std::iter::once("exfilmon".to_owned())
+        .chain(COMMANDS.iter().map(|c| format!("exfilmon-{c}")))
+    {
+        assert!(
+            at(&format!("/usr/share/man/man1/{page}.1")).is_file(),
+            "{page}.1"
+        );
+    }
+    for script in [
+        "/usr/share/bash-completion/completions/exfilmon",
+        "/usr/share/zsh/site-functions/_exfilmon",
+        "/usr/share/fish/vendor_completions.d/exfilmon.fish",
+    ] {
+        let text = std::fs::read_to_string(at(script)).expect(script);
+        assert!(
+            text.contains("verify-log"),
+            "{script} completes every command"
+        );
+    }
+    let unit = std::fs::read_to_string(at("/etc/systemd/system/exfilmon.service")).expect("unit");
+    assert!(
+        unit.lines()
+            .any(|l| l == "ExecStart=/usr/bin/exfilmon run --config /etc/exfilmon/exfilmon.toml"),
+        "the unit runs the installed binary: {unit}"
+    );
+    for file in [
+        "rules/exfilmon.rules.yml",
+        "rules/exfilmon-sites.rules.yml",
+        "dashboards/exfilmon.json",
+        "docs/operator-guide.md",
+        "dist/prometheus/sites.yml",
+        "dist/helm/exfilmon/Chart.yaml",
+    ] {
+        assert!(
+            at(&format!("/usr/share/exfilmon/{file}")).is_file(),
+            "{file}"
+        );
+    }
+    assert!(
+        !at("/usr/share/exfilmon/rules/rules").exists(),
+        "a second install replaces, it does not nest"
+    );
+}
