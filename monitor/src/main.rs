@@ -241,7 +241,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let plan = tables::plan(&config, &geo)?;
             let mut monitor = load_monitor(&config, &plan)?;
             let watch = watch::Plan::new(&config.watchlists, &plan.labels.watch, &plan.labels.asns);
-            let report = replay::run(&mut monitor, &plan.labels, watch, &config, &captures)?;
+            let bar = replay::progress_bar(&captures);
+            let report = replay::run_with_progress(
+                &mut monitor,
+                &plan.labels,
+                watch,
+                &config,
+                &captures,
+                &bar,
+            )?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Table => print!("{}", replay::table(&report)),

@@ -2,6 +2,7 @@
 //! with `BPF_PROG_TEST_RUN`, and what the daemon would have counted.
 
 use std::{
+    cell::Cell,
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
     fs::File,
@@ -10,6 +11,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use indicatif::{ProgressBar, ProgressStyle};
 use monitor_common::{flow::FlowKey, reason};
 use pcap_file::{
     DataLink,
@@ -140,6 +142,43 @@ pub fn run(
     config: &crate::config::Config,
     captures: &[PathBuf],
 ) -> Result<Report, ReplayError> {
+    run_with_progress(
+        monitor,
+        labels,
+        watch,
+        config,
+        captures,
+        &ProgressBar::hidden(),
+    )
+}
+
+/// The bar `exfilmon replay` shows on a terminal: bytes of the captures replayed, with the
+/// file, the time so far and the time left.
+#[must_use]
+pub fn progress_bar(captures: &[PathBuf]) -> ProgressBar {
+    let total = captures
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr()).with_style(
+        ProgressStyle::with_template(
+            "replay {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {elapsed} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    )
+}
+
+/// [`run`], advancing `bar` by the bytes of the captures read.
+pub fn run_with_progress(
+    monitor: &mut Monitor,
+    labels: &Labels,
+    watch: crate::watch::Plan,
+    config: &crate::config::Config,
+    captures: &[PathBuf],
+    bar: &ProgressBar,
+) -> Result<Report, ReplayError> {
     let mut detect = Detections::new(config);
     let mut events = monitor.take_events()?;
     let registry = prometheus::Registry::new();
@@ -150,9 +189,13 @@ pub fn run(
     let mut short = 0u64;
     let mut clipped = 0u64;
     let mut dropped = 0u64;
+    let mut done = 0u64;
     for path in captures {
-        for_each_frame(path, |index, ts, frame| {
+        bar.set_message(path.display().to_string());
+        let read = Cell::new(0u64);
+        for_each_frame(path, &read, |index, ts, frame| {
             frames += 1;
+            bar.set_position(done + read.get());
             let run_err = |source| ReplayError::Run {
                 path: path.clone(),
                 frame: index,
@@ -183,7 +226,10 @@ pub fn run(
             }
             Ok(())
         })?;
+        done += std::fs::metadata(path).map_or(read.get(), |m| m.len());
+        bar.set_position(done);
     }
+    bar.finish_and_clear();
 
     // Final totals come from the flow table; flows it no longer holds keep their last event.
     let open = monitor.flows()?;
@@ -309,8 +355,11 @@ fn watch_hits(counters: &Counters, labels: &Labels) -> Vec<WatchHit> {
 
 /// Calls `f` with every frame of a pcap or pcapng file as an Ethernet frame, with its
 /// capture time (a pcapng simple packet, which has none, takes the previous frame's).
+/// `read` counts the bytes of the frames' records so far (the readers buffer megabytes
+/// ahead, so their reads would move a progress bar in jumps).
 fn for_each_frame(
     path: &Path,
+    read: &Cell<u64>,
     mut f: impl FnMut(u64, SystemTime, &[u8]) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let at = |d: Duration| UNIX_EPOCH + d;
@@ -354,6 +403,7 @@ fn for_each_frame(
                 Block::SectionHeader(_) => links.clear(),
                 Block::InterfaceDescription(idb) => links.push(idb.linktype),
                 Block::EnhancedPacket(epb) => {
+                    read.set(read.get() + 32 + epb.data.len().next_multiple_of(4) as u64);
                     let link = links
                         .get(epb.interface_id as usize)
                         .copied()
@@ -364,6 +414,7 @@ fn for_each_frame(
                     index += 1;
                 }
                 Block::SimplePacket(spb) => {
+                    read.set(read.get() + 16 + spb.data.len().next_multiple_of(4) as u64);
                     let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
                     let frame = ethernet(path, link, &spb.data, &mut buf)?;
                     f(index, last, frame)?;
@@ -377,6 +428,7 @@ fn for_each_frame(
         let link = reader.header().datalink;
         while let Some(packet) = reader.next_packet() {
             let packet = packet.map_err(|e| frame_err(index, e))?;
+            read.set(read.get() + 16 + packet.data.len() as u64);
             let frame = ethernet(path, link, &packet.data, &mut buf)?;
             f(index, at(packet.timestamp), frame)?;
             index += 1;

@@ -183,3 +183,57 @@ fn encapsulated_frames_replay_by_their_inner_packets() {
         frames.iter().map(Vec::len).max().expect("frames"),
     );
 }
+
+/// On a terminal `exfilmon replay` shows a progress bar (bytes of the captures replayed,
+/// with the file's name), and clears it; with stderr not a terminal it draws nothing, so
+/// scripts that read its output or its errors see no bar.
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn replay_shows_a_progress_bar_on_a_terminal_only() {
+    require_root("replay_shows_a_progress_bar_on_a_terminal_only");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("long.pcap");
+    let frames: Vec<Vec<u8>> = (0..2000u16)
+        .map(|i| eth_v4(&ipv4(PHONE, CN, UDP, &udp(40000 + i % 50, 443, &[1; 100]))))
+        .collect();
+    write_pcap(&capture, DataLink::ETHERNET, &frames);
+    let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/geoip.csv");
+    let config = dir.path().join("exfilmon.toml");
+    std::fs::write(
+        &config,
+        format!("[home]\nnetworks = [\"192.0.2.0/24\"]\n[geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}]\n"),
+    )
+    .expect("config");
+    let bin = exfilmon_tests::exfilmon_bin();
+    let command = format!(
+        "{} replay --config {} {}",
+        bin.display(),
+        config.display(),
+        capture.display()
+    );
+    // util-linux `script` runs it on a pseudo-terminal and copies what it draws.
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script runs");
+    assert!(tty.status.success(), "{tty:?}");
+    let drawn = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        drawn.contains("replay ") && drawn.contains("long.pcap") && drawn.contains("KiB"),
+        "a bar with the file and its bytes: {drawn:?}"
+    );
+    let piped = std::process::Command::new(&bin)
+        .args(["replay", "--format", "json", "--config"])
+        .arg(&config)
+        .arg(&capture)
+        .output()
+        .expect("replay runs");
+    assert!(piped.status.success(), "{piped:?}");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("long.pcap"),
+        "no bar without a terminal: {stderr:?}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&piped.stdout).expect("JSON");
+    assert_eq!(report["packets"], 2000);
+}
