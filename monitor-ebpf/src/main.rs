@@ -61,11 +61,7 @@ const TC_ENCAP_PULL_LEN: u32 = 512;
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
-    let frame = InPlace {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    xdp(&ctx, frame)
+    pass_or_drop(xdp(&ctx, in_place(&ctx), &ENCAP_XDP_PROG) == Action::Drop)
 }
 
 /// `exfilmon_xdp` for a loader without CAP_PERFMON: reads each header through a helper
@@ -73,25 +69,22 @@ pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_copy(ctx: XdpContext) -> u32 {
-    xdp(&ctx, Copies::new(load_xdp(ctx.ctx)))
+    let frame = Copies::new(load_xdp(ctx.ctx));
+    pass_or_drop(xdp(&ctx, frame, &ENCAP_XDP_PROG) == Action::Drop)
 }
 
 /// The encapsulation program for `exfilmon_xdp`'s frames (tail call only, never attached).
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap(ctx: XdpContext) -> u32 {
-    let frame = InPlace {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    xdp_encap(&ctx, frame)
+    pass_or_drop(xdp_encap(&ctx, in_place(&ctx)))
 }
 
 /// The encapsulation program for `exfilmon_xdp_copy`'s frames.
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap_copy(ctx: XdpContext) -> u32 {
-    xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx)))
+    pass_or_drop(xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx))))
 }
 
 /// The mirror-port program: counts each frame as `exfilmon_xdp` does, then drops it (on a
@@ -99,29 +92,23 @@ pub fn exfilmon_xdp_encap_copy(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_mirror(ctx: XdpContext) -> u32 {
-    let frame = InPlace {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    xdp_mirror(&ctx, frame)
+    xdp(&ctx, in_place(&ctx), &ENCAP_XDP_MIRROR_PROG);
+    xdp_action::XDP_DROP
 }
 
 /// `exfilmon_xdp_mirror` for a loader without CAP_PERFMON.
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_mirror_copy(ctx: XdpContext) -> u32 {
-    xdp_mirror(&ctx, Copies::new(load_xdp(ctx.ctx)))
+    xdp(&ctx, Copies::new(load_xdp(ctx.ctx)), &ENCAP_XDP_MIRROR_PROG);
+    xdp_action::XDP_DROP
 }
 
 /// The encapsulation program for `exfilmon_xdp_mirror`'s frames: counts, then drops.
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap_mirror(ctx: XdpContext) -> u32 {
-    let frame = InPlace {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    xdp_encap(&ctx, frame);
+    xdp_encap(&ctx, in_place(&ctx));
     xdp_action::XDP_DROP
 }
 
@@ -133,44 +120,48 @@ pub fn exfilmon_xdp_encap_mirror_copy(ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// The XDP frame, read in place.
 #[inline(always)]
-fn xdp(ctx: &XdpContext, frame: impl Frame) -> u32 {
-    let action = classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
-    if action == Action::Descend {
-        descend(ctx, &ENCAP_XDP_PROG);
-    }
-    if dns::pending() {
-        dns::copy_xdp(ctx.ctx);
-    }
-    if action == Action::Drop {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
+fn in_place(ctx: &XdpContext) -> InPlace {
+    InPlace {
+        start: ctx.data(),
+        end: ctx.data_end(),
     }
 }
 
+/// `XDP_DROP` for a frame an enforcing group drops, `XDP_PASS` for every other.
 #[inline(always)]
-fn xdp_mirror(ctx: &XdpContext, frame: impl Frame) -> u32 {
-    if classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows) == Action::Descend {
-        descend(ctx, &ENCAP_XDP_MIRROR_PROG);
-    }
-    if dns::pending() {
-        dns::copy_xdp(ctx.ctx);
-    }
-    xdp_action::XDP_DROP
-}
-
-#[inline(always)]
-fn xdp_encap(ctx: &XdpContext, frame: impl Frame) -> u32 {
-    let drop = classify::encapsulated(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
-    if dns::pending() {
-        dns::copy_xdp(ctx.ctx);
-    }
+fn pass_or_drop(drop: bool) -> u32 {
     if drop {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
     }
+}
+
+/// Classifies and counts a frame; an encapsulated one goes on to the program in `encap`
+/// (and does not come back). Returns the classifier's action for the caller to turn into
+/// a verdict.
+#[inline(always)]
+fn xdp(ctx: &XdpContext, frame: impl Frame, encap: &ProgramArray) -> Action {
+    let action = classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
+    if action == Action::Descend {
+        descend(ctx, encap);
+    }
+    if dns::pending() {
+        dns::copy_xdp(ctx.ctx);
+    }
+    action
+}
+
+/// Classifies and counts an encapsulated frame; true when an enforcing group drops it.
+#[inline(always)]
+fn xdp_encap(ctx: &XdpContext, frame: impl Frame) -> bool {
+    let drop = classify::encapsulated(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
+    if dns::pending() {
+        dns::copy_xdp(ctx.ctx);
+    }
+    drop
 }
 
 /// Hands the frame to the encapsulation program in `progs` (`exfilmon_xdp_encap` or its
@@ -221,9 +212,8 @@ pub fn exfilmon_bench_copy(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn bench(ctx: &XdpContext, lookup: Lookup, track: Track) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    bench::rewrite(start, end);
-    bench_classify(ctx, InPlace { start, end }, lookup, track)
+    bench::rewrite(ctx.data(), ctx.data_end());
+    bench_classify(ctx, in_place(ctx), lookup, track)
 }
 
 #[inline(always)]
