@@ -274,6 +274,8 @@ pub struct Exporter {
     settings: Ipfix,
     /// The IPv4 and IPv6 templates.
     templates: [Template; 2],
+    /// Their template set's encoded size.
+    templates_bytes: usize,
     socket_v4: Option<UdpSocket>,
     socket_v6: Option<UdpSocket>,
     /// Per tracked flow, what has been exported.
@@ -309,8 +311,22 @@ impl Exporter {
             s.set_nonblocking(true)?;
             Ok(Some(s))
         };
+        let templates = [false, true].map(|v6| template(v6, settings.enterprise_number));
+        // The set header, and per template its ID and field count, then 4 bytes a field
+        // (8 with an enterprise number).
+        let templates_bytes = 4 + templates
+            .iter()
+            .map(|t| {
+                let fields = t
+                    .fields
+                    .iter()
+                    .map(|f| if f.enterprise_number.is_some() { 8 } else { 4 });
+                4 + fields.sum::<usize>()
+            })
+            .sum::<usize>();
         Ok(Self {
-            templates: [false, true].map(|v6| template(v6, settings.enterprise_number)),
+            templates,
+            templates_bytes,
             socket_v4: bind(false)?,
             socket_v6: bind(true)?,
             settings,
@@ -370,7 +386,6 @@ impl Exporter {
             self.sent.insert(*key, Sent::of(st))
         }
         .unwrap_or_default();
-        let flow = Flow::new(key, st, labels, &self.clock, reason);
         let out = (
             st.packets_out.saturating_sub(before.packets_out),
             st.bytes_out.saturating_sub(before.bytes_out),
@@ -379,6 +394,11 @@ impl Exporter {
             st.packets_in.saturating_sub(before.packets_in),
             st.bytes_in.saturating_sub(before.bytes_in),
         );
+        if out.0 == 0 && inb.0 == 0 {
+            // Nothing moved (the shutdown pass offers every flow): no record, no labels.
+            return;
+        }
+        let flow = Flow::new(key, st, labels, &self.clock, reason);
         if out.0 > 0 {
             self.push(&flow, direction::EGRESS, out);
         }
@@ -396,8 +416,13 @@ impl Exporter {
             .map(|f| f.field_type)
             .zip(values)
             .collect();
-        // Header, both data set headers and padding, and templates when due.
-        let overhead = 16 + 2 * 8 + if self.templates_due() { 160 } else { 0 };
+        // Header, both data set headers and their padding, and the templates when due.
+        let templates = if self.templates_due() {
+            self.templates_bytes
+        } else {
+            0
+        };
+        let overhead = 16 + 2 * (4 + 3) + templates;
         if self.pending_bytes + size + overhead > self.settings.max_message_bytes {
             self.send();
         }
@@ -935,6 +960,13 @@ mod tests {
         let (recs, _) = decode(&take(&mut x), &mut NetflowParser::default());
         assert_eq!(recs.len(), 1);
         assert_eq!((recs[0].num(1), recs[0].num(2)), (100, 1));
+    }
+
+    #[test]
+    fn the_template_set_size_is_what_it_encodes_to() {
+        let mut x = exporter(1400);
+        let only_templates = x.message(true).to_be_bytes().expect("encodes");
+        assert_eq!(only_templates.len(), 16 + x.templates_bytes);
     }
 
     #[test]
