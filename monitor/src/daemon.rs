@@ -250,10 +250,7 @@ pub async fn run(
             }
             _ = drain_tick.tick() => {
                 sink.drain(ring.get_mut(), &labels);
-                sink.flush_log();
-                if let Some(x) = sink.ipfix.as_mut() {
-                    x.flush();
-                }
+                sink.flush();
             }
             () = &mut detect_sleep => {
                 sink.detect_tick(detect_at, read_counters(&counters), &labels);
@@ -731,12 +728,25 @@ impl EventSink {
         }
     }
 
-    fn flush_log(&mut self) {
+    /// Writes out what the event log buffers and sends the IPFIX records waiting for a
+    /// message.
+    fn flush(&mut self) {
         if let Some(log) = self.log.as_mut()
             && let Err(e) = log.flush()
         {
             self.log_errors.inc();
             tracing::warn!(error = %crate::error_chain(&e), "event log flush failed");
+        }
+        if let Some(x) = self.ipfix.as_mut() {
+            x.flush();
+        }
+    }
+
+    /// Forgets a flow that ended with nothing left to report.
+    fn forget(&mut self, key: &FlowKey) {
+        self.table.apply(EventKind::FlowIdle, key);
+        if let Some(x) = self.ipfix.as_mut() {
+            x.forget(key);
         }
     }
 }
@@ -791,10 +801,7 @@ fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idl
         }
         let already_reported = st.ended != 0 && st.reported_bytes == st.bytes_out + st.bytes_in;
         if already_reported {
-            sink.table.apply(EventKind::FlowIdle, &key);
-            if let Some(x) = sink.ipfix.as_mut() {
-                x.forget(&key);
-            }
+            sink.forget(&key);
             // Its last bytes (the packets after FIN) still count for beaconing.
             sink.detect_flow(EventKind::FlowIdle, &key, &st, &labels);
         } else {
