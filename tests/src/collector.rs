@@ -11,7 +11,7 @@ use std::{
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -91,25 +91,18 @@ impl Nfacctd {
             output,
             log,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !me.log_text().contains("waiting for NetFlow/IPFIX data") {
-            if let Some(child) = me.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                me.child = None;
-                bail!(
-                    "nfacctd exited with {status} while starting: {}",
-                    me.log_text()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "nfacctd did not listen within {START_TIMEOUT:?}: {}",
-                    me.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut child = me.child.take();
+        let started = crate::wait_started(
+            &mut child,
+            "nfacctd",
+            "listen",
+            START_TIMEOUT,
+            || me.log_text().contains("waiting for NetFlow/IPFIX data"),
+            || me.log_text(),
+        );
+        // Back before any error returns, so that dropping `me` stops it.
+        me.child = child;
+        started?;
         Ok(me)
     }
 

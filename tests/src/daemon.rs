@@ -231,28 +231,19 @@ impl Daemon {
             keep_pins: false,
             dir,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if daemon.scrape_text().is_ok() {
-                return Ok(daemon);
-            }
-            if let Some(child) = daemon.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                daemon.child = None;
-                bail!(
-                    "exfilmon exited with {status} before serving /metrics:\n{}",
-                    daemon.log()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "exfilmon did not serve /metrics within {START_TIMEOUT:?}:\n{}",
-                    daemon.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut child = daemon.child.take();
+        let started = crate::wait_started(
+            &mut child,
+            "exfilmon",
+            "serve /metrics",
+            START_TIMEOUT,
+            || daemon.scrape_text().is_ok(),
+            || daemon.log(),
+        );
+        // Back before any error returns, so that dropping `daemon` stops it.
+        daemon.child = child;
+        started?;
+        Ok(daemon)
     }
 
     /// The daemon's PID while it runs.

@@ -69,6 +69,42 @@ pub fn wait_or_kill(
     }
 }
 
+/// Polls `ready` (every 50 ms) until it holds, for at most `timeout`, while `child` runs:
+/// the start-up wait of every process the harness spawns. When the child exits first it
+/// is reaped and taken out of `child`; that, or the time running out, is an error naming
+/// `name`, the `goal` it did not reach (e.g. "serve /metrics") and `log()`.
+///
+/// # Errors
+/// As above, or when waiting on the child fails.
+pub fn wait_started(
+    child: &mut Option<std::process::Child>,
+    name: &str,
+    goal: &str,
+    timeout: std::time::Duration,
+    mut ready: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Some(c) = child.as_mut()
+            && let Some(status) = c.try_wait()?
+        {
+            *child = None;
+            anyhow::bail!(
+                "{name} exited with {status} before it could {goal}:\n{}",
+                log()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{name} did not {goal} within {timeout:?}:\n{}", log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Whether this process runs with effective UID 0.
 #[must_use]
 pub fn is_root() -> bool {

@@ -106,28 +106,24 @@ impl Prometheus {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
         let url = format!("{}/-/ready", self.url());
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                self.child = None;
-                bail!("prometheus exited ({status}): {}", self.log());
-            }
-            if let Ok(resp) = self.agent.get(&url).call()
-                && resp.status() == 200
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "prometheus not ready within {READY_TIMEOUT:?}: {}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut child = self.child.take();
+        let ready = crate::wait_started(
+            &mut child,
+            "prometheus",
+            "become ready",
+            READY_TIMEOUT,
+            || {
+                self.agent
+                    .get(&url)
+                    .call()
+                    .is_ok_and(|resp| resp.status() == 200)
+            },
+            || self.log(),
+        );
+        // Back before any error returns, so that dropping `self` stops it.
+        self.child = child;
+        ready
     }
 
     /// `http://127.0.0.1:PORT`.
