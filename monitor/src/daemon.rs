@@ -253,7 +253,7 @@ pub async fn run(
                 sink.flush();
             }
             () = &mut detect_sleep => {
-                sink.detect_tick(detect_at, read_counters(&counters), &labels);
+                sink.detect_tick(detect_at, read_counters(&counters, &labels), &labels);
                 let tick = sink.detect.as_ref().map_or(config.detections.tick, Live::tick);
                 detect_at = drive::next_tick(SystemTime::now(), tick);
                 detect_sleep.as_mut().reset(until(detect_at));
@@ -333,7 +333,11 @@ pub async fn run(
     sink.drain(ring.get_mut(), &labels);
     report_unreported(&flows_map, &mut sink, &labels);
     // A last detection tick, so that the contacts of the last seconds are saved and logged.
-    sink.detect_tick(SystemTime::now(), read_counters(&counters), &labels);
+    sink.detect_tick(
+        SystemTime::now(),
+        read_counters(&counters, &labels),
+        &labels,
+    );
     if let Some(log) = sink.log.as_mut() {
         log.flush()?;
         let head = log.head();
@@ -408,10 +412,17 @@ fn until(t: SystemTime) -> tokio::time::Instant {
 }
 
 /// Reads the class counters for a detection tick.
-fn read_counters(maps: &Mutex<CounterMaps>) -> Result<Counters, EbpfError> {
+fn read_counters(
+    maps: &Mutex<CounterMaps>,
+    labels: &RwLock<Labels>,
+) -> Result<Counters, EbpfError> {
+    // Labels before maps, as a scrape takes them.
+    let labels = labels
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     maps.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .read()
+        .read(&labels)
 }
 
 /// The watchlist plan of `config` with the entry and ASN slots of `labels`.

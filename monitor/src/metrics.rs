@@ -151,10 +151,16 @@ impl Collector for KernelCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let read = match self.maps.lock() {
-            Ok(maps) => maps.read(),
-            Err(poisoned) => poisoned.into_inner().read(),
-        };
+        // Labels before maps, as the detection tick takes them.
+        let labels = self
+            .labels
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let read = self
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read(&labels);
         let counters = match read {
             Ok(c) => c,
             Err(e) => {
@@ -163,10 +169,6 @@ impl Collector for KernelCollector {
                 return Vec::new();
             }
         };
-        let labels = self
-            .labels
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         families(&counters, &labels)
     }
 }

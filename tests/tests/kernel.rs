@@ -689,6 +689,51 @@ fn the_flow_table_is_read_whole_in_batches() {
     assert!(flows.iter().all(|(_, st)| st.packets_out == 1));
 }
 
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn the_daemons_counter_reads_take_the_labelled_slots_and_lose_nothing() {
+    // The daemon reads only the key ranges the labels name (one per group); a read of the
+    // whole arrays must find nothing more. Every group (ungrouped is slot 0, so its range
+    // starts at the array's first key), known and unknown countries (the unknown country is
+    // each group range's first key), both directions, several verdicts.
+    let mut h = Harness::new("the_daemons_counter_reads_take_the_labelled_slots_and_lose_nothing");
+    for inside in [OTHER_HOME, PHONE, LAPTOP] {
+        for remote in [CN, SG, US, IN, NOWHERE] {
+            h.run(&eth_v4(&ipv4(
+                inside,
+                remote,
+                UDP,
+                &udp(40_000, 443, &[1; 8]),
+            )));
+            h.run(&eth_v4(&ipv4(
+                remote,
+                inside,
+                UDP,
+                &udp(443, 40_000, &[1; 4]),
+            )));
+        }
+    }
+    let whole = h.monitor.read_counters().expect("whole read");
+    let first_keys = [
+        class_index(0, 0, DIR_OUTBOUND, Verdict::Unknown.code()),
+        class_index(1, 0, DIR_OUTBOUND, Verdict::Unknown.code()),
+    ];
+    for key in first_keys {
+        assert!(
+            whole.classes.iter().any(|(k, _)| *k == key),
+            "class {key} (a range's first key) was counted"
+        );
+    }
+    assert!(whole.classes.len() >= 3 * 5 * 2, "{:?}", whole.classes);
+    let mut maps = h.monitor.take_counters().expect("counter maps");
+    let ranged = maps.read(&h.labels).expect("ranged read");
+    assert_eq!(ranged.classes, whole.classes);
+    assert_eq!(ranged.asns, whole.asns);
+    assert_eq!(ranged.watch, whole.watch);
+    assert_eq!(ranged.policy_drops, whole.policy_drops);
+    assert_eq!(ranged.reasons, whole.reasons);
+}
+
 /// The verifier's budget: each program on the packet path (the attached ones and the
 /// encapsulation programs they tail-call) must stay far below the kernel's limit of 1M
 /// processed instructions, so that the next feature has room. Main before watchlists:

@@ -1,6 +1,7 @@
 //! Loading the kernel programs, filling their tables, attaching them, and reading their maps.
 
 mod bench;
+mod counters;
 mod geo;
 mod watch;
 
@@ -19,19 +20,18 @@ use aya::{
         tc::{self, SchedClassifierLink, TcError},
         xdp::XdpLink,
     },
-    util::nr_cpus,
 };
 pub use bench::BenchSizes;
+use counters::read_counters_from;
+pub use counters::{CounterMaps, Counters, Extent};
 pub use geo::{GeoTables, InstallError, Installed};
 use monitor_common::{
-    class::ClassCounter,
     config::KernelConfig,
     flow::{FlowKey, FlowState},
     geo::{GENERATIONS, L2_BLOCK_WORDS},
     maps,
     pin::{LABEL_CHUNK, LABEL_CHUNKS, PinMeta},
     programs,
-    reason::REASON_ENTRIES,
 };
 pub use watch::WatchMaps;
 
@@ -261,21 +261,6 @@ pub struct TestRunOutcome {
     /// `XDP_*` or `TC_ACT_*`.
     pub action: u32,
     pub frame: Vec<u8>,
-}
-
-/// Counters summed over CPUs.
-#[derive(Clone, Debug, Default)]
-pub struct Counters {
-    /// Non-zero class counters: (class index, packets, bytes).
-    pub classes: Vec<(u32, ClassCounter)>,
-    /// Non-zero per-ASN counters: (`class::asn_counter_index`, packets, bytes).
-    pub asns: Vec<(u32, ClassCounter)>,
-    /// Every reason counter by id.
-    pub reasons: Vec<u64>,
-    /// Non-zero policy drop counters: (`policy::drop_index`, packets, bytes).
-    pub policy_drops: Vec<(u32, ClassCounter)>,
-    /// Non-zero watch entry counters: (`watch::watch_counter_index`, packets, bytes).
-    pub watch: Vec<(u32, ClassCounter)>,
 }
 
 /// A loaded program's descriptor, for a program array.
@@ -734,13 +719,13 @@ impl Monitor {
         let watch = per_cpu_array(maps::WATCH_COUNTERS)?;
         let reasons = PerCpuArray::try_from(Map::PerCpuArray(per_cpu_array(maps::REASONS)?))
             .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
-        Ok(CounterMaps {
+        Ok(CounterMaps::new(
             classes,
             asns,
             reasons,
             policy_drops,
             watch,
-        })
+        ))
     }
 
     /// Reads the counters without taking the maps (replay, tests).
@@ -765,27 +750,6 @@ pub fn read_pinned(
     let counters = read_counters_from(|name| open(name).map(Map::PerCpuArray))?;
     let flows = read_flows(open(maps::FLOWS)?.fd().as_fd(), |_| true)?;
     Ok((counters, flows))
-}
-
-/// The counters, summed over CPUs, from the maps `map` gives by name: the loaded object's,
-/// or the pinned ones.
-fn read_counters_from<M: std::borrow::Borrow<Map>>(
-    map: impl Fn(&'static str) -> Result<M, EbpfError>,
-) -> Result<Counters, EbpfError> {
-    let array = |name| match map(name)?.borrow() {
-        Map::PerCpuArray(m) => read_counter_array(m, name),
-        _ => Err(EbpfError::MissingMap { map: name }),
-    };
-    let reasons = map(maps::REASONS)?;
-    let reasons: PerCpuArray<_, u64> = PerCpuArray::try_from(reasons.borrow())
-        .map_err(|s| map_err(maps::REASONS, "wrong type", s))?;
-    Ok(Counters {
-        classes: array(maps::CLASS_COUNTERS)?,
-        asns: array(maps::ASN_COUNTERS)?,
-        reasons: read_reasons(&reasons)?,
-        policy_drops: array(maps::POLICY_DROPS)?,
-        watch: array(maps::WATCH_COUNTERS)?,
-    })
 }
 
 /// The kernel's flow table, owned by the daemon.
@@ -816,7 +780,7 @@ fn read_flows(
     keep: impl Fn(&FlowState) -> bool,
 ) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
     let mut out = Vec::new();
-    lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, |k, v| {
+    lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, (None, usize::MAX), |k, v| {
         if keep(&v[0]) {
             out.push((*k, v[0]));
         }
@@ -824,44 +788,6 @@ fn read_flows(
     Ok(out)
 }
 
-/// The counter maps, owned by the metrics collector.
-pub struct CounterMaps {
-    classes: MapData,
-    asns: MapData,
-    reasons: PerCpuArray<MapData, u64>,
-    policy_drops: MapData,
-    watch: MapData,
-}
-
-impl CounterMaps {
-    pub fn read(&self) -> Result<Counters, EbpfError> {
-        Ok(Counters {
-            classes: read_counter_array(&self.classes, maps::CLASS_COUNTERS)?,
-            asns: read_counter_array(&self.asns, maps::ASN_COUNTERS)?,
-            reasons: read_reasons(&self.reasons)?,
-            policy_drops: read_counter_array(&self.policy_drops, maps::POLICY_DROPS)?,
-            watch: read_counter_array(&self.watch, maps::WATCH_COUNTERS)?,
-        })
-    }
-}
-
-fn read_reasons<T: std::borrow::Borrow<MapData>>(
-    reasons: &PerCpuArray<T, u64>,
-) -> Result<Vec<u64>, EbpfError> {
-    (0..REASON_ENTRIES)
-        .map(|i| {
-            reasons
-                .get(&i, 0)
-                .map(|per_cpu| per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
-                .map_err(|s| map_err(maps::REASONS, format!("read {i}"), s))
-        })
-        .collect()
-}
-
-/// Reads a whole per-CPU counter array (`name`) in batches and sums each entry over the
-/// CPUs. Only non-zero entries are returned.
-/// The link pinned at `path`, as the link type of a program (`XdpLink`,
-/// `SchedClassifierLink`); the error says why it cannot be used.
 /// What `attach_hook` leaves to do: nothing more, or pinning the new link at the path.
 enum Pinnable<'a> {
     Done(Attached),
@@ -900,6 +826,8 @@ where
     Ok(Pinnable::Link(fd, path))
 }
 
+/// The link pinned at `path`, as the link type of a program (`XdpLink`,
+/// `SchedClassifierLink`); the error says why it cannot be used.
 fn open_link<L: TryFrom<FdLink, Error = LinkError>>(path: &Path) -> Result<L, String> {
     let pinned = PinnedLink::from_pin(path).map_err(|e| crate::error_chain(&e))?;
     L::try_from(FdLink::from(pinned)).map_err(|e| crate::error_chain(&e))
@@ -929,49 +857,37 @@ fn already_exists(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn read_counter_array(
-    map: &MapData,
-    name: &'static str,
-) -> Result<Vec<(u32, ClassCounter)>, EbpfError> {
-    let cpus = nr_cpus()
-        .map_err(|(_, source)| EbpfError::Batch { map: name, source })?
-        .get() as usize;
-    let mut out = Vec::new();
-    lookup_batch::<u32, ClassCounter>(map.fd().as_fd(), name, cpus, |key, per_cpu| {
-        let mut sum = ClassCounter::default();
-        for c in per_cpu {
-            sum.packets = sum.packets.wrapping_add(c.packets);
-            sum.bytes = sum.bytes.wrapping_add(c.bytes);
-        }
-        if sum.packets != 0 {
-            out.push((*key, sum));
-        }
-    })?;
-    Ok(out)
-}
-
-/// Reads every entry of a map with `BPF_MAP_LOOKUP_BATCH`, a few thousand per syscall
-/// instead of two syscalls per entry. `per_key` is the number of values per key (the CPU
-/// count for per-CPU maps, else 1). Entries that change meanwhile may be seen old or new.
+/// Reads the entries of a map with `BPF_MAP_LOOKUP_BATCH`, a few thousand per syscall
+/// instead of two syscalls per entry: every entry, or (for arrays) `limit` entries after
+/// the key `after`. `per_key` is the number of values per key (the CPU count for per-CPU
+/// maps, else 1). Entries that change meanwhile may be seen old or new.
 fn lookup_batch<K: Copy + Default, V: Copy + Default>(
     fd: std::os::fd::BorrowedFd<'_>,
     name: &'static str,
     per_key: usize,
+    (after, limit): (Option<K>, usize),
     mut each: impl FnMut(&K, &[V]),
 ) -> Result<(), EbpfError> {
     const CHUNK: u32 = 4096;
+    const { assert!(size_of::<K>() <= 64) };
     let mut keys = vec![K::default(); CHUNK as usize];
     let mut values = vec![V::default(); CHUNK as usize * per_key];
     // The batch cursor is opaque: a key for arrays, a bucket number for hashes.
     let mut cursor = [0u64; 8];
-    let mut first = true;
+    let mut first = after.is_none();
+    if let Some(key) = after {
+        // SAFETY: the cursor is 64 bytes (no key is larger, checked above) and 8-byte
+        // aligned; an array's cursor is the key the batch starts after.
+        unsafe { cursor.as_mut_ptr().cast::<K>().write_unaligned(key) };
+    }
+    let mut left = limit;
     loop {
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
             out_batch: cursor.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: CHUNK,
+            count: CHUNK.min(u32::try_from(left).unwrap_or(u32::MAX)),
             map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
             elem_flags: 0,
             flags: 0,
@@ -1001,7 +917,8 @@ fn lookup_batch<K: Copy + Default, V: Copy + Default>(
         for (i, key) in keys.iter().take(attr.count as usize).enumerate() {
             each(key, &values[i * per_key..(i + 1) * per_key]);
         }
-        if done {
+        left = left.saturating_sub(attr.count as usize);
+        if done || left == 0 {
             return Ok(());
         }
     }
