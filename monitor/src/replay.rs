@@ -202,7 +202,7 @@ pub fn run_with_progress(
                 source,
             };
             detect
-                .before_frame(ts, || monitor.read_counters(), labels)
+                .before_frame(ts, || monitor.read_counters_of(labels), labels)
                 .map_err(run_err)?;
             if frame.len() < MIN_FRAME {
                 short += 1;
@@ -236,13 +236,13 @@ pub fn run_with_progress(
     for (key, st) in &open {
         seen.insert(*key, FlowRecord::new(key, st, labels));
     }
-    let detections = detect.finish(&open, || monitor.read_counters(), labels)?;
+    let detections = detect.finish(&open, || monitor.read_counters_of(labels), labels)?;
     let mut flows: Vec<FlowRecord> = seen.into_values().collect();
     flows.sort_by(|a, b| {
         (a.src, a.dst, a.proto, a.sport, a.dport).cmp(&(b.src, b.dst, b.proto, b.sport, b.dport))
     });
 
-    let counters = monitor.read_counters()?;
+    let counters = monitor.read_counters_of(labels)?;
     let aggregates = aggregates(&counters, labels);
     let watch = watch_hits(&counters, labels);
     let mut by_name: BTreeMap<String, u64> = reason::NAMES

@@ -163,9 +163,10 @@ impl CounterMaps {
 }
 
 /// The counters, summed over CPUs, from the maps `map` gives by name: the loaded object's,
-/// or the pinned ones. Every slot is read.
+/// or the pinned ones: the slots of `extent`.
 pub(super) fn read_counters_from<M: std::borrow::Borrow<Map>>(
     map: impl Fn(&'static str) -> Result<M, EbpfError>,
+    extent: Extent,
 ) -> Result<Counters, EbpfError> {
     let classes = map(maps::CLASS_COUNTERS)?;
     let asns = map(maps::ASN_COUNTERS)?;
@@ -180,7 +181,7 @@ pub(super) fn read_counters_from<M: std::borrow::Borrow<Map>>(
         &reasons,
         per_cpu(policy_drops.borrow(), maps::POLICY_DROPS)?,
         per_cpu(watch.borrow(), maps::WATCH_COUNTERS)?,
-        Extent::ALL,
+        extent,
     )
 }
 

@@ -728,9 +728,15 @@ impl Monitor {
         ))
     }
 
-    /// Reads the counters without taking the maps (replay, tests).
+    /// Reads the counters without taking the maps (tests): every slot.
     pub fn read_counters(&self) -> Result<Counters, EbpfError> {
-        read_counters_from(|name| self.map(name))
+        read_counters_from(|name| self.map(name), Extent::ALL)
+    }
+
+    /// Reads the counters of the slots `labels` hands out without taking the maps
+    /// (replay): what [`CounterMaps::read`] reads.
+    pub fn read_counters_of(&self, labels: &crate::tables::Labels) -> Result<Counters, EbpfError> {
+        read_counters_from(|name| self.map(name), Extent::of(labels))
     }
 
     /// A copy of the flow table (replay, tests).
@@ -747,7 +753,7 @@ pub fn read_pinned(
     open: impl Fn(&'static str) -> Result<MapData, EbpfError>,
 ) -> Result<(Counters, Vec<(FlowKey, FlowState)>), EbpfError> {
     // Every counter map is a per-CPU array.
-    let counters = read_counters_from(|name| open(name).map(Map::PerCpuArray))?;
+    let counters = read_counters_from(|name| open(name).map(Map::PerCpuArray), Extent::ALL)?;
     let flows = read_flows(open(maps::FLOWS)?.fd().as_fd(), |_| true)?;
     Ok((counters, flows))
 }
