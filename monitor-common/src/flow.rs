@@ -8,7 +8,10 @@ pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
 /// Key of the `FLOWS` LRU map. IPv4 addresses occupy the first 4 bytes, the rest is zero.
-#[repr(C)]
+/// Aligned to 8 (its size is a multiple of 8, so the layout is the same): with the fields'
+/// own alignment of 2, the kernel program built each key on the stack in 2-byte and 1-byte
+/// stores, about 60 instructions on every tracked packet, and now in 8-byte copies.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub inside: [u8; 16],
