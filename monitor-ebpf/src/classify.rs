@@ -43,6 +43,15 @@ pub enum Track {
     Nothing,
 }
 
+/// Where the program sees the traffic: in its path, where an enforcing group's policy
+/// drops a violation packet, or on a mirror port, whose copies nothing can stop. There a
+/// violation counts as a dry run (`MODE_DRY_RUN`: what enforcing would drop inline).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Inline,
+    Mirror,
+}
+
 /// What the program does with a frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -60,9 +69,9 @@ pub enum Action {
 /// ones included, is to pass. The parser notes a DNS answer for the caller to copy
 /// (`dns::pending`).
 #[inline(always)]
-pub fn packet(f: impl Frame, wire_len: u32, how: Lookup, track: Track) -> Action {
+pub fn packet(f: impl Frame, wire_len: u32, how: Lookup, track: Track, path: Path) -> Action {
     let (outcome, drop) = match parse(f, wire_len) {
-        Ok(p) => classify(&p, how, track),
+        Ok(p) => classify(&p, how, track, path),
         Err(DESCEND) => return Action::Descend,
         Err(reason) => (reason, false),
     };
@@ -73,9 +82,9 @@ pub fn packet(f: impl Frame, wire_len: u32, how: Lookup, track: Track) -> Action
 /// `packet` for a frame with an encapsulation (the encapsulation programs): walked
 /// (`encap::descend`), classified and counted. True when the policy drops it.
 #[inline(always)]
-pub fn encapsulated(f: impl Frame, wire_len: u32, how: Lookup, track: Track) -> bool {
+pub fn encapsulated(f: impl Frame, wire_len: u32, how: Lookup, track: Track, path: Path) -> bool {
     let (outcome, drop) = match encap::descend(f, wire_len, how) {
-        Ok(p) => classify(&p, how, track),
+        Ok(p) => classify(&p, how, track, path),
         Err(reason) => (reason, false),
     };
     count(outcome);
@@ -83,7 +92,7 @@ pub fn encapsulated(f: impl Frame, wire_len: u32, how: Lookup, track: Track) -> 
 }
 
 #[inline(always)]
-fn classify(p: &Packet, how: Lookup, track: Track) -> (u32, bool) {
+fn classify(p: &Packet, how: Lookup, track: Track, path: Path) -> (u32, bool) {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return (reason::LINK_LOCAL, false);
     }
@@ -96,11 +105,11 @@ fn classify(p: &Packet, how: Lookup, track: Track) -> (u32, bool) {
         (false, false) => (reason::TRANSIT, false),
         (true, false) => (
             reason::OUTBOUND,
-            account(p, group_slot(src), dst, &p.dst, DIR_OUTBOUND, track),
+            account(p, group_slot(src), dst, &p.dst, DIR_OUTBOUND, track, path),
         ),
         (false, true) => (
             reason::INBOUND,
-            account(p, group_slot(dst), src, &p.src, DIR_INBOUND, track),
+            account(p, group_slot(dst), src, &p.src, DIR_INBOUND, track, path),
         ),
     }
 }
@@ -127,6 +136,7 @@ fn account(
     remote: &[u32; 4],
     dir: u32,
     track: Track,
+    path: Path,
 ) -> bool {
     let country = country_slot(location);
     let mut word = policy::country_word(group, country);
@@ -170,7 +180,7 @@ fn account(
     if tracked && track == Track::Flows {
         flow::track(p, group, location, verdict, rule(word), dir, entry);
     }
-    verdict == VERDICT_VIOLATION && policy::enforce(word, group, p.l3_bytes)
+    verdict == VERDICT_VIOLATION && policy::enforce(word, group, p.l3_bytes, path == Path::Inline)
 }
 
 /// Adds one packet of `bytes` to entry `index` of a per-CPU counter array.

@@ -45,7 +45,7 @@ use aya_ebpf::{
     maps::ProgramArray,
     programs::{TcContext, XdpContext},
 };
-use classify::{Action, Lookup, Track};
+use classify::{Action, Lookup, Path, Track};
 use maps::{ENCAP_TC_PROG, ENCAP_XDP_MIRROR_PROG, ENCAP_XDP_PROG, count};
 use monitor_common::reason;
 use parse::{Copies, Frame, InPlace, load_skb, load_xdp};
@@ -61,7 +61,7 @@ const TC_ENCAP_PULL_LEN: u32 = 512;
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
-    pass_or_drop(xdp(&ctx, in_place(&ctx), &ENCAP_XDP_PROG) == Action::Drop)
+    pass_or_drop(xdp(&ctx, in_place(&ctx), &ENCAP_XDP_PROG, Path::Inline) == Action::Drop)
 }
 
 /// `exfilmon_xdp` for a loader without CAP_PERFMON: reads each header through a helper
@@ -70,21 +70,25 @@ pub fn exfilmon_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn exfilmon_xdp_copy(ctx: XdpContext) -> u32 {
     let frame = Copies::new(load_xdp(ctx.ctx));
-    pass_or_drop(xdp(&ctx, frame, &ENCAP_XDP_PROG) == Action::Drop)
+    pass_or_drop(xdp(&ctx, frame, &ENCAP_XDP_PROG, Path::Inline) == Action::Drop)
 }
 
 /// The encapsulation program for `exfilmon_xdp`'s frames (tail call only, never attached).
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap(ctx: XdpContext) -> u32 {
-    pass_or_drop(xdp_encap(&ctx, in_place(&ctx)))
+    pass_or_drop(xdp_encap(&ctx, in_place(&ctx), Path::Inline))
 }
 
 /// The encapsulation program for `exfilmon_xdp_copy`'s frames.
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap_copy(ctx: XdpContext) -> u32 {
-    pass_or_drop(xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx))))
+    pass_or_drop(xdp_encap(
+        &ctx,
+        Copies::new(load_xdp(ctx.ctx)),
+        Path::Inline,
+    ))
 }
 
 /// The mirror-port program: counts each frame as `exfilmon_xdp` does, then drops it (on a
@@ -92,7 +96,7 @@ pub fn exfilmon_xdp_encap_copy(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_mirror(ctx: XdpContext) -> u32 {
-    xdp(&ctx, in_place(&ctx), &ENCAP_XDP_MIRROR_PROG);
+    xdp(&ctx, in_place(&ctx), &ENCAP_XDP_MIRROR_PROG, Path::Mirror);
     xdp_action::XDP_DROP
 }
 
@@ -100,7 +104,12 @@ pub fn exfilmon_xdp_mirror(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_mirror_copy(ctx: XdpContext) -> u32 {
-    xdp(&ctx, Copies::new(load_xdp(ctx.ctx)), &ENCAP_XDP_MIRROR_PROG);
+    xdp(
+        &ctx,
+        Copies::new(load_xdp(ctx.ctx)),
+        &ENCAP_XDP_MIRROR_PROG,
+        Path::Mirror,
+    );
     xdp_action::XDP_DROP
 }
 
@@ -108,7 +117,7 @@ pub fn exfilmon_xdp_mirror_copy(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap_mirror(ctx: XdpContext) -> u32 {
-    xdp_encap(&ctx, in_place(&ctx));
+    xdp_encap(&ctx, in_place(&ctx), Path::Mirror);
     xdp_action::XDP_DROP
 }
 
@@ -116,7 +125,7 @@ pub fn exfilmon_xdp_encap_mirror(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn exfilmon_xdp_encap_mirror_copy(ctx: XdpContext) -> u32 {
-    xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx)));
+    xdp_encap(&ctx, Copies::new(load_xdp(ctx.ctx)), Path::Mirror);
     xdp_action::XDP_DROP
 }
 
@@ -143,8 +152,8 @@ fn pass_or_drop(drop: bool) -> u32 {
 /// (and does not come back). Returns the classifier's action for the caller to turn into
 /// a verdict.
 #[inline(always)]
-fn xdp(ctx: &XdpContext, frame: impl Frame, encap: &ProgramArray) -> Action {
-    let action = classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
+fn xdp(ctx: &XdpContext, frame: impl Frame, encap: &ProgramArray, path: Path) -> Action {
+    let action = classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows, path);
     if action == Action::Descend {
         descend(ctx, encap);
     }
@@ -156,8 +165,8 @@ fn xdp(ctx: &XdpContext, frame: impl Frame, encap: &ProgramArray) -> Action {
 
 /// Classifies and counts an encapsulated frame; true when an enforcing group drops it.
 #[inline(always)]
-fn xdp_encap(ctx: &XdpContext, frame: impl Frame) -> bool {
-    let drop = classify::encapsulated(frame, xdp_len(ctx), Lookup::Tables, Track::Flows);
+fn xdp_encap(ctx: &XdpContext, frame: impl Frame, path: Path) -> bool {
+    let drop = classify::encapsulated(frame, xdp_len(ctx), Lookup::Tables, Track::Flows, path);
     if dns::pending() {
         dns::copy_xdp(ctx.ctx);
     }
@@ -221,7 +230,7 @@ fn bench_classify(ctx: &XdpContext, frame: impl Frame, lookup: Lookup, track: Tr
     // The benchmark measures the classifier; its frames always pass. Its workload has no
     // encapsulation, and these programs hand none on: an encapsulated frame would count as
     // `encap_missed`.
-    if classify::packet(frame, xdp_len(ctx), lookup, track) == Action::Descend {
+    if classify::packet(frame, xdp_len(ctx), lookup, track, Path::Inline) == Action::Descend {
         count(reason::ENCAP_MISSED);
     }
     // As `exfilmon_xdp` does (the workload has no DNS answers, so this is the check alone).
@@ -318,7 +327,7 @@ fn tc_in_place(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn tc(ctx: &TcContext, frame: impl Frame, len: u32) -> i32 {
-    let action = classify::packet(frame, len, Lookup::Tables, Track::Flows);
+    let action = classify::packet(frame, len, Lookup::Tables, Track::Flows, Path::Inline);
     if action == Action::Descend {
         // SAFETY: a tail call with the program's own context; it does not return on success.
         unsafe { ENCAP_TC_PROG.tail_call(ctx, 0) };
@@ -355,7 +364,7 @@ pub fn exfilmon_tc_encap_copy(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn tc_encap(ctx: &TcContext, frame: impl Frame, len: u32) -> i32 {
-    let drop = classify::encapsulated(frame, len, Lookup::Tables, Track::Flows);
+    let drop = classify::encapsulated(frame, len, Lookup::Tables, Track::Flows, Path::Inline);
     if dns::pending() {
         dns::copy_tc(ctx.as_ptr().cast());
     }

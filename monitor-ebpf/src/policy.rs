@@ -27,10 +27,11 @@ pub fn with_asn(word: u32, group: u32, named_asn: u32) -> u32 {
     if asn_word > word { asn_word } else { word }
 }
 
-/// Counts a violation packet as dropped or dry run; true when it is to be dropped.
+/// Counts a violation packet as dropped or dry run; true when it is to be dropped. Only a
+/// program in the traffic's path (`inline`) drops; on a mirror port it is a dry run.
 #[inline(always)]
-pub fn enforce(word: u32, group: u32, bytes: u64) -> bool {
-    let drop = drops(word);
+pub fn enforce(word: u32, group: u32, bytes: u64, inline: bool) -> bool {
+    let drop = inline && drops(word);
     let (mode, id) = if drop {
         (MODE_DROPPED, reason::POLICY_DROPPED)
     } else {

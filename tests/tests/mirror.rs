@@ -41,9 +41,14 @@ fn a_mirror_port_counts_both_directions_and_drops_every_copy() {
         text.contains(&tc) && text.contains("hook = \"xdp\"\n"),
         "{text}"
     );
+    // Phones enforce their policy: on a mirror port that is a dry run, as nothing can be
+    // dropped from the real traffic.
+    let phones = "name = \"phones\"\n";
+    assert!(text.contains(phones), "{text}");
     let text = text
         .replace(&tc, "")
-        .replace("hook = \"xdp\"\n", "hook = \"xdp\"\nmirror = true\n");
+        .replace("hook = \"xdp\"\n", "hook = \"xdp\"\nmirror = true\n")
+        .replace(phones, &format!("{phones}enforce = true\n"));
     std::fs::write(&config, text).expect("config");
     let daemon =
         Daemon::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir).expect("daemon");
@@ -122,6 +127,17 @@ fn a_mirror_port_counts_both_directions_and_drops_every_copy() {
         "the PPPoE copies went through the mirror's encapsulation program"
     );
     assert_eq!(m.sum("exfilmon_programs_info", &[]), 1.0);
+    let drops = |mode| {
+        m.sum(
+            "exfilmon_policy_drops_total",
+            &[("group", "phones"), ("mode", mode)],
+        )
+    };
+    assert_eq!(
+        (drops("dropped"), drops("dry_run")),
+        (0.0, (OUT + PPPOE + BACK) as f64),
+        "an enforcing group's violation copies are a dry run on a mirror port"
+    );
 
     // Dropped at XDP: nothing was routed on to China or back to the phone.
     assert_eq!(cn_sink.stats().packets, 0, "a copy reached China");
