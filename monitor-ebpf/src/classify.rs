@@ -69,7 +69,13 @@ pub enum Action {
 /// ones included, is to pass. The parser notes a DNS answer for the caller to copy
 /// (`dns::pending`).
 #[inline(always)]
-pub fn packet(f: impl Frame, wire_len: u32, how: Lookup, track: Track, path: Path) -> Action {
+pub fn packet(
+    f: impl Frame,
+    wire_len: impl Fn() -> u32 + Copy,
+    how: Lookup,
+    track: Track,
+    path: Path,
+) -> Action {
     let (outcome, drop) = match parse(f, wire_len) {
         Ok(p) => classify(&p, how, track, path),
         Err(DESCEND) => return Action::Descend,

@@ -166,9 +166,9 @@ pub fn descend(f: impl Frame, wire_len: u32, how: Lookup) -> Result<Packet, u32>
             let wire_l3 = u64::from(wire_len).saturating_sub(off as u64);
             // The light parse: does this packet carry a further tunnel?
             let header = if ip == KIND_IPV4 {
-                parse::ipv4_header(f, off, wire_l3)
+                parse::ipv4_header(f, off, || wire_l3)
             } else {
-                parse::ipv6_header(f, off, wire_l3).map(|p| (p, Some(off + 40)))
+                parse::ipv6_header(f, off, || wire_l3).map(|p| (p, Some(off + 40)))
             };
             let (mut q, l4) = match header {
                 Ok(header) => header,
@@ -208,9 +208,9 @@ pub fn descend(f: impl Frame, wire_len: u32, how: Lookup) -> Result<Packet, u32>
     }
     let wire_l3 = u64::from(wire_len).saturating_sub(off as u64);
     let parsed = if ip == KIND_IPV4 {
-        parse::ipv4(f, off, wire_l3)
+        parse::ipv4(f, off, || wire_l3)
     } else {
-        parse::ipv6(f, off, wire_l3)
+        parse::ipv6(f, off, || wire_l3)
     };
     match parsed {
         Ok(p) if depth == 0 => Ok(p),

@@ -153,7 +153,7 @@ fn pass_or_drop(drop: bool) -> u32 {
 /// a verdict.
 #[inline(always)]
 fn xdp(ctx: &XdpContext, frame: impl Frame, encap: &ProgramArray, path: Path) -> Action {
-    let action = classify::packet(frame, xdp_len(ctx), Lookup::Tables, Track::Flows, path);
+    let action = classify::packet(frame, || xdp_len(ctx), Lookup::Tables, Track::Flows, path);
     if action == Action::Descend {
         descend(ctx, encap);
     }
@@ -230,7 +230,7 @@ fn bench_classify(ctx: &XdpContext, frame: impl Frame, lookup: Lookup, track: Tr
     // The benchmark measures the classifier; its frames always pass. Its workload has no
     // encapsulation, and these programs hand none on: an encapsulated frame would count as
     // `encap_missed`.
-    if classify::packet(frame, xdp_len(ctx), lookup, track, Path::Inline) == Action::Descend {
+    if classify::packet(frame, || xdp_len(ctx), lookup, track, Path::Inline) == Action::Descend {
         count(reason::ENCAP_MISSED);
     }
     // As `exfilmon_xdp` does (the workload has no DNS answers, so this is the check alone).
@@ -309,6 +309,7 @@ pub fn exfilmon_tc_ingress_copy(ctx: TcContext) -> i32 {
 
 /// The frame's length on the wire, fragments of a multi-buffer frame included. From the
 /// helper rather than `data_end - data`: subtracting packet pointers needs CAP_PERFMON.
+/// The parser calls it only for a packet whose IP length is 0.
 #[inline(always)]
 fn xdp_len(ctx: &XdpContext) -> u32 {
     // SAFETY: the helper reads the program's own context.
@@ -327,7 +328,7 @@ fn tc_in_place(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn tc(ctx: &TcContext, frame: impl Frame, len: u32) -> i32 {
-    let action = classify::packet(frame, len, Lookup::Tables, Track::Flows, Path::Inline);
+    let action = classify::packet(frame, || len, Lookup::Tables, Track::Flows, Path::Inline);
     if action == Action::Descend {
         // SAFETY: a tail call with the program's own context; it does not return on success.
         unsafe { ENCAP_TC_PROG.tail_call(ctx, 0) };

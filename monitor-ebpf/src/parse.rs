@@ -236,10 +236,11 @@ pub fn read<T: Copy>(f: impl Frame, off: usize) -> Option<T> {
 }
 
 /// Parses a frame; `Err` carries the outcome reason when it is not a classifiable IP packet.
-/// `wire_len` is the frame's length as the hook sees it (used when an IP length is 0).
+/// `wire_len` gives the frame's length as the hook sees it, asked only when an IP length is
+/// 0 (a helper call for XDP: no packet of ordinary traffic pays for it).
 /// `Err(DESCEND)`: the frame carries an encapsulation, noted for `encap::descend`.
 #[inline(always)]
-pub fn parse(f: impl Frame, wire_len: u32) -> Result<Packet, u32> {
+pub fn parse(f: impl Frame, wire_len: impl Fn() -> u32 + Copy) -> Result<Packet, u32> {
     // The VLAN walk of `ethernet`, written out: through the function, the offsets are no
     // longer constants to the verifier, which then walks the parser twice as long.
     let mut proto: u16 = read::<[u8; 2]>(f, 12)
@@ -255,7 +256,7 @@ pub fn parse(f: impl Frame, wire_len: u32) -> Result<Packet, u32> {
             .ok_or(reason::MALFORMED_L2)?;
         off += 4;
     }
-    let wire_l3 = u64::from(wire_len).saturating_sub(off as u64);
+    let wire_l3 = move || u64::from(wire_len()).saturating_sub(off as u64);
     match proto {
         ETH_P_IP => ipv4(f, off, wire_l3),
         ETH_P_IPV6 => ipv6(f, off, wire_l3),
@@ -300,7 +301,7 @@ pub fn ethernet(f: impl Frame, off: usize) -> Result<(u16, usize), u32> {
 
 /// The IPv4 packet at `off`; `Err(DESCEND)` when it carries a tunnel (noted).
 #[inline(always)]
-pub fn ipv4(f: impl Frame, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+pub fn ipv4(f: impl Frame, off: usize, wire_l3: impl Fn() -> u64) -> Result<Packet, u32> {
     let (mut p, l4) = ipv4_header(f, off, wire_l3)?;
     let Some(l4) = l4 else {
         // A later fragment: no transport header, classified by its addresses.
@@ -314,12 +315,13 @@ pub fn ipv4(f: impl Frame, off: usize, wire_l3: u64) -> Result<Packet, u32> {
 }
 
 /// The fixed IPv4 header at `off` (options skipped), and the offset of the transport
-/// header: `None` for a later fragment, which has none.
+/// header: `None` for a later fragment, which has none. `wire_l3`: the frame's bytes from
+/// `off` on, asked only for a zero total length.
 #[inline(always)]
 pub fn ipv4_header(
     f: impl Frame,
     off: usize,
-    wire_l3: u64,
+    wire_l3: impl Fn() -> u64,
 ) -> Result<(Packet, Option<usize>), u32> {
     // version/IHL, ..., total length, id, flags+fragment offset, ttl, protocol, ..., addresses
     let h = f.span(off, 20).ok_or(reason::MALFORMED_IPV4)?;
@@ -352,7 +354,7 @@ pub fn ipv4_header(
         dport: 0,
         // A zero total length is what TSO/BIG TCP super-packets carry: use the frame.
         l3_bytes: if total == 0 {
-            wire_l3
+            wire_l3()
         } else {
             u64::from(total)
         },
@@ -370,7 +372,7 @@ pub fn ipv4_header(
 
 /// The IPv6 packet at `off`; `Err(DESCEND)` when it carries a tunnel (noted).
 #[inline(always)]
-pub fn ipv6<F: Frame>(f: F, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+pub fn ipv6<F: Frame>(f: F, off: usize, wire_l3: impl Fn() -> u64) -> Result<Packet, u32> {
     let mut p = ipv6_header(f, off, wire_l3)?;
     let mut next = p.proto;
     let mut off = off + 40;
@@ -451,9 +453,10 @@ fn udp_tunnel(dport: u16) -> Option<u32> {
     }
 }
 
-/// The fixed IPv6 header at `off` (`proto` is its next header).
+/// The fixed IPv6 header at `off` (`proto` is its next header); `wire_l3` as in
+/// `ipv4_header`, asked only for a zero payload length.
 #[inline(always)]
-pub fn ipv6_header(f: impl Frame, off: usize, wire_l3: u64) -> Result<Packet, u32> {
+pub fn ipv6_header(f: impl Frame, off: usize, wire_l3: impl Fn() -> u64) -> Result<Packet, u32> {
     let h = f.span(off, 40).ok_or(reason::MALFORMED_IPV6)?;
     // SAFETY: the 40 bytes at `h` were checked above.
     let (version, payload, next_header, src, dst) = unsafe {
@@ -489,7 +492,7 @@ pub fn ipv6_header(f: impl Frame, off: usize, wire_l3: u64) -> Result<Packet, u3
         dport: 0,
         // Payload length 0 is a jumbogram or a GSO super-packet: use the frame.
         l3_bytes: if payload == 0 {
-            wire_l3
+            wire_l3()
         } else {
             40 + u64::from(payload)
         },

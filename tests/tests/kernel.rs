@@ -666,6 +666,50 @@ fn tc_programs_classify_like_xdp_and_return_ok() {
 
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn a_zero_ip_length_counts_the_frames_own_bytes() {
+    // TSO and BIG TCP super-packets carry an IPv4 total length of 0, GSO packets and
+    // jumbograms an IPv6 payload length of 0: their layer-3 bytes are the frame's, which
+    // the parser asks the hook for only then. Both program sets, through XDP and TC.
+    let mut v4 = ipv4(PHONE, SG, UDP, &udp(1, 2, &[0; 30]));
+    v4[2..4].copy_from_slice(&[0, 0]);
+    let v4 = eth_v4(&v4);
+    let mut v6 = ipv6(
+        PHONE6.parse().expect("v6"),
+        CN6.parse().expect("v6"),
+        &[],
+        UDP,
+        &udp(1, 2, &[0; 50]),
+    );
+    v6[4..6].copy_from_slice(&[0, 0]);
+    let v6 = eth_v6(&v6);
+    for set in [programs::IN_PLACE, programs::COPY] {
+        let mut h = Harness::with_programs("a_zero_ip_length_counts_the_frames_own_bytes", set);
+        for frame in [&v4, &v6] {
+            h.run(frame);
+            assert!(
+                h.run_tc(set.tc_egress, frame),
+                "{} runs the frame",
+                set.tc_egress
+            );
+        }
+        assert_eq!(
+            h.class("phones", "SG", DIR_OUTBOUND, Verdict::Allowed),
+            (2, 2 * (v4.len() as u64 - 14)),
+            "{}: IPv4 with total length 0",
+            set.name
+        );
+        assert_eq!(
+            h.class("phones", "CN", DIR_OUTBOUND, Verdict::Violation),
+            (2, 2 * (v6.len() as u64 - 14)),
+            "{}: IPv6 with payload length 0",
+            set.name
+        );
+        h.assert_outcomes_sum();
+    }
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
 fn the_flow_table_is_read_whole_in_batches() {
     // More flows than one batch (4096), as the daemon's sweep reads them.
     let mut h = Harness::with_flows(
