@@ -27,6 +27,15 @@
     internal_features,
     reason = "atomic_xadd: the BPF atomic add, see flow.rs"
 )]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand each program its context by value"
+)]
+#![expect(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "the #[classifier] macro makes a safe extern entry point that takes the kernel's \
+              skb pointer; the kernel is the only caller"
+)]
 
 mod bench;
 mod classify;
@@ -338,9 +347,9 @@ fn tc(ctx: &TcContext, frame: impl Frame, len: u32) -> i32 {
         dns::copy_tc(ctx.as_ptr().cast());
     }
     if action == Action::Drop {
-        TC_ACT_SHOT as i32
+        TC_ACT_SHOT
     } else {
-        TC_ACT_OK as i32
+        TC_ACT_OK
     }
 }
 
@@ -369,11 +378,7 @@ fn tc_encap(ctx: &TcContext, frame: impl Frame, len: u32) -> i32 {
     if dns::pending() {
         dns::copy_tc(ctx.as_ptr().cast());
     }
-    if drop {
-        TC_ACT_SHOT as i32
-    } else {
-        TC_ACT_OK as i32
-    }
+    if drop { TC_ACT_SHOT } else { TC_ACT_OK }
 }
 
 /// Makes the first `want` bytes of the skb linear (or all of a shorter one), so that its
