@@ -187,6 +187,11 @@ pub mod programs {
     pub const BENCH_NOFLOW: &str = "exfilmon_bench_noflow";
     /// Benchmark only: `BENCH` as the `COPY` set classifies, from a copy of the frame's head.
     pub const BENCH_COPY: &str = "exfilmon_bench_copy";
+    /// Benchmark only: the rewrite and the two address lookups alone (source and
+    /// destination), with the product's tables and with the kernel LPM tries: the lookups'
+    /// own cost, without the parse, counters and flow table both builds share.
+    pub const BENCH_LOOKUP: &str = "exfilmon_bench_lookup";
+    pub const BENCH_LOOKUP_LPM: &str = "exfilmon_bench_lookup_lpm";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";
     /// Benchmark only: submits one flow-start event per run for the next workload packet,

@@ -1,9 +1,11 @@
 //! The benchmark's frame rewrite (see `monitor_common::bench`). Never on a live path: only
 //! the bench programs call it, and the daemon never attaches them.
 
+use core::ptr::read_unaligned;
+
 use monitor_common::{
     bench::BenchPacket,
-    flow::{EVENT_FLOW_START, FAMILY_V4, FlowKey, FlowState},
+    flow::{EVENT_FLOW_START, FAMILY_V4, FAMILY_V6, FlowKey, FlowState},
 };
 
 use crate::{
@@ -37,6 +39,28 @@ pub fn rewrite(start: usize, end: usize) {
             ports(start, end, ETH_LEN + 40, entry);
         }
         _ => {}
+    }
+}
+
+/// The family and addresses of a frame [`rewrite`] wrote (words in memory order, IPv4 in
+/// the first), read at the fixed offsets of its untagged headers.
+#[inline(always)]
+pub fn addresses(start: usize, end: usize) -> Option<(u8, [u32; 4], [u32; 4])> {
+    // Keeps the verifier's range proof for every read below (an IPv6 header is the longer).
+    if start + ETH_LEN + 40 > end {
+        return None;
+    }
+    // SAFETY (each read): inside the frame, checked above.
+    let ethertype = unsafe { *((start + 12) as *const [u8; 2]) };
+    let at = |off: usize| unsafe { read_unaligned((start + ETH_LEN + off) as *const [u32; 4]) };
+    match ethertype {
+        [0x08, 0x00] => {
+            // The source at 12 and the destination at 16: one 16-byte read covers both.
+            let [src, dst, ..] = at(12);
+            Some((FAMILY_V4, [src, 0, 0, 0], [dst, 0, 0, 0]))
+        }
+        [0x86, 0xdd] => Some((FAMILY_V6, at(8), at(24))),
+        _ => None,
     }
 }
 

@@ -102,10 +102,7 @@ fn classify(p: &Packet, how: Lookup, track: Track, path: Path) -> (u32, bool) {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return (reason::LINK_LOCAL, false);
     }
-    // One table says whether an address is inside (and its group) or where it is.
-    let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
-    let src = lookup(p.family, &p.src, generation, how);
-    let dst = lookup(p.family, &p.dst, generation, how);
+    let (src, dst) = words(p.family, &p.src, &p.dst, how);
     match (src & INSIDE != 0, dst & INSIDE != 0) {
         (true, true) => (reason::INTERNAL, false),
         (false, false) => (reason::TRANSIT, false),
@@ -128,9 +125,19 @@ pub fn inner_decides(p: &Packet, how: Lookup) -> bool {
     if link_scoped(p.family, &p.src) || link_scoped(p.family, &p.dst) {
         return false;
     }
+    let (src, dst) = words(p.family, &p.src, &p.dst, how);
+    (src | dst) & INSIDE != 0
+}
+
+/// The address words of a source and a destination, from the live generation. One table
+/// says whether an address is inside (and its group) or where it is.
+#[inline(always)]
+pub fn words(family: u8, src: &[u32; 4], dst: &[u32; 4], how: Lookup) -> (u32, u32) {
     let generation = GEO_GENERATION.get(0).map_or(0, |g| *g);
-    (lookup(p.family, &p.src, generation, how) | lookup(p.family, &p.dst, generation, how)) & INSIDE
-        != 0
+    (
+        lookup(family, src, generation, how),
+        lookup(family, dst, generation, how),
+    )
 }
 
 /// Counts a classified packet; true when the policy drops it.

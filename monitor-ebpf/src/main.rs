@@ -249,6 +249,37 @@ fn bench_classify(ctx: &XdpContext, frame: impl Frame, lookup: Lookup, track: Tr
     xdp_action::XDP_PASS
 }
 
+/// Benchmark only: the next workload packet's two address lookups (source and
+/// destination) and nothing else, for the lookups' own cost against the LPM tries'.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_bench_lookup(ctx: XdpContext) -> u32 {
+    bench_lookup(&ctx, Lookup::Tables)
+}
+
+/// Benchmark only: `exfilmon_bench_lookup` with the kernel LPM tries.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_bench_lookup_lpm(ctx: XdpContext) -> u32 {
+    bench_lookup(&ctx, Lookup::Trie)
+}
+
+#[inline(always)]
+fn bench_lookup(ctx: &XdpContext, how: Lookup) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    bench::rewrite(start, end);
+    let Some((family, src, dst)) = bench::addresses(start, end) else {
+        return xdp_action::XDP_PASS;
+    };
+    let (src, dst) = classify::words(family, &src, &dst, how);
+    // Both words are used, so that neither read is left out; no word has every bit set.
+    if src & dst == u32::MAX {
+        xdp_action::XDP_ABORTED
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
 /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline of every ratio.
 #[xdp]
 pub fn exfilmon_bench_pass(ctx: XdpContext) -> u32 {

@@ -343,6 +343,8 @@ impl Monitor {
                 programs::BENCH,
                 programs::BENCH_LPM,
                 programs::BENCH_NOFLOW,
+                programs::BENCH_LOOKUP,
+                programs::BENCH_LOOKUP_LPM,
                 programs::BENCH_COPY,
                 programs::BENCH_PASS,
                 programs::BENCH_EVENTS,

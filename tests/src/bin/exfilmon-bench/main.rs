@@ -114,7 +114,9 @@ struct Row {
     /// Which lookup the classifier used: the product's (`dir24` for IPv4, `tiered` for
     /// IPv6) or `lpm` (one kernel LPM trie per family); `copy` is the product's lookups
     /// in the program set for a loader without CAP_PERFMON, which parses a copy of the
-    /// frame's head (`exfilmon_bench_copy`).
+    /// frame's head (`exfilmon_bench_copy`). `… only`: the two address lookups alone
+    /// (`exfilmon_bench_lookup`, `_lpm`), without the parse, the counters and the flow
+    /// table that both builds share.
     lookup: &'static str,
     baseline_ns: f64,
     total_ns: f64,
@@ -124,6 +126,10 @@ struct Row {
     /// without the flow table, measured in the same rounds (product lookups only).
     #[serde(skip_serializing_if = "Option::is_none")]
     flow_table_ns: Option<f64>,
+    /// The LPM-trie build's overhead divided by this row's, for the product's rows: the
+    /// whole classifier, or (`… only` rows) the lookups alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trie_ratio: Option<f64>,
     /// Share of packets that were violations (tracked in the flow table).
     violation_share: f64,
     flows_created: u64,
@@ -572,27 +578,20 @@ fn measure(
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     monitor.write_bench_workload(workload)?;
-    let frame = if family == "ipv4" {
-        eth_v4(&ipv4(
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(192, 0, 2, 1),
-            UDP,
-            &udp(1024, 443, &[0; 22]),
-        ))
-    } else {
-        eth_v6(&ipv6(
-            "2001:db8:1::1".parse()?,
-            "2001:db8::1".parse()?,
-            &[],
-            UDP,
-            &udp(1024, 443, &[0; 2]),
-        ))
-    };
+    let frame = bench_frame(family)?;
     let repeat = u32::try_from(workload.len())?;
-    let product = if family == "ipv4" { "dir24" } else { "tiered" };
+    let (product, product_only) = if family == "ipv4" {
+        ("dir24", "dir24 only")
+    } else {
+        ("tiered", "tiered only")
+    };
     let mut programs_to_run = vec![(product, programs::BENCH), ("copy", programs::BENCH_COPY)];
     if with_lpm {
-        programs_to_run.push(("lpm", programs::BENCH_LPM));
+        programs_to_run.extend([
+            ("lpm", programs::BENCH_LPM),
+            (product_only, programs::BENCH_LOOKUP),
+            ("lpm only", programs::BENCH_LOOKUP_LPM),
+        ]);
     }
     // Warm-up: one pass creates the flows ("established") and warms the caches. A storm
     // gets fresh flows for every measured run instead.
@@ -627,8 +626,20 @@ fn measure(
     let violation_share = (verdicts_after.0 - verdicts_before.0) as f64
         / (verdicts_after.1 - verdicts_before.1).max(1) as f64;
     let baseline = median(&mut pass);
+    let totals: Vec<f64> = totals.iter_mut().map(|t| median(t)).collect();
+    let overhead_of = |name: &str| {
+        programs_to_run
+            .iter()
+            .position(|(lookup, _)| *lookup == name)
+            .map(|i| totals[i] - baseline)
+    };
+    let trie_ratio = |name: &str, trie: &str| {
+        overhead_of(trie)
+            .zip(overhead_of(name))
+            .map(|(trie, ours)| trie / ours)
+    };
     for (i, (lookup, _)) in programs_to_run.iter().enumerate() {
-        let total = median(&mut totals[i]);
+        let total = totals[i];
         let row = Row {
             dataset: dataset.to_owned(),
             family,
@@ -640,22 +651,59 @@ fn measure(
             overhead_ns: total - baseline,
             ratio_to_pass: total / baseline,
             flow_table_ns: (*lookup == product).then_some(total - noflow),
+            trie_ratio: if *lookup == product {
+                trie_ratio(product, "lpm")
+            } else if *lookup == product_only {
+                trie_ratio(product_only, "lpm only")
+            } else {
+                None
+            },
             violation_share,
             flows_created: delta(reason::FLOW_CREATED),
             flow_insert_failed: delta(reason::FLOW_INSERT_FAILED),
         };
-        println!(
-            "  {family} {workload_name:<40} {flows:>8} flows  {lookup:<6} {:>7.1} ns/packet, \
-             +{:>6.1} over XDP_PASS ({:.1} ns){}",
-            row.total_ns,
-            row.overhead_ns,
-            row.baseline_ns,
-            row.flow_table_ns
-                .map_or_else(String::new, |f| format!(", flow table {f:.1} ns")),
-        );
+        print_row(&row);
         rows.push(row);
     }
     Ok(())
+}
+
+/// The frame each test run rewrites: an untagged 64-byte UDP frame of the family.
+fn bench_frame(family: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(if family == "ipv4" {
+        eth_v4(&ipv4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(192, 0, 2, 1),
+            UDP,
+            &udp(1024, 443, &[0; 22]),
+        ))
+    } else {
+        eth_v6(&ipv6(
+            "2001:db8:1::1".parse()?,
+            "2001:db8::1".parse()?,
+            &[],
+            UDP,
+            &udp(1024, 443, &[0; 2]),
+        ))
+    })
+}
+
+/// One measured row, as the run goes.
+fn print_row(row: &Row) {
+    println!(
+        "  {} {:<40} {:>8} flows  {:<11} {:>7.1} ns/packet, +{:>6.1} over XDP_PASS ({:.1} ns){}{}",
+        row.family,
+        row.workload,
+        row.flows,
+        row.lookup,
+        row.total_ns,
+        row.overhead_ns,
+        row.baseline_ns,
+        row.flow_table_ns
+            .map_or_else(String::new, |f| format!(", flow table {f:.1} ns")),
+        row.trie_ratio
+            .map_or_else(String::new, |r| format!(", LPM trie ÷ this {r:.1}×")),
+    );
 }
 
 /// Violation packets and all classified packets, from the class counters.
@@ -786,6 +834,7 @@ fn print_testrun_table(report: &Report) {
         "overhead ns",
         "× XDP_PASS",
         "flow table ns",
+        "trie ÷ this",
         "new flows",
         "insert failed",
         "violations",
@@ -803,6 +852,8 @@ fn print_testrun_table(report: &Report) {
             format!("{:.2}", r.ratio_to_pass),
             r.flow_table_ns
                 .map_or_else(String::new, |f| format!("{f:.1}")),
+            r.trie_ratio
+                .map_or_else(String::new, |f| format!("{f:.1}×")),
             r.flows_created.to_string(),
             r.flow_insert_failed.to_string(),
             format!("{:.1}%", 100.0 * r.violation_share),
