@@ -30,6 +30,7 @@ pub mod livenet;
 pub mod netns;
 pub mod packet;
 pub mod peers;
+pub mod pktgen;
 pub mod prometheus;
 pub mod scenario;
 pub mod seeds;

@@ -1,5 +1,6 @@
 //! Live traffic on a [`LiveNet`]: the workloads, the GeoIP data and config they are
-//! classified with, and the generator that sends them with XDP live frames.
+//! classified with, and the generator that sends them with XDP live frames (or, where the
+//! kernel refuses live frames, from an `AF_PACKET` socket).
 //!
 //! Every address is a documentation address. Inside: `192.0.2.0/24` (one group,
 //! `subscribers`). Outside: `198.51.100.0/24` and `203.0.113.0/24`, cut into 32 /28s that a
@@ -9,6 +10,10 @@ use std::{
     fmt::Write as _,
     net::Ipv4Addr,
     path::{Path, PathBuf},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -20,8 +25,9 @@ use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
 use crate::{
     cpu,
     livenet::{LiveNet, MON_IF},
-    packet::{UDP, eth_v4, ipv4, udp},
+    packet::{UDP, eth_v4, ipv4, set_ipv4_checksum, udp},
     peers::{FLUSH_DST, FLUSH_PORT, FLUSH_SRC},
+    pktgen::PacketSocket,
 };
 
 /// The countries of the 32 outside /28s, in address order (198.51.100.0/28 first).
@@ -185,12 +191,22 @@ impl Sent {
 }
 
 /// The live generator: a loaded [`Monitor`] with the bench programs, sending out of `gen0`.
+///
+/// It sends with XDP live frames (`BPF_PROG_TEST_RUN` in live-frames mode), the fastest
+/// way in. Some kernels refuse that mode outright (EPERM, even to root: the kernel these
+/// tests run on since 2026-12 does); then it sends the same frames, rewritten the same way
+/// from the same workload, from an `AF_PACKET` socket on `gen0`, and says so once.
 pub struct Generator<'a> {
     monitor: &'a Monitor,
     net: &'a LiveNet,
     ifindex: u32,
     /// The CPU the sending thread is pinned to, if any.
     cpu: Option<usize>,
+    /// The kernel refused live frames: the `AF_PACKET` engine sends.
+    live_refused: AtomicBool,
+    /// The workload map, read once the `AF_PACKET` engine needs it, and its next entry.
+    workload: OnceLock<Vec<BenchPacket>>,
+    cursor: AtomicUsize,
 }
 
 /// Frames per kernel batch of a live-frames run (the kernel's default and the most it
@@ -205,7 +221,76 @@ impl<'a> Generator<'a> {
             net,
             ifindex: net.gen_ifindex()?,
             cpu,
+            live_refused: AtomicBool::new(false),
+            workload: OnceLock::new(),
+            cursor: AtomicUsize::new(0),
         })
+    }
+
+    /// How the frames go out: `"xdp-live-frames"`, or `"af-packet"` once the kernel
+    /// refused live frames.
+    #[must_use]
+    pub fn engine(&self) -> &'static str {
+        if self.live_refused.load(Ordering::Relaxed) {
+            "af-packet"
+        } else {
+            "xdp-live-frames"
+        }
+    }
+
+    /// Sends `n` frames with XDP live frames, or from `socket` (made on first use, in the
+    /// calling thread's namespace) once the kernel refused them.
+    fn send(
+        &self,
+        socket: &mut Option<PacketSocket>,
+        program: &'static str,
+        frame: &[u8],
+        n: u64,
+    ) -> Result<()> {
+        if !self.live_refused.load(Ordering::Relaxed) {
+            match self
+                .monitor
+                .live_send(program, frame, self.ifindex, u32::try_from(n)?, BATCH)
+            {
+                Ok(_) => return Ok(()),
+                Err(monitor::ebpf::EbpfError::TestRun {
+                    source: aya::programs::ProgramError::SyscallError(e),
+                    ..
+                }) if e.io_error.raw_os_error() == Some(libc::EPERM) => {
+                    eprintln!(
+                        "generator: this kernel refuses XDP live frames (EPERM); sending from \
+                         an AF_PACKET socket instead"
+                    );
+                    self.live_refused.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("live-frames run of {program} ({n} frames)"));
+                }
+            }
+        }
+        let socket = match socket {
+            Some(s) => s,
+            None => socket.insert(PacketSocket::new(self.ifindex)?),
+        };
+        let frames: Vec<Vec<u8>> = if program == programs::LIVE_GEN {
+            let workload = if let Some(w) = self.workload.get() {
+                w
+            } else {
+                let w = self.monitor.read_bench_workload()?;
+                anyhow::ensure!(!w.is_empty(), "the bench workload map is empty");
+                self.workload.get_or_init(|| w)
+            };
+            (0..n)
+                .map(|_| {
+                    let i = self.cursor.fetch_add(1, Ordering::Relaxed) % workload.len();
+                    rewritten(frame, &workload[i])
+                })
+                .collect()
+        } else {
+            vec![frame.to_vec(); usize::try_from(n)?]
+        };
+        socket.send(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>())
     }
 
     /// Sends up to `packets` frames as fast as the CPU allows, stopping early after
@@ -267,8 +352,6 @@ impl<'a> Generator<'a> {
         rate: Option<u64>,
         limit: Duration,
     ) -> Result<Sent> {
-        let monitor = self.monitor;
-        let ifindex = self.ifindex;
         let pin = self.cpu;
         let softirqd = pin.map(cpu::ksoftirqd).transpose()?;
         self.net.gen_ns().enter(move || -> Result<Sent> {
@@ -287,6 +370,7 @@ impl<'a> Generator<'a> {
                 None => 1 << 16,
             };
             let mut sent = 0u64;
+            let mut socket = None;
             while sent < packets && Instant::now() < deadline {
                 if let Some(r) = rate {
                     let due = start + Duration::from_nanos(sent.saturating_mul(1_000_000_000) / r);
@@ -295,9 +379,7 @@ impl<'a> Generator<'a> {
                     }
                 }
                 let n = chunk.min(packets - sent);
-                monitor
-                    .live_send(program, frame, ifindex, u32::try_from(n)?, BATCH)
-                    .with_context(|| format!("live-frames run of {program} ({n} frames)"))?;
+                self.send(&mut socket, program, frame, n)?;
                 sent += n;
             }
             let wall = start.elapsed();
@@ -314,6 +396,20 @@ impl<'a> Generator<'a> {
             })
         })
     }
+}
+
+/// `template` (an untagged IPv4 frame) with the addresses and ports of `p` and its header
+/// checksum fixed, as `programs::LIVE_GEN` writes it.
+fn rewritten(template: &[u8], p: &BenchPacket) -> Vec<u8> {
+    let mut f = template.to_vec();
+    if f.len() >= 38 && f[12..14] == [0x08, 0x00] {
+        f[26..30].copy_from_slice(&p.src[..4]);
+        f[30..34].copy_from_slice(&p.dst[..4]);
+        f[34..36].copy_from_slice(&p.sport);
+        f[36..38].copy_from_slice(&p.dport);
+        set_ipv4_checksum(&mut f[14..]);
+    }
+    f
 }
 
 /// CPUs this machine has.

@@ -31,25 +31,7 @@ fn a_mirror_port_counts_both_directions_and_drops_every_copy() {
     let lab = Lab::new().expect("lab");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port().expect("port");
-    let config = write_lab_config(&lab, dir.path(), port).expect("config");
-    // The inside interface becomes the mirror port: XDP with mirror = true, no TC hook.
-    let router = lab.ns(Node::Router).name().to_owned();
-    let text = std::fs::read_to_string(&config).expect("config");
-    let tc =
-        format!("[[interface]]\nname = \"inside\"\nhook = \"tc-egress\"\nnetns = \"{router}\"\n");
-    assert!(
-        text.contains(&tc) && text.contains("hook = \"xdp\"\n"),
-        "{text}"
-    );
-    // Phones enforce their policy: on a mirror port that is a dry run, as nothing can be
-    // dropped from the real traffic.
-    let phones = "name = \"phones\"\n";
-    assert!(text.contains(phones), "{text}");
-    let text = text
-        .replace(&tc, "")
-        .replace("hook = \"xdp\"\n", "hook = \"xdp\"\nmirror = true\n")
-        .replace(phones, &format!("{phones}enforce = true\n"));
-    std::fs::write(&config, text).expect("config");
+    let config = mirror_config(&lab, dir.path(), port);
     let daemon =
         Daemon::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir).expect("daemon");
 
@@ -150,4 +132,27 @@ fn a_mirror_port_counts_both_directions_and_drops_every_copy() {
         outbound.1,
         BACK * back.len()
     );
+}
+
+/// The lab's config with the inside interface as a mirror port (XDP with `mirror = true`,
+/// no TC hook), and the phones group enforcing its policy: on a mirror port that is a dry
+/// run, as nothing can be dropped from the real traffic.
+fn mirror_config(lab: &Lab, dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let config = write_lab_config(lab, dir, port).expect("config");
+    let router = lab.ns(Node::Router).name().to_owned();
+    let text = std::fs::read_to_string(&config).expect("config");
+    let tc =
+        format!("[[interface]]\nname = \"inside\"\nhook = \"tc-egress\"\nnetns = \"{router}\"\n");
+    assert!(
+        text.contains(&tc) && text.contains("hook = \"xdp\"\n"),
+        "{text}"
+    );
+    let phones = "name = \"phones\"\n";
+    assert!(text.contains(phones), "{text}");
+    let text = text
+        .replace(&tc, "")
+        .replace("hook = \"xdp\"\n", "hook = \"xdp\"\nmirror = true\n")
+        .replace(phones, &format!("{phones}enforce = true\n"));
+    std::fs::write(&config, text).expect("config");
+    config
 }

@@ -40,6 +40,18 @@ impl Monitor {
         Ok(())
     }
 
+    /// The whole workload map, in the order the bench programs take it (they wrap around
+    /// at its end, so entries never written are sent too).
+    pub fn read_bench_workload(&self) -> Result<Vec<BenchPacket>, EbpfError> {
+        let name = maps::BENCH_WORKLOAD;
+        let array: Array<_, BenchPacket> =
+            Array::try_from(self.map(name)?).map_err(|s| map_err(name, "wrong type", s))?;
+        array
+            .iter()
+            .map(|p| p.map_err(|s| map_err(name, "read", s)))
+            .collect()
+    }
+
     /// Fills the IPv4 LPM trie of the LPM build with the same ranges as the DIR-24-8
     /// table. Returns the number of prefixes.
     pub fn write_bench_trie4(&mut self, ranges: &[(u32, u32, u32)]) -> Result<usize, EbpfError> {
