@@ -190,6 +190,21 @@ impl Sent {
     }
 }
 
+/// Set once the kernel refused XDP live frames: every generator then sends from an
+/// `AF_PACKET` socket.
+static LIVE_FRAMES_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// How the generators send: `"xdp-live-frames"`, or `"af-packet"` once the kernel refused
+/// live frames (for the reports).
+#[must_use]
+pub fn engine() -> &'static str {
+    if LIVE_FRAMES_REFUSED.load(Ordering::Relaxed) {
+        "af-packet"
+    } else {
+        "xdp-live-frames"
+    }
+}
+
 /// The live generator: a loaded [`Monitor`] with the bench programs, sending out of `gen0`.
 ///
 /// It sends with XDP live frames (`BPF_PROG_TEST_RUN` in live-frames mode), the fastest
@@ -202,10 +217,9 @@ pub struct Generator<'a> {
     ifindex: u32,
     /// The CPU the sending thread is pinned to, if any.
     cpu: Option<usize>,
-    /// The kernel refused live frames: the `AF_PACKET` engine sends.
-    live_refused: AtomicBool,
-    /// The workload map, read once the `AF_PACKET` engine needs it, and its next entry.
-    workload: OnceLock<Vec<BenchPacket>>,
+    /// The template and its rewrites from the workload map, made once the `AF_PACKET`
+    /// engine needs them, and the next one to send.
+    frames: OnceLock<(Vec<u8>, Vec<Vec<u8>>)>,
     cursor: AtomicUsize,
 }
 
@@ -221,21 +235,9 @@ impl<'a> Generator<'a> {
             net,
             ifindex: net.gen_ifindex()?,
             cpu,
-            live_refused: AtomicBool::new(false),
-            workload: OnceLock::new(),
+            frames: OnceLock::new(),
             cursor: AtomicUsize::new(0),
         })
-    }
-
-    /// How the frames go out: `"xdp-live-frames"`, or `"af-packet"` once the kernel
-    /// refused live frames.
-    #[must_use]
-    pub fn engine(&self) -> &'static str {
-        if self.live_refused.load(Ordering::Relaxed) {
-            "af-packet"
-        } else {
-            "xdp-live-frames"
-        }
     }
 
     /// Sends `n` frames with XDP live frames, or from `socket` (made on first use, in the
@@ -247,7 +249,7 @@ impl<'a> Generator<'a> {
         frame: &[u8],
         n: u64,
     ) -> Result<()> {
-        if !self.live_refused.load(Ordering::Relaxed) {
+        if !LIVE_FRAMES_REFUSED.load(Ordering::Relaxed) {
             match self
                 .monitor
                 .live_send(program, frame, self.ifindex, u32::try_from(n)?, BATCH)
@@ -261,7 +263,7 @@ impl<'a> Generator<'a> {
                         "generator: this kernel refuses XDP live frames (EPERM); sending from \
                          an AF_PACKET socket instead"
                     );
-                    self.live_refused.store(true, Ordering::Relaxed);
+                    LIVE_FRAMES_REFUSED.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
                     return Err(e)
@@ -273,24 +275,35 @@ impl<'a> Generator<'a> {
             Some(s) => s,
             None => socket.insert(PacketSocket::new(self.ifindex)?),
         };
-        let frames: Vec<Vec<u8>> = if program == programs::LIVE_GEN {
-            let workload = if let Some(w) = self.workload.get() {
-                w
-            } else {
-                let w = self.monitor.read_bench_workload()?;
-                anyhow::ensure!(!w.is_empty(), "the bench workload map is empty");
-                self.workload.get_or_init(|| w)
-            };
+        let frames: Vec<&[u8]> = if program == programs::LIVE_GEN {
+            let rewritten = self.rewritten(frame)?;
             (0..n)
                 .map(|_| {
-                    let i = self.cursor.fetch_add(1, Ordering::Relaxed) % workload.len();
-                    rewritten(frame, &workload[i])
+                    let i = self.cursor.fetch_add(1, Ordering::Relaxed) % rewritten.len();
+                    rewritten[i].as_slice()
                 })
                 .collect()
         } else {
-            vec![frame.to_vec(); usize::try_from(n)?]
+            vec![frame; usize::try_from(n)?]
         };
-        socket.send(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>())
+        socket.send(&frames)
+    }
+
+    /// `template` rewritten from each entry of the workload map, as `programs::LIVE_GEN`
+    /// writes it: built once, outside the timed sends.
+    fn rewritten(&self, template: &[u8]) -> Result<&[Vec<u8>]> {
+        if self.frames.get().is_none() {
+            let workload = self.monitor.read_bench_workload()?;
+            anyhow::ensure!(!workload.is_empty(), "the bench workload map is empty");
+            let frames = workload.iter().map(|p| rewritten(template, p)).collect();
+            let _ = self.frames.set((template.to_vec(), frames));
+        }
+        let (built_from, frames) = self.frames.get().context("the rewritten frames")?;
+        anyhow::ensure!(
+            built_from.as_slice() == template,
+            "one generator rewrites one template"
+        );
+        Ok(frames)
     }
 
     /// Sends up to `packets` frames as fast as the CPU allows, stopping early after

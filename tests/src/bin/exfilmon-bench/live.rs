@@ -49,6 +49,9 @@ pub struct LiveArgs {
 #[derive(Serialize)]
 pub struct LiveReport {
     pub method: &'static str,
+    /// How the generator sent: `xdp-live-frames`, or `af-packet` where the kernel refuses
+    /// live frames.
+    pub generator: &'static str,
     pub packets_per_run: u64,
     pub rounds: usize,
     pub rows: Vec<LiveRow>,
@@ -80,7 +83,8 @@ pub struct LiveRow {
 }
 
 pub const METHOD: &str = "veth pair between two namespaces; generator: BPF_PROG_TEST_RUN with \
-    BPF_F_TEST_XDP_LIVE_FRAMES out of gen0, pinned to one CPU, 64-byte UDP frames; receiver: \
+    BPF_F_TEST_XDP_LIVE_FRAMES (or, where the kernel refuses that, sendmmsg on an AF_PACKET \
+    socket: see `generator`) out of gen0, pinned to one CPU, 64-byte UDP frames; receiver: \
     mon0's XDP program (exfilmon_xdp, or a bare XDP_PASS), then a blackhole route; pps = \
     frames mon0's XDP program received (veth xdp_packets) per second of wall time, BPF \
     statistics off, medians over rounds; ratio = median of the rounds' exfilmon ÷ XDP_PASS \
@@ -175,6 +179,7 @@ pub fn run(args: LiveArgs, dir: &std::path::Path) -> Result<LiveReport> {
     println!("  live: {events} flow events drained from the ring buffer");
     Ok(LiveReport {
         method: METHOD,
+        generator: exfilmon_tests::live::engine(),
         packets_per_run: args.packets,
         rounds: args.rounds,
         rows,

@@ -61,6 +61,9 @@ pub struct PeerArgs {
 #[derive(Serialize)]
 pub struct PeersReport {
     pub method: &'static str,
+    /// How the generator sent: `xdp-live-frames`, or `af-packet` where the kernel refuses
+    /// live frames.
+    pub generator: &'static str,
     pub packets_per_run: u64,
     pub rate_pps: u64,
     pub rounds: usize,
@@ -411,6 +414,7 @@ fn report(args: &PeerArgs, rounds: Vec<Round>) -> PeersReport {
     }
     PeersReport {
         method: METHOD,
+        generator: exfilmon_tests::live::engine(),
         packets_per_run: args.packets,
         rate_pps: args.rate,
         rounds: rounds.len(),
