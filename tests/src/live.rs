@@ -208,9 +208,9 @@ pub fn engine() -> &'static str {
 /// The live generator: a loaded [`Monitor`] with the bench programs, sending out of `gen0`.
 ///
 /// It sends with XDP live frames (`BPF_PROG_TEST_RUN` in live-frames mode), the fastest
-/// way in. Some kernels refuse that mode outright (EPERM, even to root: the kernel these
-/// tests run on since 2026-12 does); then it sends the same frames, rewritten the same way
-/// from the same workload, from an `AF_PACKET` socket on `gen0`, and says so once.
+/// way in. Some kernels refuse that mode outright (EPERM, even to root: 6.18.44-fc-v1300,
+/// the kernel of this project's VMs, does); then it sends the same frames, rewritten the
+/// same way from the same workload, from an `AF_PACKET` socket on `gen0`, and says so once.
 pub struct Generator<'a> {
     monitor: &'a Monitor,
     net: &'a LiveNet,
