@@ -243,7 +243,7 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
 /// large because every `BPF_PROG_TEST_RUN` call with `repeat > 1` swaps the XDP dispatcher
 /// in and out, which takes milliseconds.
 fn produce(monitor: &Monitor, seconds: u64, rate: u64) -> anyhow::Result<Produced> {
-    const BATCH: u32 = 1 << 15;
+    const BATCH: u32 = 1 << 17;
     let frame = eth_v4(&ipv4(
         std::net::Ipv4Addr::new(10, 0, 0, 1),
         std::net::Ipv4Addr::new(203, 0, 113, 10),
