@@ -295,7 +295,7 @@ impl<'a> Generator<'a> {
         if self.frames.get().is_none() {
             let workload = self.monitor.read_bench_workload()?;
             anyhow::ensure!(!workload.is_empty(), "the bench workload map is empty");
-            let frames = workload.iter().map(|p| rewritten(template, p)).collect();
+            let frames = workload.iter().map(|p| rewrite(template, p)).collect();
             let _ = self.frames.set((template.to_vec(), frames));
         }
         let (built_from, frames) = self.frames.get().context("the rewritten frames")?;
@@ -413,7 +413,7 @@ impl<'a> Generator<'a> {
 
 /// `template` (an untagged IPv4 frame) with the addresses and ports of `p` and its header
 /// checksum fixed, as `programs::LIVE_GEN` writes it.
-fn rewritten(template: &[u8], p: &BenchPacket) -> Vec<u8> {
+fn rewrite(template: &[u8], p: &BenchPacket) -> Vec<u8> {
     let mut f = template.to_vec();
     if f.len() >= 38 && f[12..14] == [0x08, 0x00] {
         f[26..30].copy_from_slice(&p.src[..4]);
