@@ -483,7 +483,8 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// An exfilmon config beside the PKI: no interface, the lab's GeoIP data, /metrics on
-/// 127.0.0.1:`port` with `web.yml`.
+/// 127.0.0.1:`port` with `web.yml`, pins in a test pin directory (not the default one an
+/// installed exfilmon uses).
 fn daemon_config(pki: &Pki, port: u16) -> std::path::PathBuf {
     let config = pki.path("exfilmon.toml");
     std::fs::write(
@@ -493,8 +494,10 @@ fn daemon_config(pki: &Pki, port: u16) -> std::path::PathBuf {
              [geoip]\nsources = [{{ format = \"csv\", path = \"{}\" }}]\n\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\nweb_config = \"web.yml\"\n\
              header_timeout_secs = 2\n\
-             [detections]\nstate_dir = \"state\"\n",
+             [detections]\nstate_dir = \"state\"\n\
+             [pin]\ndir = \"{}\"\n",
             concat!(env!("CARGO_MANIFEST_DIR"), "/lab/geoip.csv"),
+            exfilmon_tests::daemon::test_pin_dir().display(),
         ),
     )
     .expect("write config");
@@ -518,6 +521,10 @@ fn the_daemon_serves_https_with_client_certificates_and_basic_auth_and_a_reload_
     std::fs::write(pki.path("web.yml"), web_yml("first")).expect("write web.yml");
     let port = free_port().expect("port");
     let config = daemon_config(&pki, port);
+    // Read now: the test breaks web.yml later, and with it the config.
+    let pins = exfilmon_tests::daemon::pin_dir_of(&config)
+        .expect("config")
+        .expect("the daemon pins");
     let stderr = pki.path("exfilmon.stderr");
     let mut child = Command::new(exfilmon_bin())
         .args(["run", "--config"])
@@ -596,6 +603,7 @@ fn the_daemon_serves_https_with_client_certificates_and_basic_auth_and_a_reload_
     let status = wait_or_kill(&mut child, 10 * SECOND)
         .expect("wait")
         .expect("exfilmon exits on SIGTERM");
+    monitor::pins::cleanup(&pins).expect("removing the daemon's pins");
     assert!(status.success(), "{status}\n{}", log());
     println!(
         "daemon: HTTPS with a client certificate and the password 200, a wrong password 401, no client certificate and plain HTTP refused; SIGHUP swapped the password (old 401, new 200) and refused a web config with TLS11 (reload_successful 0, the running one kept); SIGTERM exit 0"
