@@ -310,7 +310,8 @@ pub async fn run(
                         config = r.config;
                     }
                     Err(e) => {
-                        // The gauge first: a scrape that sees the failure counted sees it.
+                        // The gauge first. A scrape reads collectors one by one, in no fixed
+                        // order, so it may still pair the new count with the old gauge.
                         dm.last_reload_successful.set(0);
                         dm.reloads.with_label_values(&["failure"]).inc();
                         tracing::error!(error = %crate::error_chain(&e), "reload refused; the previous config and tables keep running");
