@@ -7,10 +7,14 @@
 //!   `/usr/share/tor/geoip` has IPv4 rows `FIRST_INT,LAST_INT,CC` (decimal
 //!   `u32`); `/usr/share/tor/geoip6` has IPv6 rows `first_addr,last_addr,CC`.
 //!   Lines starting with `#` are comments. The form is detected per line.
+//!   As Tor reads them, each file holds one family: a file named `geoip`
+//!   (`geoip.*`) IPv4, `geoip6*` IPv6, any other that of its first range.
 //! - [`GeoFormat::Csv`] (`"csv"`): ip-location-db / DB-IP lite layout,
 //!   `first_ip,last_ip,country`, IPv4 and IPv6 mixed, fields possibly quoted,
 //!   one record per line, `#` comments. A first line whose first field is
-//!   not an address is taken as a header.
+//!   not an address is taken as a header. A file whose name says `ipv4` and
+//!   not `ipv6` (ip-location-db's `…-ipv4.csv`) may hold IPv4 ranges only,
+//!   and the other way round.
 //! - [`GeoFormat::AsnCsv`] (`"asn-csv"`): ip-location-db ASN layout,
 //!   `first_ip,last_ip,asn[,organisation]`, otherwise as `csv`. Fields after
 //!   the ASN are ignored, so an unquoted organisation with commas is fine.
@@ -53,6 +57,7 @@ mod tests;
 mod text;
 
 use std::{
+    borrow::Cow,
     collections::BTreeSet,
     fs::File,
     io::{self, Read},
@@ -176,7 +181,7 @@ pub enum GeoIpError {
         /// `IPv4` or `IPv6`.
         found: &'static str,
         /// What allows only the other family.
-        why: &'static str,
+        why: Cow<'static, str>,
     },
     /// The first address is after the last.
     #[error("{}:{line}: first address {first} is after last address {last}", path.display())]
@@ -562,6 +567,11 @@ impl<T> Row<T> {
 struct Rows {
     v4: Vec<Row<u32>>,
     v6: Vec<Row<u128>>,
+    /// The one family the whole file may hold, when its name or format says so.
+    only: Option<OnlyFamily>,
+    /// Set for formats whose files hold one family each (Tor's): the first range's family
+    /// becomes `only` for the rest of the file.
+    first_decides: Option<&'static str>,
 }
 
 /// A parsed `first,last` pair.
@@ -572,10 +582,50 @@ enum Parsed {
 }
 
 /// Where one file may hold ranges of a single family only.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct OnlyFamily {
     v4: bool,
-    why: &'static str,
+    why: Cow<'static, str>,
+}
+
+impl OnlyFamily {
+    /// The family a file's name gives, from `(name prefix or part, IPv4, why)` rules: the
+    /// first rule whose text the lowercased file name starts with (`prefix`) or contains.
+    fn by_name(path: &Path, rules: &[(NameRule, bool, &'static str)]) -> Option<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        rules.iter().find_map(|&(rule, v4, why)| {
+            rule.matches(&name).then(|| OnlyFamily {
+                v4,
+                why: why.into(),
+            })
+        })
+    }
+}
+
+/// How a file-name rule of [`OnlyFamily::by_name`] matches.
+#[derive(Clone, Copy)]
+enum NameRule {
+    /// The name starts with this text.
+    Prefix(&'static str),
+    /// The name is this text, or this text and an extension.
+    Stem(&'static str),
+    /// The name contains the first text and not the second.
+    Contains(&'static str, &'static str),
+}
+
+impl NameRule {
+    fn matches(self, name: &str) -> bool {
+        match self {
+            NameRule::Prefix(p) => name.starts_with(p),
+            NameRule::Stem(s) => name
+                .strip_prefix(s)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.')),
+            NameRule::Contains(yes, no) => name.contains(yes) && !name.contains(no),
+        }
+    }
 }
 
 /// The ranges of one file, per family and field.
@@ -592,11 +642,26 @@ impl Rows {
         line: u64,
         parsed: Parsed,
         loc: Location,
-        only: Option<OnlyFamily>,
+        only: Option<&OnlyFamily>,
     ) -> Result<(), GeoIpError> {
+        let v4 = matches!(parsed, Parsed::V4(..));
+        if self.only.is_none()
+            && let Some(format) = self.first_decides
+        {
+            self.only = Some(OnlyFamily {
+                v4,
+                why: format!(
+                    "{format} holds one family, and its first range (line {line}) is {}",
+                    if v4 { "IPv4" } else { "IPv6" }
+                )
+                .into(),
+            });
+        }
+        let only = only.or(self.only.as_ref());
+        let allowed = only.map(|o| (o.v4 == v4, o.why.clone()));
         match parsed {
             Parsed::V4(first, last) => {
-                check_range(path, line, first, last, only.map(|o| (o.v4, o.why)))?;
+                check_range(path, line, first, last, allowed)?;
                 if loc.is_known() {
                     self.v4.push(Row {
                         first,
@@ -607,7 +672,7 @@ impl Rows {
                 }
             }
             Parsed::V6(first, last) => {
-                check_range(path, line, first, last, only.map(|o| (!o.v4, o.why)))?;
+                check_range(path, line, first, last, allowed)?;
                 if loc.is_known() {
                     self.v6.push(Row {
                         first,
@@ -629,7 +694,7 @@ fn check_range<T: Addr>(
     line: u64,
     first: T,
     last: T,
-    allowed: Option<(bool, &'static str)>,
+    allowed: Option<(bool, Cow<'static, str>)>,
 ) -> Result<(), GeoIpError> {
     if first > last {
         return Err(GeoIpError::Reversed {

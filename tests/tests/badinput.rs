@@ -145,6 +145,25 @@ fn bad_text_sources() -> Vec<(&'static str, &'static str, Vec<u8>, &'static str)
             ":3: range",
         ),
         ("tor", "geoip6", t("2001:db8::,2001:db8::ff,D\n"), ":1:"),
+        // Tor's files hold one family each: named so, or as their first range is.
+        (
+            "tor",
+            "geoip",
+            t("16777216,16777471,AU\n2001:db8::,2001:db8::ff,DE\n"),
+            ":2: 2001:db8::-2001:db8::ff is an IPv6 range, but the file is named geoip (Tor's IPv4 file)",
+        ),
+        (
+            "tor",
+            "geoip6.old",
+            t("1.0.0.0,1.0.0.255,AU\n"),
+            ":1: 1.0.0.0-1.0.0.255 is an IPv4 range, but the file is named geoip6",
+        ),
+        (
+            "tor",
+            "tor-countries.txt",
+            t("2001:db8::,2001:db8::ff,DE\n# c\n16777216,16777471,AU\n"),
+            ":3: 1.0.0.0-1.0.0.255 is an IPv4 range, but a Tor GeoIP file holds one family, and its first range (line 1) is IPv6",
+        ),
         (
             "tor",
             "geoip",
@@ -179,6 +198,12 @@ fn bad_text_sources() -> Vec<(&'static str, &'static str, Vec<u8>, &'static str)
             ":2: \"1.0.1.300\" is not an IP",
         ),
         ("csv", "geo.csv", t("1.0.0.0,2001:db8::,AU\n"), ":1:"),
+        (
+            "csv",
+            "dbip-country-ipv4.csv",
+            t("1.0.0.0,1.0.0.255,AU\n2001:db8::,2001:db8::ff,DE\n"),
+            ":2: 2001:db8::-2001:db8::ff is an IPv6 range, but the file name says ipv4",
+        ),
         (
             "csv",
             "geo.csv",

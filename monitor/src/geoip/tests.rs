@@ -401,9 +401,10 @@ fn twin(x: u32) -> u128 {
 }
 
 /// A generated source: its format and rows (fields the format cannot
-/// carry are dropped first), as a file with each row in both families.
-fn gen_file(kind: u8, rows: &[GenRow]) -> (GeoFormat, &'static str, Vec<GenRow>, String) {
-    let mut text = String::new();
+/// carry are dropped first), with each row in both families: as one file, or as
+/// one file per family for Tor (whose files hold one family each).
+fn gen_file(kind: u8, rows: &[GenRow]) -> (GeoFormat, Vec<(&'static str, String)>, Vec<GenRow>) {
+    let (mut text, mut text6) = (String::new(), String::new());
     let (format, name) = match kind {
         0 => (GeoFormat::Tor, "geoip"),
         1 => (GeoFormat::AsnCsv, "asn.csv"),
@@ -425,7 +426,8 @@ fn gen_file(kind: u8, rows: &[GenRow]) -> (GeoFormat, &'static str, Vec<GenRow>,
         match kind {
             0 => {
                 let c = c_text(c, "??");
-                let _ = writeln!(text, "{a},{b},{c}\n{a6},{b6},{c}");
+                let _ = writeln!(text, "{a},{b},{c}");
+                let _ = writeln!(text6, "{a6},{b6},{c}");
             }
             1 => {
                 let n = n_text(n);
@@ -437,7 +439,12 @@ fn gen_file(kind: u8, rows: &[GenRow]) -> (GeoFormat, &'static str, Vec<GenRow>,
             }
         }
     }
-    (format, name, rows, text)
+    let files = if kind == 0 {
+        vec![(name, text), ("geoip6", text6)]
+    } else {
+        vec![(name, text)]
+    };
+    (format, files, rows)
 }
 
 proptest! {
@@ -476,8 +483,10 @@ proptest! {
         let mut sources = Vec::new();
         let mut model: Vec<Vec<GenRow>> = Vec::new();
         for (i, (kind, rows)) in files.iter().enumerate() {
-            let (format, name, rows, text) = gen_file(*kind, &disjoint(rows));
-            sources.push(source(dir.path(), &format!("{i}-{name}"), format, text));
+            let (format, files, rows) = gen_file(*kind, &disjoint(rows));
+            for (name, text) in files {
+                sources.push(source(dir.path(), &format!("{i}-{name}"), format, text));
+            }
             model.push(rows);
         }
         let db = GeoDb::load(&sources).map_err(|e| TestCaseError::fail(e.to_string()))?;

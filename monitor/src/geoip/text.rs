@@ -11,7 +11,7 @@ use std::{
 
 use ipnet::Ipv6Net;
 
-use super::{GeoIpError, Location, MAX_LINE, OnlyFamily, Parsed, Rows};
+use super::{GeoIpError, Location, MAX_LINE, NameRule, OnlyFamily, Parsed, Rows};
 use crate::country::CountryCode;
 
 /// Fails a read once a line runs over [`MAX_LINE`] bytes, so that a binary
@@ -78,8 +78,28 @@ fn for_each_line(
     }
 }
 
+/// Tor reads `geoip` as IPv4 and `geoip6` as IPv6, and either file holds one family: so
+/// does one of ours, named so or else by its first range.
 pub(super) fn read_tor(path: &Path, file: impl Read) -> Result<Rows, GeoIpError> {
-    let mut rows = Rows::default();
+    let mut rows = Rows {
+        only: OnlyFamily::by_name(
+            path,
+            &[
+                (
+                    NameRule::Prefix("geoip6"),
+                    false,
+                    "the file is named geoip6 (Tor's IPv6 file)",
+                ),
+                (
+                    NameRule::Stem("geoip"),
+                    true,
+                    "the file is named geoip (Tor's IPv4 file)",
+                ),
+            ],
+        ),
+        first_decides: Some("a Tor GeoIP file"),
+        ..Rows::default()
+    };
     for_each_line(path, file, |line, text| {
         let fields: Vec<&str> = text.trim().split(',').collect();
         country_csv_row(path, line, &fields, &mut rows)
@@ -95,7 +115,25 @@ pub(super) fn read_csv(
     file: impl Read,
     row: fn(&Path, u64, &[&str], &mut Rows) -> Result<(), GeoIpError>,
 ) -> Result<Rows, GeoIpError> {
-    let mut rows = Rows::default();
+    // ip-location-db names its single-family files `…-ipv4.csv`, `…-ipv6-num.csv`.
+    let mut rows = Rows {
+        only: OnlyFamily::by_name(
+            path,
+            &[
+                (
+                    NameRule::Contains("ipv4", "ipv6"),
+                    true,
+                    "the file name says ipv4 (IPv4 only)",
+                ),
+                (
+                    NameRule::Contains("ipv6", "ipv4"),
+                    false,
+                    "the file name says ipv6 (IPv6 only)",
+                ),
+            ],
+        ),
+        ..Rows::default()
+    };
     let mut first_record = true;
     for_each_line(path, file, |line, text| {
         let fields = split_csv(text);
@@ -209,24 +247,24 @@ pub(super) fn asn_csv_row(
 pub(super) fn read_iptoasn(path: &Path, file: impl Read) -> Result<Rows, GeoIpError> {
     // iptoasn.com names its single-family files ip2asn-v4.tsv,
     // ip2asn-v4-u32.tsv and ip2asn-v6.tsv.
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    let only = if name.starts_with("ip2asn-v4") {
-        Some(OnlyFamily {
-            v4: true,
-            why: "the file is named ip2asn-v4* (IPv4 only)",
-        })
-    } else if name.starts_with("ip2asn-v6") {
-        Some(OnlyFamily {
-            v4: false,
-            why: "the file is named ip2asn-v6* (IPv6 only)",
-        })
-    } else {
-        None
+    let mut rows = Rows {
+        only: OnlyFamily::by_name(
+            path,
+            &[
+                (
+                    NameRule::Prefix("ip2asn-v4"),
+                    true,
+                    "the file is named ip2asn-v4* (IPv4 only)",
+                ),
+                (
+                    NameRule::Prefix("ip2asn-v6"),
+                    false,
+                    "the file is named ip2asn-v6* (IPv6 only)",
+                ),
+            ],
+        ),
+        ..Rows::default()
     };
-    let mut rows = Rows::default();
     for_each_line(path, file, |line, text| {
         let fields: Vec<&str> = text.split('\t').collect();
         let &[first, last, asn, country, ..] = fields.as_slice() else {
@@ -249,7 +287,7 @@ pub(super) fn read_iptoasn(path: &Path, file: impl Read) -> Result<Rows, GeoIpEr
             country,
             asn: parse_asn(path, line, asn)?,
         };
-        rows.push(path, line, parsed, loc, only)
+        rows.push(path, line, parsed, loc, None)
     })?;
     Ok(rows)
 }
@@ -336,10 +374,11 @@ pub(super) fn read_rir(path: &Path, file: impl Read) -> Result<Rows, GeoIpError>
                 "the record type is ipv4"
             } else {
                 "the record type is ipv6"
-            },
+            }
+            .into(),
         };
         let loc = Location { country, asn: None };
-        rows.push(path, line, parsed, loc, Some(only))
+        rows.push(path, line, parsed, loc, Some(&only))
     })?;
     Ok(rows)
 }
