@@ -23,8 +23,8 @@ use crate::{
         Detection,
         drive::{self, DetectError, Live},
     },
-    ebpf::{Attached, CounterMaps, Counters, EbpfError, FlowMap, Hook, Monitor},
-    events::{self, Clock, EventKind, EventLog, FlowRecord, FlowTable},
+    ebpf::{Attached, CounterMaps, Counters, EbpfError, FlowMap, FlowReader, Hook, Monitor},
+    events::{self, Clock, EventKind, EventLog, FlowRecord},
     geoip::SourceInfo,
     metrics::{self, DaemonMetrics, KernelCollector},
     pins::Pins,
@@ -241,6 +241,7 @@ pub async fn run(
     let mut config = config;
     let mut monitor = Some(monitor);
     let mut reloading: Option<ReloadTask> = None;
+    let mut sweeping: Option<tokio::task::JoinHandle<SweepRead>> = None;
     pins.started();
 
     loop {
@@ -259,12 +260,33 @@ pub async fn run(
                 detect_sleep.as_mut().reset(until(detect_at));
             }
             _ = sweep_tick.tick() => {
-                sweep(&mut flows_map, &mut sink, &labels, config.flows.idle_timeout);
+                if sweeping.is_none() {
+                    match flows_map.reader() {
+                        Ok(reader) => sweeping = Some(read_idle(reader, config.flows.idle_timeout)),
+                        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "the flow table cannot be read; idle flows are swept next time"),
+                    }
+                }
                 prune_ipfix(&flows_map, &mut sink, config.flows.max_entries);
                 if let Some(w) = sink.watcher.as_mut() {
                     w.expire();
                 }
-                dm.flows_tracked.set(i64::try_from(sink.table.len()).unwrap_or(i64::MAX));
+            }
+            read = async {
+                match sweeping.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if sweeping.is_some() => {
+                sweeping = None;
+                match read {
+                    Ok(read) => {
+                        if let Some(tracked) = end_idle(&mut flows_map, &mut sink, &labels, read) {
+                            dm.flows_tracked.set(i64::try_from(tracked).unwrap_or(i64::MAX));
+                        }
+                    }
+                    // Only a panic in the read (a bug) gets here; the next tick sweeps again.
+                    Err(e) => tracing::error!(error = %e, "the flow table sweep task failed"),
+                }
             }
             _ = sighup.recv() => {
                 if reloading.is_some() {
@@ -575,12 +597,12 @@ fn sweep_interval(config: &Config) -> Duration {
     (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
-/// The daemon's end of the ring buffer: every event counted by kind, the tracked flows
-/// kept, and each event written to the event log when there is one. The benchmark drains
-/// through the same code.
+/// The daemon's end of the ring buffer: every event counted by kind, and written to the
+/// event log when there is one. Nothing is kept per flow here: the kernel's flow table
+/// holds the state, and each event carries it whole (the detections and the IPFIX
+/// exporter, when configured, keep what they need). The benchmark drains through the same
+/// code.
 pub struct EventSink {
-    /// The flows the daemon tracks.
-    pub table: FlowTable,
     /// The JSON-lines event log, if configured.
     pub log: Option<EventLog>,
     /// DNS learning for watched domains (none in the drain benchmark).
@@ -600,7 +622,6 @@ impl EventSink {
     pub fn new(dm: &DaemonMetrics, log: Option<EventLog>) -> Self {
         let kind = |k: EventKind| dm.flow_events.with_label_values(&[k.as_str()]);
         Self {
-            table: FlowTable::default(),
             log,
             watcher: None,
             detect: None,
@@ -681,7 +702,6 @@ impl EventSink {
     /// Applies one flow event.
     pub fn handle(&mut self, kind: EventKind, key: &FlowKey, st: &FlowState, labels: &Labels) {
         self.kinds[kind as usize].inc();
-        self.table.apply(kind, key);
         if kind == EventKind::FlowStart {
             // Per flow, so debug: the event log is the record of violation flows.
             tracing::debug!(?key, "violation flow");
@@ -756,7 +776,6 @@ impl EventSink {
 
     /// Forgets a flow that ended with nothing left to report.
     fn forget(&mut self, key: &FlowKey) {
-        self.table.apply(EventKind::FlowIdle, key);
         if let Some(x) = self.ipfix.as_mut() {
             x.forget(key);
         }
@@ -792,16 +811,36 @@ fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labe
     }
 }
 
-/// Ends flows idle past the timeout: removes them from the kernel's table and reports
-/// their final totals (unless a FIN/RST end already reported exactly these).
-fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idle: Duration) {
+/// What a sweep read: the idle flows, and how many flows the table held.
+pub type SweepRead = Result<(Vec<(FlowKey, FlowState)>, usize), crate::ebpf::EbpfError>;
+
+/// Starts a sweep: reads the flow table for flows idle past the timeout on a blocking
+/// thread, so that the event loop keeps draining the ring buffer meanwhile (at 1M flows
+/// the read takes about half a second, and a 4 MiB ring holds about 16 ms of events at
+/// 2M/s). [`end_idle`] takes the result. The benchmark sweeps through both too.
+#[must_use]
+pub fn read_idle(reader: FlowReader, idle: Duration) -> tokio::task::JoinHandle<SweepRead> {
     let now = events::monotonic_ns();
     let idle_ns = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-    let expired = match flows.select(|st| now.saturating_sub(st.last_ns) >= idle_ns) {
-        Ok(expired) => expired,
+    tokio::task::spawn_blocking(move || {
+        reader.select_counted(|st| now.saturating_sub(st.last_ns) >= idle_ns)
+    })
+}
+
+/// Ends the idle flows a sweep read ([`read_idle`]): removes them from the kernel's table
+/// and reports their final totals (unless a FIN/RST end already reported exactly these).
+/// Returns how many flows the table holds after it (None when it could not be read).
+pub fn end_idle(
+    flows: &mut FlowMap,
+    sink: &mut EventSink,
+    labels: &RwLock<Labels>,
+    read: SweepRead,
+) -> Option<usize> {
+    let (expired, mut held) = match read {
+        Ok(read) => read,
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "reading the flow table failed; idle flows are swept next time");
-            return;
+            return None;
         }
     };
     let labels = labels
@@ -811,6 +850,7 @@ fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idl
         if !flows.remove(&key) {
             continue; // evicted or removed meanwhile
         }
+        held = held.saturating_sub(1);
         let already_reported = st.ended != 0 && st.reported_bytes == st.bytes_out + st.bytes_in;
         if already_reported {
             sink.forget(&key);
@@ -820,4 +860,5 @@ fn sweep(flows: &mut FlowMap, sink: &mut EventSink, labels: &RwLock<Labels>, idl
             sink.handle(EventKind::FlowIdle, &key, &st, &labels);
         }
     }
+    Some(held)
 }

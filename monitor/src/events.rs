@@ -5,7 +5,6 @@ mod logfile;
 pub mod verify;
 
 use std::{
-    collections::HashSet,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -276,38 +275,6 @@ pub fn monotonic_ns() -> u64 {
         .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
-/// The flows the daemon tracks, fed by events and the idle sweep. Only the keys: the
-/// kernel's flow table holds the state, and an event carries it whole, so 1M tracked
-/// flows cost the daemon about 80 MiB (40-byte keys in a hash set).
-#[derive(Debug, Default)]
-pub struct FlowTable {
-    flows: HashSet<FlowKey>,
-}
-
-impl FlowTable {
-    /// Applies an event: a start or update tracks the flow, an end or idle forgets it.
-    pub fn apply(&mut self, kind: EventKind, key: &FlowKey) {
-        match kind {
-            EventKind::FlowEnd | EventKind::FlowIdle => {
-                self.flows.remove(key);
-            }
-            EventKind::FlowStart | EventKind::FlowUpdate => {
-                self.flows.insert(*key);
-            }
-        }
-    }
-
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.flows.len()
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use monitor_common::flow::FAMILY_V6;
@@ -407,17 +374,6 @@ mod tests {
             addresses(&key).1,
             "2001:db8::1".parse::<IpAddr>().expect("ip")
         );
-    }
-
-    #[test]
-    fn flow_table_forgets_ended_flows() {
-        let mut t = FlowTable::default();
-        let e = event(EVENT_FLOW_START);
-        t.apply(EventKind::FlowStart, &e.key);
-        t.apply(EventKind::FlowUpdate, &e.key);
-        assert_eq!(t.len(), 1);
-        t.apply(EventKind::FlowEnd, &e.key);
-        assert!(t.is_empty());
     }
 
     #[test]

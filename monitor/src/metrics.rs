@@ -343,7 +343,7 @@ impl DaemonMetrics {
             )?,
             flows_tracked: IntGauge::new(
                 "exfilmon_flows_tracked",
-                "Violation flows the daemon currently tracks.",
+                "Flows in the kernel's flow table, counted at each idle sweep.",
             )?,
             geoip_prefixes: IntGaugeVec::new(
                 Opts::new(

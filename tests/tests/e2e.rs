@@ -13,10 +13,10 @@ use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Durati
 
 use exfilmon_tests::{
     Capture, Lab, Node, Prometheus,
-    daemon::{Daemon, Metrics},
+    daemon::{Daemon, Metrics, free_port, write_lab_config},
     lab::{INSIDE_IF, PHONE_V4, SERVER_CN_V4},
     promtool_check_metrics, replay_json, require_root, scenario,
-    traffic::{udp_burst, udp_sink},
+    traffic::{udp_burst, udp_paced, udp_sink},
 };
 use nix::sys::signal::Signal;
 
@@ -345,4 +345,155 @@ fn sighup_reloads_the_config_without_losing_a_count() {
     assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
     let status = daemon.stop().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn geoip_reloads_under_traffic_count_every_packet_once() {
+    const COUNT: usize = 6_000;
+    const RELOADS: u32 = 6;
+    require_root("geoip_reloads_under_traffic_count_every_packet_once");
+    let lab = Lab::new().expect("lab");
+    let daemon = Daemon::start(&lab).expect("daemon");
+    let dst = SocketAddr::new(SERVER_CN_V4.into(), 9100);
+    let sink = udp_sink(lab.ns(Node::Inet), dst).expect("sink");
+    let geoip = daemon.config.with_file_name("geoip.csv");
+    let in_cn = std::fs::read_to_string(&geoip).expect("geoip.csv");
+    let in_us = in_cn.replace(",CN", ",US");
+    assert_ne!(in_us, in_cn, "the lab's GeoIP file has CN");
+
+    // One datagram a millisecond for 6 s; a reload every 0.6 s or so, the server moving
+    // between CN and US each time.
+    let sender = udp_paced(
+        lab.ns(Node::Phone),
+        Some(PHONE_V4.into()),
+        dst,
+        COUNT,
+        100,
+        Duration::from_millis(1),
+    )
+    .expect("sender");
+    for i in 1..=RELOADS {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = if i % 2 == 1 { &in_us } else { &in_cn };
+        std::fs::write(&geoip, text).expect("write geoip.csv");
+        daemon.signal(Signal::SIGHUP).expect("SIGHUP");
+        daemon
+            .wait_for("the reload", WAIT, |m| {
+                m.sum("exfilmon_config_reloads_total", &[("result", "success")]) == f64::from(i)
+            })
+            .expect("reloaded");
+    }
+    let sent = sender.join().expect("sender thread").expect("send");
+    assert_eq!(sent.packets, COUNT as u64, "every datagram was sent");
+    assert_eq!(
+        sink.wait_for(sent.packets, Duration::from_secs(10)).packets,
+        sent.packets,
+        "monitoring never drops"
+    );
+
+    let to = |m: &Metrics, name: &str, country: &str| {
+        m.sum(
+            name,
+            &[
+                ("group", "phones"),
+                ("country", country),
+                ("direction", "outbound"),
+            ],
+        )
+    };
+    let m = daemon
+        .wait_for("every datagram counted", WAIT, |m| {
+            to(m, "exfilmon_packets_total", "CN") + to(m, "exfilmon_packets_total", "US")
+                >= sent.packets as f64
+        })
+        .expect("counted");
+    let (cn, us) = (
+        to(&m, "exfilmon_packets_total", "CN"),
+        to(&m, "exfilmon_packets_total", "US"),
+    );
+    assert_eq!(cn + us, sent.packets as f64, "each datagram counted once");
+    assert_eq!(
+        to(&m, "exfilmon_bytes_total", "CN") + to(&m, "exfilmon_bytes_total", "US"),
+        sent.l3_bytes as f64,
+        "every layer-3 byte, once"
+    );
+    assert!(
+        cn > 0.0 && us > 0.0,
+        "the tables switched while traffic flowed: CN {cn}, US {us}"
+    );
+    assert_eq!(
+        m.sum(
+            "exfilmon_packets_total",
+            &[
+                ("group", "phones"),
+                ("country", monitor::tables::UNKNOWN_COUNTRY)
+            ]
+        ),
+        0.0,
+        "no packet fell between two generations"
+    );
+    // One socket, one violation flow in the kernel's table; the idle sweep counts it.
+    daemon
+        .wait_for("the one tracked flow", WAIT, |m| {
+            m.sum("exfilmon_flows_tracked", &[]) == 1.0
+        })
+        .expect("the sweep counts the kernel's flow table");
+    let status = daemon.stop().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn idle_flows_end_with_their_totals_and_leave_the_table() {
+    require_root("idle_flows_end_with_their_totals_and_leave_the_table");
+    let lab = Lab::new().expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port().expect("port");
+    let config = write_lab_config(&lab, dir.path(), port).expect("config");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let short = text.replace("idle_timeout_secs = 30", "idle_timeout_secs = 1");
+    assert_ne!(short, text, "the lab config sets idle_timeout_secs");
+    std::fs::write(&config, short).expect("write config");
+    let daemon =
+        Daemon::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir).expect("daemon");
+    let dst = SocketAddr::new(SERVER_CN_V4.into(), 9100);
+    let sink = udp_sink(lab.ns(Node::Inet), dst).expect("sink");
+    let sent = udp_burst(lab.ns(Node::Phone), Some(PHONE_V4.into()), dst, 7, 100).expect("burst");
+    assert_eq!(sink.wait_for(7, Duration::from_secs(10)).packets, 7);
+
+    // Swept a second after its last packet (sweeps every 250 ms at this timeout): ended
+    // as idle, once, and gone from the kernel's table.
+    let kind = |m: &Metrics, kind: &str| m.sum("exfilmon_flow_events_total", &[("kind", kind)]);
+    let m = daemon
+        .wait_for("the flow ended as idle", WAIT, |m| {
+            kind(m, "flow_idle") >= 1.0
+        })
+        .expect("swept");
+    std::thread::sleep(Duration::from_secs(1));
+    let m2 = daemon.scrape().expect("scrape");
+    assert_eq!(kind(&m2, "flow_idle"), 1.0, "ended once");
+    assert_eq!(kind(&m, "flow_start"), 1.0, "one flow");
+    assert_eq!(
+        m2.sum("exfilmon_flows_tracked", &[]),
+        0.0,
+        "the table is empty"
+    );
+
+    let (status, log) = daemon.stop_with_event_log().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
+    let idle: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "flow_idle")
+        .collect();
+    assert_eq!(idle.len(), 1, "one flow_idle record:\n{log}");
+    assert_eq!(
+        idle[0]["packets"], sent.packets,
+        "its final packets:\n{log}"
+    );
+    assert_eq!(
+        idle[0]["bytes"], sent.l3_bytes,
+        "its final layer-3 bytes:\n{log}"
+    );
 }

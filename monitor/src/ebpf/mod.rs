@@ -745,7 +745,7 @@ impl Monitor {
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
         let data =
             map_data(self.map(maps::FLOWS)?).ok_or(EbpfError::MissingMap { map: maps::FLOWS })?;
-        read_flows(data.fd().as_fd(), |_| true)
+        read_flows(data.fd().as_fd(), |_| true).map(|(flows, _)| flows)
     }
 }
 
@@ -756,7 +756,7 @@ pub fn read_pinned(
 ) -> Result<(Counters, Vec<(FlowKey, FlowState)>), EbpfError> {
     // Every counter map is a per-CPU array.
     let counters = read_counters_from(|name| open(name).map(Map::PerCpuArray), Extent::ALL)?;
-    let flows = read_flows(open(maps::FLOWS)?.fd().as_fd(), |_| true)?;
+    let (flows, _) = read_flows(open(maps::FLOWS)?.fd().as_fd(), |_| true)?;
     Ok((counters, flows))
 }
 
@@ -774,7 +774,17 @@ impl FlowMap {
         &self,
         keep: impl Fn(&FlowState) -> bool,
     ) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
-        read_flows(self.fd.as_fd(), keep)
+        read_flows(self.fd.as_fd(), keep).map(|(flows, _)| flows)
+    }
+
+    /// A reader of the same table for another thread: reading 1M flows takes about half a
+    /// second, which the thread that drains the ring buffer cannot spare.
+    pub fn reader(&self) -> Result<FlowReader, EbpfError> {
+        let fd = self.fd.try_clone().map_err(|source| EbpfError::Batch {
+            map: maps::FLOWS,
+            source,
+        })?;
+        Ok(FlowReader { fd })
     }
 
     /// Removes a flow; false if it was gone already (evicted or removed meanwhile).
@@ -783,17 +793,35 @@ impl FlowMap {
     }
 }
 
+/// A read-only handle on the kernel's flow table ([`FlowMap::reader`]).
+pub struct FlowReader {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl FlowReader {
+    /// The flows whose state `keep` accepts, and how many flows the table held when read.
+    pub fn select_counted(
+        &self,
+        keep: impl Fn(&FlowState) -> bool,
+    ) -> Result<(Vec<(FlowKey, FlowState)>, usize), EbpfError> {
+        read_flows(self.fd.as_fd(), keep)
+    }
+}
+
+/// The flows `keep` accepts, and how many the table held.
 fn read_flows(
     fd: std::os::fd::BorrowedFd<'_>,
     keep: impl Fn(&FlowState) -> bool,
-) -> Result<Vec<(FlowKey, FlowState)>, EbpfError> {
+) -> Result<(Vec<(FlowKey, FlowState)>, usize), EbpfError> {
     let mut out = Vec::new();
+    let mut total = 0;
     lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, (None, usize::MAX), |k, v| {
+        total += 1;
         if keep(&v[0]) {
             out.push((*k, v[0]));
         }
     })?;
-    Ok(out)
+    Ok((out, total))
 }
 
 /// What `attach_hook` leaves to do: nothing more, or pinning the new link at the path.

@@ -1,13 +1,17 @@
 //! The ring buffer → daemon part of `make bench`: how many flow events per second the
 //! daemon's drain path takes with zero loss, what it costs the daemon per event, and the
-//! daemon's memory once it tracks 1M flows. It reports; it asserts nothing.
+//! daemon's memory once the kernel's flow table holds 1M flows. It reports; it asserts
+//! nothing.
 //!
 //! Producer: `exfilmon_bench_events`, run with `BPF_PROG_TEST_RUN` on the last CPU, submits
 //! eight flow-start events per run through the classifier's own `emit` (same reserve/submit,
 //! same wakeup threshold), paced to the target rate, cycling over `--flows` distinct flows.
 //! Consumer: the daemon's `EventSink` in a tokio current-thread runtime on CPU 0, woken as
 //! the daemon is (ring readable, or the 200 ms drain tick). Loss is the kernel's
-//! `ringbuf_dropped` counter.
+//! `ringbuf_dropped` counter. Before the run, the classifier (`exfilmon_bench`) puts the
+//! same flows into the kernel's flow table, and the consumer sweeps that table as the
+//! daemon does (every 5 s, the daemon's longest sweep interval), so the memory is that of a
+//! daemon tracking them.
 #![expect(
     clippy::cast_precision_loss,
     reason = "reported figures: rates and counts far below 2^52"
@@ -27,7 +31,7 @@ use clap::Parser;
 use exfilmon_tests::packet::{UDP, eth_v4, ipv4, udp};
 use monitor::{
     config::Config,
-    daemon::EventSink,
+    daemon::{EventSink, end_idle, read_idle},
     ebpf::{BenchSizes, Monitor, Sizes},
     events::{Clock, EventLog, LogOptions},
     geoip::GeoDb,
@@ -82,13 +86,20 @@ struct Run {
     daemon_cpu_ns_per_event: f64,
     /// Share of one CPU the daemon thread used.
     daemon_cpu_share: f64,
+    /// Flows in the kernel's flow table at the last sweep.
     tracked_flows: usize,
+    /// The time a sweep of the whole flow table takes (on a blocking thread, as in the
+    /// daemon).
+    sweep_ms: f64,
     rss_bytes: u64,
     peak_rss_bytes: u64,
 }
 
 /// The events are violations of the group "subscribers" (10.0.0.0/9) to a CN address.
-fn config(dir: &std::path::Path, ring_bytes: u32) -> anyhow::Result<Config> {
+/// The flow table holds twice the flows, as a daemon sized for them would; flows do not go
+/// idle during a run, so the sweeps read the table and remove nothing.
+fn config(dir: &std::path::Path, ring_bytes: u32, flows: u32) -> anyhow::Result<Config> {
+    let max_entries = flows.saturating_mul(2);
     let geo = dir.join("geo.csv");
     std::fs::write(&geo, "203.0.113.0,203.0.113.255,CN\n")?;
     let path = dir.join("events.toml");
@@ -98,7 +109,8 @@ fn config(dir: &std::path::Path, ring_bytes: u32) -> anyhow::Result<Config> {
             "[home]\nnetworks = [\"10.0.0.0/8\"]\n\
              [[group]]\nname = \"subscribers\"\nnetworks = [\"10.0.0.0/9\"]\n\
              [geoip]\nsources = [{{ format = \"csv\", path = \"{}\" }}]\n\
-             [flows]\nring_bytes = {ring_bytes}\n",
+             [flows]\nring_bytes = {ring_bytes}\nmax_entries = {max_entries}\n\
+             idle_timeout_secs = 3600\n",
             geo.display()
         ),
     )?;
@@ -114,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         args.seconds = args.seconds.min(5);
     }
     let dir = tempfile::tempdir()?;
-    let config = config(dir.path(), args.ring_bytes)?;
+    let config = config(dir.path(), args.ring_bytes, args.flows)?;
     let mut runs = Vec::new();
     for event_log in [false, true] {
         let log = event_log.then(|| dir.path().join("events.jsonl"));
@@ -122,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "  event log {:<3}  {:>9.0} events/s drained of {:>9} submitted ({:.0} ns each in \
              the kernel), {} dropped; daemon {:>5.0} ns/event ({:.0}% of a CPU); {} flows \
-             tracked, RSS {:.0} MiB",
+             in the kernel's table (a sweep {:.0} ms), RSS {:.0} MiB (peak {:.0})",
             if event_log { "on" } else { "off" },
             run.drained_per_second,
             run.submitted,
@@ -131,7 +143,9 @@ fn main() -> anyhow::Result<()> {
             run.daemon_cpu_ns_per_event,
             run.daemon_cpu_share * 100.0,
             run.tracked_flows,
+            run.sweep_ms,
             run.rss_bytes as f64 / f64::from(1 << 20),
+            run.peak_rss_bytes as f64 / f64::from(1 << 20),
         );
         runs.push(run);
         if let Some(log) = log {
@@ -166,7 +180,8 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
     monitor.write_bench_workload(&workload)?;
     drop(workload);
 
-    let ring = monitor.take_events()?;
+    let mut ring = monitor.take_events()?;
+    let mut flows = monitor.take_flows()?;
     let registry = prometheus::Registry::new();
     let dm = DaemonMetrics::register(&registry)?;
     let labels: Arc<RwLock<Labels>> = Arc::new(RwLock::new(plan.labels));
@@ -174,6 +189,10 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
         .map(|p| EventLog::open(p, LogOptions::default(), Clock::now()))
         .transpose()?;
     let mut sink = EventSink::new(&dm, log);
+    // The workload cursor is per CPU: one CPU walks the workload once.
+    pin(0);
+    fill_flow_table(&monitor, &mut sink, &mut ring, &labels, args.flows)?;
+    let before = monitor.read_counters()?.reasons;
 
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let done = Arc::new(AtomicBool::new(false));
@@ -188,8 +207,61 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
         })
     };
 
-    pin(0);
     let cpu_before = thread_cpu();
+    let consumed = consume(
+        &mut sink,
+        ring,
+        &mut flows,
+        &labels,
+        config.flows.idle_timeout,
+        &done,
+    )?;
+    let cpu = thread_cpu().saturating_sub(cpu_before);
+    let (monitor, produced) = producer_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    let after = monitor.read_counters()?.reasons;
+    let delta = |r: u32| after[r as usize] - before[r as usize];
+    let (rss_bytes, peak_rss_bytes) = rss();
+    let seconds = produced.elapsed.as_secs_f64();
+    let submitted = delta(reason::RINGBUF_SUBMITTED);
+    Ok(Run {
+        event_log: sink.log.is_some(),
+        seconds,
+        target_rate: args.rate,
+        submitted,
+        producer_kernel_ns_per_event: produced.kernel.as_nanos() as f64 / submitted.max(1) as f64,
+        dropped: delta(reason::RINGBUF_DROPPED),
+        drained: consumed.drained,
+        drained_per_second: consumed.drained as f64 / seconds,
+        daemon_cpu_ns_per_event: cpu.as_nanos() as f64 / consumed.drained.max(1) as f64,
+        daemon_cpu_share: cpu.as_secs_f64() / seconds,
+        tracked_flows: consumed.tracked,
+        sweep_ms: median(&mut consumed.sweep_ms.clone()),
+        rss_bytes,
+        peak_rss_bytes,
+    })
+}
+
+/// What the consumer did: events drained, flows the last sweep counted, each sweep's time.
+struct Consumed {
+    drained: u64,
+    tracked: usize,
+    sweep_ms: Vec<f64>,
+}
+
+/// The daemon's side, on CPU 0 (the caller's): drains the ring when it is readable and on
+/// a 200 ms tick, and sweeps the flow table every 5 s, until `done` and the ring is empty.
+fn consume(
+    sink: &mut EventSink,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    flows: &mut monitor::ebpf::FlowMap,
+    labels: &RwLock<Labels>,
+    idle: Duration,
+    done: &AtomicBool,
+) -> anyhow::Result<Consumed> {
+    let (mut tracked, mut sweep_ms) = (0, Vec::new());
+    let mut sweeping = None;
     let drained = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -199,14 +271,31 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
             let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
                 .map_err(std::io::Error::from)?;
             let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut sweep_tick = tokio::time::interval(Duration::from_secs(5));
             let mut drained = 0u64;
             loop {
                 tokio::select! {
-                    n = sink.drain_when_ready(&mut ring, &labels) => drained += n?,
+                    n = sink.drain_when_ready(&mut ring, labels) => drained += n?,
+                    _ = sweep_tick.tick(), if sweeping.is_none() => {
+                        sweeping = Some((Instant::now(), read_idle(flows.reader()?, idle)));
+                    }
+                    read = async {
+                        match sweeping.as_mut() {
+                            Some((_, task)) => task.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if sweeping.is_some() => {
+                        if let Some((start, _)) = sweeping.take() {
+                            sweep_ms.push(start.elapsed().as_secs_f64() * 1e3);
+                        }
+                        if let Some(held) = end_idle(flows, sink, labels, read?) {
+                            tracked = held;
+                        }
+                    }
                     _ = tick.tick() => {
-                        drained += sink.drain(ring.get_mut(), &labels);
+                        drained += sink.drain(ring.get_mut(), labels);
                         if done.load(Ordering::Acquire) {
-                            drained += sink.drain(ring.get_mut(), &labels);
+                            drained += sink.drain(ring.get_mut(), labels);
                             break;
                         }
                     }
@@ -214,29 +303,48 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
             }
             anyhow::Ok(drained)
         })?;
-    let cpu = thread_cpu().saturating_sub(cpu_before);
-    let (monitor, produced) = producer_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
-    let reasons = monitor.read_counters()?.reasons;
-    let (rss_bytes, peak_rss_bytes) = rss();
-    let seconds = produced.elapsed.as_secs_f64();
-    let submitted = reasons[reason::RINGBUF_SUBMITTED as usize];
-    Ok(Run {
-        event_log: sink.log.is_some(),
-        seconds,
-        target_rate: args.rate,
-        submitted,
-        producer_kernel_ns_per_event: produced.kernel.as_nanos() as f64 / submitted.max(1) as f64,
-        dropped: reasons[reason::RINGBUF_DROPPED as usize],
+    Ok(Consumed {
         drained,
-        drained_per_second: drained as f64 / seconds,
-        daemon_cpu_ns_per_event: cpu.as_nanos() as f64 / drained.max(1) as f64,
-        daemon_cpu_share: cpu.as_secs_f64() / seconds,
-        tracked_flows: sink.table.len(),
-        rss_bytes,
-        peak_rss_bytes,
+        tracked,
+        sweep_ms,
     })
+}
+
+/// Puts `flows` violation flows (the workload's) into the kernel's flow table with the
+/// classifier, in test runs small enough for the ring to hold their flow-start events,
+/// which the sink drains after each.
+fn fill_flow_table(
+    monitor: &Monitor,
+    sink: &mut EventSink,
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    labels: &RwLock<Labels>,
+    flows: u32,
+) -> anyhow::Result<()> {
+    const BATCH: u32 = 1 << 13;
+    let frame = eth_v4(&ipv4(
+        std::net::Ipv4Addr::new(10, 0, 0, 1),
+        std::net::Ipv4Addr::new(203, 0, 113, 10),
+        UDP,
+        &udp(1024, 443, &[0; 22]),
+    ));
+    let mut done = 0;
+    while done < flows {
+        let n = BATCH.min(flows - done);
+        monitor.bench_run(programs::BENCH, &frame, n)?;
+        sink.drain(ring, labels);
+        done += n;
+    }
+    let reasons = monitor.read_counters()?.reasons;
+    let (created, dropped) = (
+        reasons[reason::FLOW_CREATED as usize],
+        reasons[reason::RINGBUF_DROPPED as usize],
+    );
+    if created < u64::from(flows) || dropped != 0 {
+        bail!(
+            "filling the flow table: {created} of {flows} flows created, {dropped} events dropped"
+        );
+    }
+    Ok(())
 }
 
 /// Submits events at `rate` per second for `seconds`, in batches of test runs. A batch is
@@ -294,6 +402,12 @@ fn thread_cpu() -> Duration {
         u64::try_from(ts.tv_sec).unwrap_or(0),
         u32::try_from(ts.tv_nsec).unwrap_or(0),
     )
+}
+
+/// The median of `v` (0 when empty).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.
