@@ -75,6 +75,10 @@ pub struct Installed {
     pub v6_capacity: u32,
     /// Prefixes in the IPv6 fallback trie.
     pub v6_trie: usize,
+    /// When it began to write the idle generation (after the grace of that generation).
+    pub writing_from: std::time::Instant,
+    /// When it switched generations.
+    pub switched_at: std::time::Instant,
 }
 
 /// Why an install failed. The live tables are untouched whenever it does.
@@ -107,11 +111,19 @@ pub enum InstallError {
     Ebpf(#[from] EbpfError),
 }
 
+/// How long a generation that a switch retired stays untouched before an install may
+/// rewrite it. A program reads the generation number and then that generation's words
+/// within one run, which is microseconds (XDP and TC programs run to completion, in
+/// softirq context); this is tens of thousands of such runs.
+pub const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Per-generation bookkeeping kept beside the maps.
 #[derive(Debug, Default)]
 pub(super) struct GeoState {
     /// The live generation; `None` before the first install.
     live: Option<u32>,
+    /// When the last switch retired a generation (the idle one since).
+    switched_at: Option<std::time::Instant>,
     /// The IPv6 keys written into each generation's fallback trie, to remove them before
     /// reuse. (The tiered table needs no such list: a fill rewrites the whole root of its
     /// generation, and node words are only reached through the root.)
@@ -120,12 +132,22 @@ pub(super) struct GeoState {
 
 impl Monitor {
     /// Writes `tables` into the idle generation and makes it live. On error the live
-    /// generation keeps classifying as before.
+    /// generation keeps classifying as before. The idle generation is the one the previous
+    /// install retired: it is not freed but kept for this, and rewritten no sooner than
+    /// [`RETIRED_GRACE`] after that switch, so no program run still reads it.
     pub fn install_geo(&mut self, tables: &GeoTables) -> Result<Installed, InstallError> {
         let live = self.geo.live;
         let idle = live.map_or(0, |g| (g + 1) % GENERATIONS);
         // Every capacity is checked before anything is written.
         self.check_fits(tables)?;
+        let waited = self
+            .geo
+            .switched_at
+            .map_or(std::time::Duration::ZERO, |at| {
+                RETIRED_GRACE.saturating_sub(at.elapsed())
+            });
+        std::thread::sleep(waited);
+        let writing_from = std::time::Instant::now();
         let v6 = &tables.v6_table;
 
         // IPv4: both levels through mmap, only the idle generation's words.
@@ -210,7 +232,11 @@ impl Monitor {
                 .map_err(|s| map_err(name, "switch", s))?;
         }
         self.geo.live = Some(idle);
+        let switched_at = std::time::Instant::now();
+        self.geo.switched_at = Some(switched_at);
         Ok(Installed {
+            writing_from,
+            switched_at,
             generation: idle,
             l2_used,
             l2_capacity,

@@ -24,7 +24,7 @@ use aya::{
 pub use bench::BenchSizes;
 use counters::read_counters_from;
 pub use counters::{CounterMaps, Counters, Extent};
-pub use geo::{GeoTables, InstallError, Installed};
+pub use geo::{GeoTables, InstallError, Installed, RETIRED_GRACE};
 use monitor_common::{
     config::KernelConfig,
     flow::{FlowKey, FlowState},
