@@ -484,7 +484,8 @@ pub fn table(report: &Report) -> String {
     out.push_str(&t.to_string());
     if !report.flows.is_empty() {
         let mut t = crate::text::table(&[
-            "src", "dst", "proto", "sport", "dport", "group", "country", "rule", "packets", "bytes",
+            "src", "dst", "proto", "sport", "dport", "group", "country", "asn", "rule", "packets",
+            "bytes",
         ]);
         for fl in &report.flows {
             t.add_row([
@@ -495,6 +496,11 @@ pub fn table(report: &Report) -> String {
                 fl.dport.to_string(),
                 fl.group.clone(),
                 fl.country.clone(),
+                if fl.asn == 0 {
+                    "AS?".to_owned()
+                } else {
+                    format!("AS{}", fl.asn)
+                },
                 fl.rule.clone(),
                 fl.packets.to_string(),
                 fl.bytes.to_string(),

@@ -401,25 +401,9 @@ fn an_ipv6_reload_that_does_not_fit_keeps_the_live_tables() {
 fn flows_carry_the_asn_of_the_data() {
     require_root("flows_carry_the_asn_of_the_data");
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("country.csv"),
-        "203.0.113.0,203.0.113.63,CN\n",
-    )
-    .expect("write");
-    // iptoasn layout; AS64500 and AS64501 are documentation ASNs (RFC 5398).
-    std::fs::write(
-        dir.path().join("ip2asn-combined.tsv"),
-        "203.0.113.0\t203.0.113.31\t64500\tCN\tEXAMPLE-A\n\
-         203.0.113.32\t203.0.113.63\t64501\tCN\tEXAMPLE-B\n",
-    )
-    .expect("write");
-    let geoip = format!(
-        "[geoip]\nsources = [{{ format = \"csv\", path = \"{0}/country.csv\" }}, \
-         {{ format = \"iptoasn\", path = \"{0}/ip2asn-combined.tsv\" }}]",
-        dir.path().display()
-    );
+    let geoip = asn_sources(dir.path());
     let config = config(dir.path(), &geoip);
-    let (geo, _, monitor) = load(&config);
+    let (geo, plan, monitor) = load(&config);
     for (last_octet, asn) in [(10u8, 64500u32), (40, 64501)] {
         let remote = Ipv4Addr::new(203, 0, 113, last_octet);
         run(
@@ -427,12 +411,17 @@ fn flows_carry_the_asn_of_the_data() {
             &eth_v4(&ipv4(PHONE, remote, UDP, &udp(40000, 443, &[1; 8]))),
         );
         let flows = monitor.flows().expect("flows");
-        let (_, state) = flows
+        let (key, state) = flows
             .iter()
             .find(|(k, _)| k.remote[..4] == remote.octets())
             .expect("the violation flow is tracked");
         assert_eq!(state.asn, asn, "flow to {remote}");
         assert_eq!(geo.lookup(IpAddr::V4(remote)).asn, Some(asn));
+        // The flow events (the event log's lines) carry it as the kernel wrote it.
+        let event =
+            serde_json::to_value(monitor::events::FlowRecord::new(key, state, &plan.labels))
+                .expect("json");
+        assert_eq!(event["asn"], asn, "event for {remote}: {event}");
     }
 }
 

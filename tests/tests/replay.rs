@@ -66,8 +66,12 @@ fn write_pcapng(path: &Path, frames: &[Vec<u8>]) {
 
 fn report(dir: &Path, capture: &Path) -> replay::Report {
     let geo = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/geoip.csv");
+    // CN's addresses are in AS64500 (a documentation ASN, RFC 5398).
+    let asn = dir.join("ip2asn-v4.tsv");
+    std::fs::write(&asn, "203.0.113.0\t203.0.113.63\t64500\tCN\tEXAMPLE-A\n").expect("write");
     let text = format!(
-        "[home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n[[group]]\nname = \"phones\"\nnetworks = [\"192.0.2.0/26\"]\nallow = [\"SG\"]\n[geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}]\n"
+        "[home]\nnetworks = [\"192.0.2.0/24\"]\ncountries = [\"IN\"]\n[[group]]\nname = \"phones\"\nnetworks = [\"192.0.2.0/26\"]\nallow = [\"SG\"]\n[geoip]\nsources = [{{ format = \"csv\", path = \"{geo}\" }}, {{ format = \"iptoasn\", path = \"{}\" }}]\n",
+        asn.display()
     );
     let config = exfilmon_tests::write_config(dir, &text);
     let geo = GeoDb::load(&config.geoip.sources).expect("geoip");
@@ -117,6 +121,12 @@ fn pcap_and_pcapng_replay_alike_and_short_frames_are_counted() {
         assert_eq!(
             (r.flows[0].packets, r.flows[0].bytes, r.flows[0].dport),
             (2, 256, 443)
+        );
+        assert_eq!(r.flows[0].asn, 64500, "the replayed flow carries its ASN");
+        assert!(
+            replay::table(r).contains("AS64500"),
+            "and the report's table shows it:\n{}",
+            replay::table(r)
         );
     }
     assert_eq!(
