@@ -235,6 +235,10 @@ fn lab_traffic_is_counted_exactly_and_replay_and_prometheus_agree() {
 
 #[test]
 #[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one daemon through four reloads, checked step by step"
+)]
 fn sighup_reloads_the_config_without_losing_a_count() {
     require_root("sighup_reloads_the_config_without_losing_a_count");
     let lab = Lab::new().expect("lab");
@@ -341,10 +345,50 @@ fn sighup_reloads_the_config_without_losing_a_count() {
         "the log names the GeoIP file and line:\n{log}"
     );
     println!("{log}");
+    std::fs::write(&geoip, &good_geoip).expect("write");
+    assert_eq!(
+        prefixes(&m),
+        planned_prefixes(&daemon.config),
+        "the GeoIP gauges still describe the running tables"
+    );
+
+    // A GeoIP file with one more IPv4 range: the gauges follow the reload.
+    let grown = format!("{good_geoip}198.51.100.128,198.51.100.255,US\n");
+    std::fs::write(&geoip, &grown).expect("write");
+    let want = planned_prefixes(&daemon.config);
+    assert_eq!(
+        want.0,
+        prefixes(&m).0 + 1.0,
+        "the new range is one more IPv4 prefix"
+    );
+    daemon.signal(Signal::SIGHUP).expect("SIGHUP");
+    daemon
+        .wait_for("the grown tables' gauges", WAIT, |m| {
+            reloads("success")(m) == 2.0 && prefixes(m) == want
+        })
+        .expect("the gauges follow the reload");
+
     let lint = promtool_check_metrics(&daemon.scrape_text().expect("scrape"));
     assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
     let status = daemon.stop().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
+}
+
+/// `exfilmon_geoip_prefixes` for IPv4 and IPv6.
+fn prefixes(m: &Metrics) -> (f64, f64) {
+    let family = |f| m.sum("exfilmon_geoip_prefixes", &[("family", f)]);
+    (family("ipv4"), family("ipv6"))
+}
+
+/// The prefixes the config's GeoIP sources make, planned here as the daemon plans them.
+fn planned_prefixes(config: &std::path::Path) -> (f64, f64) {
+    let config = monitor::config::Config::load(config).expect("config");
+    let geo = monitor::geoip::GeoDb::load(&config.geoip.sources).expect("geoip");
+    let plan = monitor::tables::plan(&config, &geo).expect("plan");
+    (
+        plan.tables.geo.prefix_count_v4() as f64,
+        plan.tables.geo.prefix_count_v6() as f64,
+    )
 }
 
 #[test]
