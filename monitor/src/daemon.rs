@@ -3,6 +3,7 @@
 //! pinning, detach).
 
 use std::{
+    collections::HashSet,
     os::fd::AsRawFd as _,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
@@ -261,12 +262,12 @@ pub async fn run(
             }
             _ = sweep_tick.tick() => {
                 if sweeping.is_none() {
+                    let prune = sink.prune_mark(config.flows.max_entries);
                     match flows_map.reader() {
-                        Ok(reader) => sweeping = Some(read_idle(reader, config.flows.idle_timeout)),
+                        Ok(reader) => sweeping = Some(read_idle(reader, config.flows.idle_timeout, prune)),
                         Err(e) => tracing::warn!(error = %crate::error_chain(&e), "the flow table cannot be read; idle flows are swept next time"),
                     }
                 }
-                prune_ipfix(&flows_map, &mut sink, config.flows.max_entries);
                 if let Some(w) = sink.watcher.as_mut() {
                     w.expire();
                 }
@@ -571,27 +572,6 @@ fn open_ipfix(
     Ok(Some(exporter))
 }
 
-/// Forgets the exported totals of flows the kernel evicted from its full table (they end
-/// without an event), once the exporter remembers more flows than the table holds.
-fn prune_ipfix(flows: &FlowMap, sink: &mut EventSink, max_entries: u32) {
-    let Some(x) = sink.ipfix.as_mut() else {
-        return;
-    };
-    if x.tracked() <= max_entries as usize {
-        return;
-    }
-    match flows.select(|_| true) {
-        Ok(present) => {
-            let present: std::collections::HashSet<FlowKey> =
-                present.into_iter().map(|(k, _)| k).collect();
-            x.retain(|k| present.contains(k));
-        }
-        Err(e) => {
-            tracing::warn!(error = %crate::error_chain(&e), "reading the flow table failed; evicted flows are forgotten next time");
-        }
-    }
-}
-
 /// How often idle flows are swept: a quarter of the idle timeout, within 250 ms..5 s.
 fn sweep_interval(config: &Config) -> Duration {
     (config.flows.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
@@ -635,6 +615,17 @@ impl EventSink {
             decode_errors: dm.event_errors.with_label_values(&["decode"]),
             log_errors: dm.event_errors.with_label_values(&["log_write"]),
         }
+    }
+
+    /// The IPFIX exporter's mark ([`crate::ipfix::Exporter::mark`]) when it remembers more
+    /// flows than the kernel's table holds (`max_entries`), so that the next sweep reads
+    /// every key for it: the kernel evicted the others, and they end without an event.
+    #[must_use]
+    pub fn prune_mark(&self, max_entries: u32) -> Option<u64> {
+        self.ipfix
+            .as_ref()
+            .filter(|x| x.tracked() > max_entries as usize)
+            .map(crate::ipfix::Exporter::mark)
     }
 
     /// Waits until the kernel wakes the ring buffer's reader, then drains the ring; returns
@@ -811,24 +802,57 @@ fn report_unreported(flows: &FlowMap, sink: &mut EventSink, labels: &RwLock<Labe
     }
 }
 
-/// What a sweep read: the idle flows, and how many flows the table held.
-pub type SweepRead = Result<(Vec<(FlowKey, FlowState)>, usize), crate::ebpf::EbpfError>;
+/// What a sweep read of the flow table found.
+pub struct Sweep {
+    /// The flows idle past the timeout.
+    idle: Vec<(FlowKey, FlowState)>,
+    /// How many flows the table held.
+    held: usize,
+    /// Every key the table held, when the IPFIX exporter asked for them, with its mark
+    /// ([`EventSink::prune_mark`]).
+    present: Option<(u64, HashSet<FlowKey>)>,
+}
+
+/// A sweep's read, or why the table could not be read.
+pub type SweepRead = Result<Sweep, crate::ebpf::EbpfError>;
 
 /// Starts a sweep: reads the flow table for flows idle past the timeout on a blocking
 /// thread, so that the event loop keeps draining the ring buffer meanwhile (at 1M flows
-/// the read takes about half a second, and a 4 MiB ring holds about 16 ms of events at
-/// 2M/s). [`end_idle`] takes the result. The benchmark sweeps through both too.
+/// the read takes about a second, and a 4 MiB ring holds about 16 ms of events at 2M/s).
+/// With `prune` (an IPFIX exporter's mark) the same pass collects every key, for the
+/// exporter to forget the flows the kernel evicted. [`end_idle`] takes the result. The
+/// benchmark sweeps through both too.
 #[must_use]
-pub fn read_idle(reader: FlowReader, idle: Duration) -> tokio::task::JoinHandle<SweepRead> {
+pub fn read_idle(
+    reader: FlowReader,
+    idle: Duration,
+    prune: Option<u64>,
+) -> tokio::task::JoinHandle<SweepRead> {
     let now = events::monotonic_ns();
     let idle_ns = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
     tokio::task::spawn_blocking(move || {
-        reader.select_counted(|st| now.saturating_sub(st.last_ns) >= idle_ns)
+        let mut idle = Vec::new();
+        let mut present = prune.map(|mark| (mark, HashSet::new()));
+        let held = reader.for_each(|key, st| {
+            if now.saturating_sub(st.last_ns) >= idle_ns {
+                idle.push((*key, *st));
+            }
+            if let Some((_, keys)) = present.as_mut() {
+                keys.insert(*key);
+            }
+        })?;
+        Ok(Sweep {
+            idle,
+            held,
+            present,
+        })
     })
 }
 
 /// Ends the idle flows a sweep read ([`read_idle`]): removes them from the kernel's table
 /// and reports their final totals (unless a FIN/RST end already reported exactly these).
+/// When the read collected every key, the IPFIX exporter forgets the flows it no longer
+/// holds: the kernel evicted them from its full table, so they end without an event.
 /// Returns how many flows the table holds after it (None when it could not be read).
 pub fn end_idle(
     flows: &mut FlowMap,
@@ -836,7 +860,11 @@ pub fn end_idle(
     labels: &RwLock<Labels>,
     read: SweepRead,
 ) -> Option<usize> {
-    let (expired, mut held) = match read {
+    let Sweep {
+        idle: expired,
+        mut held,
+        present,
+    } = match read {
         Ok(read) => read,
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "reading the flow table failed; idle flows are swept next time");
@@ -859,6 +887,9 @@ pub fn end_idle(
         } else {
             sink.handle(EventKind::FlowIdle, &key, &st, &labels);
         }
+    }
+    if let (Some((mark, keys)), Some(x)) = (present, sink.ipfix.as_mut()) {
+        x.retain_since(mark, |k| keys.contains(k));
     }
     Some(held)
 }

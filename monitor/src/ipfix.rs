@@ -34,7 +34,7 @@ use netflow_parser::variable_versions::{
         lookup::{IANAIPFixField, IPFixField},
     },
 };
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -216,6 +216,7 @@ pub struct IpfixMetrics {
     messages: IntCounter,
     records: IntCounter,
     errors: IntCounterVec,
+    remembered: IntGauge,
 }
 
 impl IpfixMetrics {
@@ -236,7 +237,12 @@ impl IpfixMetrics {
                 ),
                 &["reason"],
             )?,
+            remembered: IntGauge::new(
+                "exfilmon_ipfix_flows_remembered",
+                "Flows whose exported totals the IPFIX exporter keeps, to export deltas.",
+            )?,
         };
+        registry.register(Box::new(m.remembered.clone()))?;
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
@@ -254,15 +260,18 @@ struct Sent {
     bytes_out: u64,
     packets_in: u64,
     bytes_in: u64,
+    /// The exporter's event count when this was last written ([`Exporter::mark`]).
+    seen: u64,
 }
 
 impl Sent {
-    fn of(st: &FlowState) -> Self {
+    fn of(st: &FlowState, seen: u64) -> Self {
         Self {
             packets_out: st.packets_out,
             bytes_out: st.bytes_out,
             packets_in: st.packets_in,
             bytes_in: st.bytes_in,
+            seen,
         }
     }
 }
@@ -280,6 +289,8 @@ pub struct Exporter {
     socket_v6: Option<UdpSocket>,
     /// Per tracked flow, what has been exported.
     sent: HashMap<FlowKey, Sent>,
+    /// Flow events handled so far: what [`Sent::seen`] counts in.
+    events: u64,
     /// Records waiting for a message: IPv4, IPv6.
     pending: [Vec<Fields>; 2],
     /// Encoded size of the pending records.
@@ -331,6 +342,7 @@ impl Exporter {
             socket_v6: bind(true)?,
             settings,
             sent: HashMap::new(),
+            events: 0,
             pending: [Vec::new(), Vec::new()],
             pending_bytes: 0,
             sequence: 0,
@@ -348,7 +360,7 @@ impl Exporter {
         flows: impl IntoIterator<Item = &'a (FlowKey, FlowState)>,
     ) {
         for (key, st) in flows {
-            self.sent.insert(*key, Sent::of(st));
+            self.sent.insert(*key, Sent::of(st, self.events));
         }
     }
 
@@ -358,9 +370,19 @@ impl Exporter {
         self.sent.len()
     }
 
-    /// Forgets every flow `keep` says is gone from the kernel's table (evicted).
-    pub fn retain(&mut self, keep: impl Fn(&FlowKey) -> bool) {
-        self.sent.retain(|k, _| keep(k));
+    /// Where the exporter is in its events: a read of the kernel's table that starts after
+    /// this and ends before [`Exporter::retain_since`] sees every flow the exporter knew
+    /// at the mark that the kernel still holds.
+    #[must_use]
+    pub fn mark(&self) -> u64 {
+        self.events
+    }
+
+    /// Forgets every flow `keep` says is gone from the kernel's table (evicted), except
+    /// those with an event since `mark`: the read that `keep` reflects may have started
+    /// before they did.
+    pub fn retain_since(&mut self, mark: u64, keep: impl Fn(&FlowKey) -> bool) {
+        self.sent.retain(|k, sent| sent.seen > mark || keep(k));
     }
 
     /// Forgets a flow that ended with nothing left to export.
@@ -370,10 +392,15 @@ impl Exporter {
 
     /// Handles a flow event: exports what moved since the flow's last record.
     pub fn on_event(&mut self, kind: EventKind, key: &FlowKey, st: &FlowState, labels: &Labels) {
+        self.events += 1;
         let reason = match kind {
             EventKind::FlowStart => {
                 // Its first packets go out with its next record.
-                self.sent.insert(*key, Sent::default());
+                let sent = Sent {
+                    seen: self.events,
+                    ..Sent::default()
+                };
+                self.sent.insert(*key, sent);
                 return;
             }
             EventKind::FlowUpdate => end_reason::ACTIVE_TIMEOUT,
@@ -383,7 +410,7 @@ impl Exporter {
         let before = if kind == EventKind::FlowIdle {
             self.sent.remove(key)
         } else {
-            self.sent.insert(*key, Sent::of(st))
+            self.sent.insert(*key, Sent::of(st, self.events))
         }
         .unwrap_or_default();
         let out = (
@@ -440,6 +467,9 @@ impl Exporter {
         if self.pending_bytes > 0 {
             self.send();
         }
+        self.metrics
+            .remembered
+            .set(i64::try_from(self.sent.len()).unwrap_or(i64::MAX));
     }
 
     fn send(&mut self) {
@@ -975,9 +1005,18 @@ mod tests {
         let (a, b) = (key(false, 1), key(false, 2));
         x.on_event(EventKind::FlowStart, &a, &state((1, 60), (0, 0)), &labels());
         x.on_event(EventKind::FlowStart, &b, &state((1, 60), (0, 0)), &labels());
-        x.retain(|k| *k == b);
-        assert_eq!(x.tracked(), 1);
+        // A table read starts here; c starts while it runs, so the read cannot hold it.
+        let mark = x.mark();
+        let c = key(false, 3);
+        x.on_event(EventKind::FlowStart, &c, &state((1, 60), (0, 0)), &labels());
+        x.retain_since(mark, |k| *k == b);
+        assert_eq!(
+            x.tracked(),
+            2,
+            "a was evicted; b is in the table; c is newer"
+        );
         x.forget(&b);
+        x.forget(&c);
         assert_eq!(x.tracked(), 0);
     }
 }

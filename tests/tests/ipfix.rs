@@ -11,12 +11,16 @@ use std::{
 };
 
 use exfilmon_tests::{
-    Lab,
+    Lab, Node,
     collector::Nfacctd,
-    daemon::{Daemon, free_port, write_lab_config},
+    daemon::{Daemon, Metrics, free_port, write_lab_config},
     lab::{LAPTOP_V6, PHONE_V4, SERVER_CN_V4, SERVER_CN_V6},
     promtool_check_metrics, require_root, scenario,
+    traffic::udp_burst,
 };
+
+/// How long a scrape may take to show what the test did.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// One direction of a flow: source, destination, their ports, protocol name.
 type Key = (IpAddr, IpAddr, u16, u16, String);
@@ -205,4 +209,57 @@ fn collector_flows(records: &[serde_json::Value]) -> BTreeMap<Key, Totals> {
         );
     }
     theirs
+}
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn the_exporter_forgets_the_flows_the_kernel_evicted() {
+    const TABLE: u32 = 64;
+    const FLOWS: u16 = 300;
+    require_root("the_exporter_forgets_the_flows_the_kernel_evicted");
+    let lab = Lab::new().expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A collector that only has to exist: the records are not read here.
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").expect("collector socket");
+    let port = free_port().expect("port");
+    let config = write_lab_config(&lab, dir.path(), port).expect("config");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let small = text.replace(
+        "idle_timeout_secs = 30",
+        &format!("idle_timeout_secs = 30\nmax_entries = {TABLE}"),
+    );
+    assert_ne!(small, text, "the lab config has [flows] idle_timeout_secs");
+    let text = format!(
+        "{small}\n[ipfix]\ncollectors = [\"{}\"]\n",
+        collector.local_addr().expect("addr")
+    );
+    std::fs::write(&config, text).expect("config");
+    let daemon =
+        Daemon::start_with(config, SocketAddr::from(([127, 0, 0, 1], port)), dir).expect("daemon");
+
+    // 300 violation flows (one datagram each, to ports of their own) through a table of 64:
+    // the kernel evicts the oldest without an event, and the exporter must not keep them.
+    for dport in 9100..9100 + FLOWS {
+        let dst = SocketAddr::new(SERVER_CN_V4.into(), dport);
+        udp_burst(lab.ns(Node::Phone), Some(PHONE_V4.into()), dst, 1, 20).expect("send");
+    }
+    let started = |m: &Metrics| m.sum("exfilmon_flow_events_total", &[("kind", "flow_start")]);
+    daemon
+        .wait_for("every flow's start event", WAIT, |m| {
+            started(m) >= f64::from(FLOWS)
+        })
+        .expect("the exporter heard of every flow");
+    let m = daemon
+        .wait_for("a sweep that forgets the evicted flows", WAIT, |m| {
+            m.sum("exfilmon_ipfix_flows_remembered", &[]) <= f64::from(TABLE)
+        })
+        .expect("the exporter remembers no more flows than the kernel's table holds");
+    assert!(
+        m.sum("exfilmon_ipfix_flows_remembered", &[]) > 0.0,
+        "the flows still in the table are remembered"
+    );
+    let lint = promtool_check_metrics(&daemon.scrape_text().expect("scrape"));
+    assert!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+    let status = daemon.stop().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
 }

@@ -799,12 +799,9 @@ pub struct FlowReader {
 }
 
 impl FlowReader {
-    /// The flows whose state `keep` accepts, and how many flows the table held when read.
-    pub fn select_counted(
-        &self,
-        keep: impl Fn(&FlowState) -> bool,
-    ) -> Result<(Vec<(FlowKey, FlowState)>, usize), EbpfError> {
-        read_flows(self.fd.as_fd(), keep)
+    /// Calls `each` for every flow in the table, in batches; returns how many there were.
+    pub fn for_each(&self, each: impl FnMut(&FlowKey, &FlowState)) -> Result<usize, EbpfError> {
+        scan_flows(self.fd.as_fd(), each)
     }
 }
 
@@ -814,14 +811,25 @@ fn read_flows(
     keep: impl Fn(&FlowState) -> bool,
 ) -> Result<(Vec<(FlowKey, FlowState)>, usize), EbpfError> {
     let mut out = Vec::new();
-    let mut total = 0;
-    lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, (None, usize::MAX), |k, v| {
-        total += 1;
-        if keep(&v[0]) {
-            out.push((*k, v[0]));
+    let total = scan_flows(fd, |k, st| {
+        if keep(st) {
+            out.push((*k, *st));
         }
     })?;
     Ok((out, total))
+}
+
+/// Calls `each` for every flow of the table at `fd`; returns how many there were.
+fn scan_flows(
+    fd: std::os::fd::BorrowedFd<'_>,
+    mut each: impl FnMut(&FlowKey, &FlowState),
+) -> Result<usize, EbpfError> {
+    let mut total = 0;
+    lookup_batch::<FlowKey, FlowState>(fd, maps::FLOWS, 1, (None, usize::MAX), |k, v| {
+        total += 1;
+        each(k, &v[0]);
+    })?;
+    Ok(total)
 }
 
 /// What `attach_hook` leaves to do: nothing more, or pinning the new link at the path.

@@ -277,7 +277,7 @@ fn consume(
                 tokio::select! {
                     n = sink.drain_when_ready(&mut ring, labels) => drained += n?,
                     _ = sweep_tick.tick(), if sweeping.is_none() => {
-                        sweeping = Some((Instant::now(), read_idle(flows.reader()?, idle)));
+                        sweeping = Some((Instant::now(), read_idle(flows.reader()?, idle, None)));
                     }
                     read = async {
                         match sweeping.as_mut() {
