@@ -38,5 +38,41 @@ impl BenchPacket {
 // SAFETY: plain `#[repr(C)]` byte arrays and integers with explicit padding.
 unsafe impl aya::Pod for BenchPacket {}
 
+/// The tiered-hash IPv6 build of the benchmark (the alternative the issue named beside the
+/// LPM trie): the prefix lengths of its tiers, probed longest first. Every prefix of up to
+/// 64 bits is expanded to the shortest tier at least as long (3.1M entries for the tor
+/// data, at most 16 per prefix); a /64 that holds longer prefixes has [`crate::geo::V6_TRIE`]
+/// as its word, and those prefixes are in a fallback LPM trie.
+pub const HASH6_TIERS: [u32; 10] = [64, 60, 56, 48, 44, 40, 32, 28, 24, 16];
+
+/// A key of the tiered hash: the top 64 bits of the address (host order) with the bits
+/// past `len` cleared, and the tier's length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Hash6Key {
+    pub prefix: u64,
+    pub len: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Hash6Key>() == 16);
+
+impl Hash6Key {
+    /// The key of the tier of length `len` (at most 64) for the address's top 64 bits.
+    #[must_use]
+    #[inline(always)]
+    pub fn new(hi: u64, len: u32) -> Self {
+        let mask = if len == 0 { 0 } else { u64::MAX << (64 - len) };
+        Self {
+            prefix: hi & mask,
+            len,
+            _pad: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` integers with explicit padding.
+unsafe impl aya::Pod for Hash6Key {}
+
 /// Flow events the ring buffer benchmark's producer submits per program run.
 pub const EVENTS_PER_RUN: u32 = 8;

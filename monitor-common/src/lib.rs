@@ -44,6 +44,11 @@ pub mod maps {
     /// `LpmTrie<[u8; 16], u32>`: every IPv6 prefix in one kernel LPM trie, for the
     /// benchmark's LPM build.
     pub const BENCH_TRIE6: &str = "BENCH_TRIE6";
+    /// `HashMap<bench::Hash6Key, u32>`: the tiered-hash IPv6 build of the benchmark
+    /// (`bench::HASH6_TIERS`).
+    pub const BENCH_HASH6: &str = "BENCH_HASH6";
+    /// `LpmTrie<[u8; 16], u32>`: the tiered hash's fallback, the prefixes longer than /64.
+    pub const BENCH_HASH6_TRIE: &str = "BENCH_HASH6_TRIE";
     /// `Array<bench::BenchPacket>`: the benchmark's workload, one entry per packet.
     pub const BENCH_WORKLOAD: &str = "BENCH_WORKLOAD";
     /// `PerCpuArray<u32>`, one entry: the benchmark's position in its workload.
@@ -192,6 +197,10 @@ pub mod programs {
     /// own cost, without the parse, counters and flow table both builds share.
     pub const BENCH_LOOKUP: &str = "exfilmon_bench_lookup";
     pub const BENCH_LOOKUP_LPM: &str = "exfilmon_bench_lookup_lpm";
+    /// Benchmark only: `BENCH` and `BENCH_LOOKUP` with IPv6 locations from the tiered hash
+    /// (`bench::HASH6_TIERS`) instead of the tiered table; IPv4 as in `BENCH`.
+    pub const BENCH_HASH6: &str = "exfilmon_bench_hash6";
+    pub const BENCH_LOOKUP_HASH6: &str = "exfilmon_bench_lookup_hash6";
     /// Benchmark only: the same rewrite, then `XDP_PASS` — the baseline.
     pub const BENCH_PASS: &str = "exfilmon_bench_pass";
     /// Benchmark only: submits one flow-start event per run for the next workload packet,

@@ -2,6 +2,7 @@
 
 use aya_ebpf::maps::{PerCpuArray, lpm_trie::Key};
 use monitor_common::{
+    bench::{HASH6_TIERS, Hash6Key},
     class::{
         ClassCounter, DIR_INBOUND, DIR_OUTBOUND, NAMED_ASN_SLOTS, VERDICT_UNKNOWN,
         VERDICT_VIOLATION, asn_counter_index, class_index,
@@ -20,19 +21,22 @@ use monitor_common::{
 use crate::{
     encap, flow,
     maps::{
-        ASN_COUNTERS, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS, CONFIG, GEO_GENERATION, GEO4_L1,
-        GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT, WATCH_ASNS, WATCH_COUNTERS, count,
+        ASN_COUNTERS, BENCH_HASH6, BENCH_HASH6_TRIE, BENCH_TRIE4, BENCH_TRIE6, CLASS_COUNTERS,
+        CONFIG, GEO_GENERATION, GEO4_L1, GEO4_L2, GEO6_0, GEO6_1, GEO6_NODES, GEO6_ROOT,
+        WATCH_ASNS, WATCH_COUNTERS, count,
     },
     parse::{DESCEND, Frame, Packet, addr_bytes, parse},
     policy, watch,
 };
 
 /// Where locations come from: the product's tables (IPv4 DIR-24-8, IPv6 tiered), or
-/// (benchmark only) one kernel LPM trie per family.
+/// (benchmark only) one kernel LPM trie per family, or the product's IPv4 table with the
+/// IPv6 tiered hash.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     Tables,
     Trie,
+    Hash6,
 }
 
 /// Whether flows that matter enter the flow table: always, but in the benchmark program
@@ -234,13 +238,34 @@ fn lookup(family: u8, addr: &[u32; 4], generation: u32, how: Lookup) -> u32 {
         }
         locate4(generation, u32::from_be(addr[0]))
     } else {
-        if how == Lookup::Trie {
-            return BENCH_TRIE6
+        match how {
+            Lookup::Trie => BENCH_TRIE6
                 .get(&Key::new(128, addr_bytes(addr)))
-                .map_or(0, |w| *w);
+                .map_or(0, |w| *w),
+            Lookup::Hash6 => hash6(addr),
+            Lookup::Tables => locate6(generation, addr),
         }
-        locate6(generation, addr)
     }
+}
+
+/// Benchmark only: the IPv6 tiered hash, one hash lookup per tier, longest first, until
+/// one holds the address's prefix; the fallback trie where the /64 says so.
+#[inline(always)]
+fn hash6(addr: &[u32; 4]) -> u32 {
+    let hi = (u64::from(u32::from_be(addr[0])) << 32) | u64::from(u32::from_be(addr[1]));
+    for len in HASH6_TIERS {
+        // SAFETY: the benchmark fills the map before its runs and never writes it during
+        // one; the word is copied out at once.
+        if let Some(word) = unsafe { BENCH_HASH6.get(&Hash6Key::new(hi, len)) } {
+            if *word == V6_TRIE {
+                return BENCH_HASH6_TRIE
+                    .get(&Key::new(128, addr_bytes(addr)))
+                    .map_or(0, |w| *w);
+            }
+            return *word;
+        }
+    }
+    0
 }
 
 /// The IPv6 tiered table: the root word of the /16, then at most `V6_MAX_DEPTH` node

@@ -264,6 +264,20 @@ pub fn exfilmon_bench_lookup_lpm(ctx: XdpContext) -> u32 {
     bench_lookup(&ctx, Lookup::Trie)
 }
 
+/// Benchmark only: `exfilmon_bench` with IPv6 locations from the tiered hash.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_bench_hash6(ctx: XdpContext) -> u32 {
+    bench(&ctx, Lookup::Hash6, Track::Flows)
+}
+
+/// Benchmark only: `exfilmon_bench_lookup` with IPv6 locations from the tiered hash.
+#[xdp]
+#[inline(always)]
+pub fn exfilmon_bench_lookup_hash6(ctx: XdpContext) -> u32 {
+    bench_lookup(&ctx, Lookup::Hash6)
+}
+
 #[inline(always)]
 fn bench_lookup(ctx: &XdpContext, how: Lookup) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());

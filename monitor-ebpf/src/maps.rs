@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
-    bench::BenchPacket,
+    bench::{BenchPacket, Hash6Key},
     class::{
         ASN_COUNTER_ENTRIES, CLASS_ENTRIES, COUNTRY_SLOTS, ClassCounter, NAMED_ASN_SLOTS,
         POLICY_ENTRIES,
@@ -170,6 +170,14 @@ pub static BENCH_TRIE4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(1, 0);
 /// IPv6 location words in one kernel LPM trie (all prefixes), for the LPM build.
 #[map]
 pub static BENCH_TRIE6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
+
+/// IPv6 location words in tiers of a hash map, for the tiered-hash build.
+#[map]
+pub static BENCH_HASH6: HashMap<Hash6Key, u32> = HashMap::with_max_entries(1, 0);
+
+/// The tiered hash's fallback: IPv6 prefixes longer than /64.
+#[map]
+pub static BENCH_HASH6_TRIE: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(1, 0);
 
 /// The packets the bench programs write into their frames, in order.
 #[map]

@@ -33,6 +33,8 @@ fn peers_and_exfilmon_agree_on_totals() {
             workload: 4096,
             trie4: 1,
             trie6: 1,
+            hash6: 1,
+            hash6_trie: 1,
         }),
     )
     .unwrap_or_else(|e| panic!("load: {}", monitor::error_chain(&e)));

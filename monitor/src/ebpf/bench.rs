@@ -3,13 +3,20 @@
 //! IPv4 and IPv6 lookups, timed `BPF_PROG_TEST_RUN`s, and the live-frames generator of the
 //! veth benchmark. Only the `exfilmon-bench` tools and their tests use this.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    time::Duration,
+};
 
 use aya::{
-    maps::{Array, LpmTrie, lpm_trie::Key},
+    maps::{Array, HashMap as BpfHashMap, LpmTrie, lpm_trie::Key},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use monitor_common::{bench::BenchPacket, maps};
+use monitor_common::{
+    bench::{BenchPacket, HASH6_TIERS, Hash6Key},
+    geo::V6_TRIE,
+    maps, programs,
+};
 
 use super::{EbpfError, Monitor, map_err};
 use crate::geoip::{range_to_prefixes_v4, range_to_prefixes_v6};
@@ -23,6 +30,108 @@ pub struct BenchSizes {
     pub trie4: u32,
     /// Prefixes of the IPv6 LPM trie (the LPM build).
     pub trie6: u32,
+    /// Entries of the IPv6 tiered hash and prefixes of its fallback trie ([`Hash6Plan`]).
+    pub hash6: u32,
+    pub hash6_trie: u32,
+}
+
+/// The benchmark's programs, loaded beside the product's when [`BenchSizes`] are given.
+pub(super) const PROGRAMS: [&str; 13] = [
+    programs::BENCH,
+    programs::BENCH_LPM,
+    programs::BENCH_NOFLOW,
+    programs::BENCH_LOOKUP,
+    programs::BENCH_LOOKUP_LPM,
+    programs::BENCH_HASH6,
+    programs::BENCH_LOOKUP_HASH6,
+    programs::BENCH_COPY,
+    programs::BENCH_PASS,
+    programs::BENCH_EVENTS,
+    programs::LIVE_GEN,
+    programs::LIVE_TX,
+    programs::LIVE_PASS,
+];
+
+impl BenchSizes {
+    /// Sizes the benchmark's maps (each has one entry unless sized here).
+    pub(super) fn size_maps(&self, loader: &mut aya::EbpfLoader<'_>) {
+        loader
+            .map_max_entries(maps::BENCH_WORKLOAD, self.workload.max(1))
+            .map_max_entries(maps::BENCH_TRIE4, self.trie4.max(1))
+            .map_max_entries(maps::BENCH_TRIE6, self.trie6.max(1))
+            .map_max_entries(maps::BENCH_HASH6, self.hash6.max(1))
+            .map_max_entries(maps::BENCH_HASH6_TRIE, self.hash6_trie.max(1));
+    }
+}
+
+/// The IPv6 tiered hash of the benchmark (`monitor_common::bench::HASH6_TIERS`), built
+/// from the same ranges as the product's tiered table.
+#[derive(Debug, Default)]
+pub struct Hash6Plan {
+    /// One word per key of a tier.
+    pub entries: HashMap<Hash6Key, u32>,
+    /// The prefixes longer than /64: `(length, address, word)`.
+    pub trie: Vec<(u8, [u8; 16], u32)>,
+}
+
+impl Hash6Plan {
+    /// Expands every prefix of `ranges` (sorted and disjoint, as the tables hold them)
+    /// into its tier. Fails, naming the range, if they are not.
+    pub fn build(ranges: &[(u128, u128, u32)]) -> Result<Self, String> {
+        if let Some(w) = ranges.windows(2).find(|w| w[1].0 <= w[0].1) {
+            let at = |a: u128| std::net::Ipv6Addr::from(a);
+            return Err(format!(
+                "{}-{} overlaps or follows {}-{}",
+                at(w[1].0),
+                at(w[1].1),
+                at(w[0].0),
+                at(w[0].1)
+            ));
+        }
+        let mut plan = Self::default();
+        for &(first, last, word) in ranges {
+            for net in range_to_prefixes_v6(first, last) {
+                let len = u32::from(net.prefix_len());
+                let bits = u128::from(net.network());
+                let hi = (bits >> 64) as u64;
+                if len > 64 {
+                    plan.trie
+                        .push((net.prefix_len(), net.network().octets(), word));
+                    plan.claim(Hash6Key::new(hi, 64), V6_TRIE, &net)?;
+                    continue;
+                }
+                let tier = HASH6_TIERS
+                    .iter()
+                    .copied()
+                    .filter(|&t| t >= len)
+                    .min()
+                    .ok_or_else(|| format!("{net}: no tier holds it"))?;
+                for i in 0..1u64 << (tier - len) {
+                    let prefix = hi | (i << (64 - tier));
+                    plan.claim(Hash6Key::new(prefix, tier), word, &net)?;
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Sets `key` to `word`. Disjoint prefixes claim a key once (but for the marker of a
+    /// /64 that holds several longer prefixes); a second claim is a bug here.
+    fn claim(
+        &mut self,
+        key: Hash6Key,
+        word: u32,
+        net: &impl std::fmt::Display,
+    ) -> Result<(), String> {
+        match self.entries.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(word);
+                Ok(())
+            }
+            Entry::Occupied(o) if word == V6_TRIE && *o.get() == V6_TRIE => Ok(()),
+            Entry::Occupied(_) => Err(format!("{net}: its key is claimed twice")),
+        }
+    }
 }
 
 impl Monitor {
@@ -70,6 +179,27 @@ impl Monitor {
                 .map(move |n| (n.prefix_len(), n.network().octets(), word, n.to_string()))
         });
         self.fill_trie(maps::BENCH_TRIE6, prefixes)
+    }
+
+    /// Fills the IPv6 tiered hash of the benchmark and its fallback trie.
+    pub fn write_bench_hash6(&mut self, plan: &Hash6Plan) -> Result<(), EbpfError> {
+        let name = maps::BENCH_HASH6;
+        let mut hash: BpfHashMap<_, Hash6Key, u32> = BpfHashMap::try_from(self.map_mut(name)?)
+            .map_err(|s| map_err(name, "wrong type", s))?;
+        for (key, word) in &plan.entries {
+            hash.insert(key, word, 0)
+                .map_err(|s| map_err(name, format!("insert {key:?}"), s))?;
+        }
+        let prefixes = plan.trie.iter().map(|&(len, addr, word)| {
+            (
+                len,
+                addr,
+                word,
+                format!("{}/{len}", std::net::Ipv6Addr::from(addr)),
+            )
+        });
+        self.fill_trie(maps::BENCH_HASH6_TRIE, prefixes)?;
+        Ok(())
     }
 
     /// Inserts `(prefix length, address, word, text)` prefixes into the trie `name`.
@@ -214,5 +344,97 @@ impl Monitor {
             Some(aya::programs::Program::Xdp(p)) => Ok(p),
             _ => Err(EbpfError::MissingMap { map: program }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the kernel's `hash6` does, over the plan: tiers longest first, then the trie.
+    fn probe(plan: &Hash6Plan, addr: u128) -> u32 {
+        let hi = (addr >> 64) as u64;
+        for len in HASH6_TIERS {
+            match plan.entries.get(&Hash6Key::new(hi, len)) {
+                Some(&V6_TRIE) => {
+                    return plan
+                        .trie
+                        .iter()
+                        .filter(|(l, net, _)| {
+                            let shift = 128 - u32::from(*l);
+                            (u128::from_be_bytes(*net) >> shift) == (addr >> shift)
+                        })
+                        .max_by_key(|(l, ..)| *l)
+                        .map_or(0, |(.., w)| *w);
+                }
+                Some(&w) => return w,
+                None => {}
+            }
+        }
+        0
+    }
+
+    fn naive(ranges: &[(u128, u128, u32)], addr: u128) -> u32 {
+        ranges
+            .iter()
+            .find(|(f, l, _)| (*f..=*l).contains(&addr))
+            .map_or(0, |r| r.2)
+    }
+
+    /// Disjoint ranges from sorted cut points, every other gap left empty; lengths from
+    /// /12 to /128 happen.
+    fn ranges() -> impl Strategy<Value = Vec<(u128, u128, u32)>> {
+        let base = 0x2001_0db8u128 << 96;
+        prop::collection::vec((0u32..116, any::<u64>()), 1..12).prop_map(move |cuts| {
+            let mut points: Vec<u128> = cuts
+                .iter()
+                .map(|&(shift, r)| base + (u128::from(r) << (shift % 64)) + (1u128 << shift))
+                .collect();
+            points.sort_unstable();
+            points.dedup();
+            points
+                .windows(2)
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 0)
+                .map(|(i, w)| (w[0], w[1] - 1, u32::try_from(i).unwrap_or(0) + 1))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_tiered_hash_finds_what_the_ranges_say(
+            ranges in ranges(),
+            picks in prop::collection::vec((any::<prop::sample::Index>(), any::<u64>()), 16),
+        ) {
+            prop_assume!(!ranges.is_empty());
+            let plan = Hash6Plan::build(&ranges).expect("disjoint");
+            // Range edges, a step past them, and random points inside.
+            let mut addrs = Vec::new();
+            for &(f, l, _) in &ranges {
+                addrs.extend([f, l, f.wrapping_sub(1), l.wrapping_add(1)]);
+            }
+            for (i, r) in picks {
+                let (f, l, _) = ranges[i.index(ranges.len())];
+                addrs.push(f + u128::from(r) % (l - f + 1));
+            }
+            for a in addrs {
+                prop_assert_eq!(probe(&plan, a), naive(&ranges, a), "{:x}", a);
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_ranges_are_refused() {
+        let a = 0x2001_0db8u128 << 96;
+        // A /48 and a /64 inside it: different tiers, so only the ranges can tell.
+        let err = Hash6Plan::build(&[
+            (a, a + (1 << 80) - 1, 1),
+            (a + (1 << 64), a + (2 << 64) - 1, 2),
+        ])
+        .expect_err("overlap");
+        assert!(err.contains("overlaps"), "{err}");
     }
 }

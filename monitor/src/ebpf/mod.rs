@@ -21,7 +21,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-pub use bench::BenchSizes;
+pub use bench::{BenchSizes, Hash6Plan};
 use counters::read_counters_from;
 pub use counters::{CounterMaps, Counters, Extent};
 pub use geo::{GeoTables, InstallError, Installed, RETIRED_GRACE};
@@ -335,23 +335,8 @@ impl Monitor {
         let set = sizes.programs;
         let mut names = set.all().to_vec();
         if let Some(b) = sizes.bench {
-            loader
-                .map_max_entries(maps::BENCH_WORKLOAD, b.workload.max(1))
-                .map_max_entries(maps::BENCH_TRIE4, b.trie4.max(1))
-                .map_max_entries(maps::BENCH_TRIE6, b.trie6.max(1));
-            names.extend([
-                programs::BENCH,
-                programs::BENCH_LPM,
-                programs::BENCH_NOFLOW,
-                programs::BENCH_LOOKUP,
-                programs::BENCH_LOOKUP_LPM,
-                programs::BENCH_COPY,
-                programs::BENCH_PASS,
-                programs::BENCH_EVENTS,
-                programs::LIVE_GEN,
-                programs::LIVE_TX,
-                programs::LIVE_PASS,
-            ]);
+            b.size_maps(&mut loader);
+            names.extend(bench::PROGRAMS);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| match e {
             aya::EbpfError::MapError(MapError::IncompatiblePinnedMap {

@@ -168,6 +168,8 @@ fn run(args: &Args, config: &Config, log: Option<&std::path::Path>) -> anyhow::R
         workload: args.flows,
         trie4: 1,
         trie6: 1,
+        hash6: 1,
+        hash6_trie: 1,
     });
     let mut monitor = Monitor::load(sizes)?;
     monitor.write_config(kernel_config(config))?;

@@ -199,6 +199,8 @@ pub fn load(dir: &std::path::Path, flows: u32) -> Result<Monitor> {
             workload: RANDOM_FLOWS,
             trie4: 1,
             trie6: 1,
+            hash6: 1,
+            hash6_trie: 1,
         }),
     )
     .map_err(|e| anyhow::anyhow!(monitor::error_chain(&e)))

@@ -16,7 +16,7 @@
 )]
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -33,7 +33,7 @@ use clap::Parser;
 use exfilmon_tests::packet::{UDP, eth_v4, eth_v6, ipv4, ipv6, udp};
 use monitor::{
     config::Config,
-    ebpf::{BenchSizes, Monitor, Sizes},
+    ebpf::{BenchSizes, Hash6Plan, Monitor, Sizes},
     geoip::GeoDb,
     kernel_config, tables,
 };
@@ -112,10 +112,11 @@ struct Row {
     workload: String,
     flows: u32,
     /// Which lookup the classifier used: the product's (`dir24` for IPv4, `tiered` for
-    /// IPv6) or `lpm` (one kernel LPM trie per family); `copy` is the product's lookups
+    /// IPv6), `lpm` (one kernel LPM trie per family) or, for IPv6, `hash` (the tiered hash
+    /// of `monitor_common::bench::HASH6_TIERS`, with its fallback trie); `copy` is the product's lookups
     /// in the program set for a loader without CAP_PERFMON, which parses a copy of the
     /// frame's head (`exfilmon_bench_copy`). `… only`: the two address lookups alone
-    /// (`exfilmon_bench_lookup`, `_lpm`), without the parse, the counters and the flow
+    /// (`exfilmon_bench_lookup`, `_lpm`, `_hash6`), without the parse, the counters and the flow
     /// table that both builds share.
     lookup: &'static str,
     baseline_ns: f64,
@@ -167,6 +168,10 @@ struct Dataset {
     /// Node words of the IPv6 tiered table (one generation) and its fallback-trie prefixes.
     v6_node_words: u32,
     v6_trie_prefixes: usize,
+    /// Entries of the IPv6 tiered hash (the alternative build) and its fallback trie's
+    /// prefixes (those longer than /64).
+    v6_hash_entries: usize,
+    v6_hash_trie_prefixes: usize,
     map_memory: Vec<(String, u64)>,
     load_seconds: f64,
 }
@@ -297,6 +302,8 @@ fn run_dataset(
     let plan = tables::plan(config, &geo)?;
     let trie4 = u32::try_from(plan.tables.geo.prefix_count_v4())?;
     let trie6 = u32::try_from(plan.tables.geo.prefix_count_v6())?;
+    let hash6 = Hash6Plan::build(&plan.tables.geo.v6)
+        .map_err(|e| anyhow::anyhow!("{name}: IPv6 tiered hash: {e}"))?;
     let mut sizes = Sizes::for_geo(
         config.flows.max_entries,
         config.flows.ring_bytes,
@@ -306,6 +313,8 @@ fn run_dataset(
         workload: args.packets,
         trie4,
         trie6,
+        hash6: u32::try_from(hash6.entries.len())?,
+        hash6_trie: u32::try_from(hash6.trie.len())?,
     });
     let mut monitor = Monitor::load(sizes)?;
     let mut kernel = kernel_config(config);
@@ -317,6 +326,16 @@ fn run_dataset(
     let load_seconds = started.elapsed().as_secs_f64();
     let prefixes = monitor.write_bench_trie4(&plan.tables.geo.v4)?;
     let prefixes6 = monitor.write_bench_trie6(&plan.tables.geo.v6)?;
+    let hash_started = Instant::now();
+    monitor.write_bench_hash6(&hash6)?;
+    println!(
+        "{name}: IPv6 tiered hash: {} entries in {} tiers, {} fallback-trie prefixes, \
+         filled in {:.1} s",
+        hash6.entries.len(),
+        monitor_common::bench::HASH6_TIERS.len(),
+        hash6.trie.len(),
+        hash_started.elapsed().as_secs_f64()
+    );
     println!(
         "{name}: {} IPv4 ranges ({prefixes} prefixes, {} level-2 blocks), {} IPv6 ranges \
          ({prefixes6} prefixes; tiered: {} node words, {} trie prefixes), loaded in \
@@ -336,6 +355,8 @@ fn run_dataset(
         prefixes_v6: prefixes6,
         v6_node_words: installed.v6_words,
         v6_trie_prefixes: installed.v6_trie,
+        v6_hash_entries: hash6.entries.len(),
+        v6_hash_trie_prefixes: hash6.trie.len(),
         map_memory: monitor.map_memory(),
         load_seconds,
     });
@@ -592,6 +613,18 @@ fn measure(
             (product_only, programs::BENCH_LOOKUP),
             ("lpm only", programs::BENCH_LOOKUP_LPM),
         ]);
+        if family == "ipv6" {
+            programs_to_run.extend([
+                ("hash", programs::BENCH_HASH6),
+                ("hash only", programs::BENCH_LOOKUP_HASH6),
+            ]);
+        }
+        // Every build must classify the workload alike, or its time means nothing.
+        let mut builds = vec![programs::BENCH, programs::BENCH_LPM];
+        if family == "ipv6" {
+            builds.push(programs::BENCH_HASH6);
+        }
+        same_classes(monitor, &frame, repeat, &builds)?;
     }
     // Warm-up: one pass creates the flows ("established") and warms the caches. A storm
     // gets fresh flows for every measured run instead.
@@ -651,12 +684,10 @@ fn measure(
             overhead_ns: total - baseline,
             ratio_to_pass: total / baseline,
             flow_table_ns: (*lookup == product).then_some(total - noflow),
-            trie_ratio: if *lookup == product {
-                trie_ratio(product, "lpm")
-            } else if *lookup == product_only {
-                trie_ratio(product_only, "lpm only")
-            } else {
-                None
+            trie_ratio: match *lookup {
+                l if l == product || l == "hash" => trie_ratio(l, "lpm"),
+                l if l == product_only || l == "hash only" => trie_ratio(l, "lpm only"),
+                _ => None,
             },
             violation_share,
             flows_created: delta(reason::FLOW_CREATED),
@@ -704,6 +735,42 @@ fn print_row(row: &Row) {
         row.trie_ratio
             .map_or_else(String::new, |r| format!(", LPM trie ÷ this {r:.1}×")),
     );
+}
+
+/// Runs each of `programs` once over the whole workload and fails unless they counted the
+/// same packets in the same classes.
+fn same_classes(
+    monitor: &Monitor,
+    frame: &[u8],
+    repeat: u32,
+    programs: &[&'static str],
+) -> anyhow::Result<()> {
+    let classes = |monitor: &Monitor| -> anyhow::Result<BTreeMap<u32, u64>> {
+        Ok(monitor
+            .read_counters()?
+            .classes
+            .into_iter()
+            .map(|(i, c)| (i, c.packets))
+            .collect())
+    };
+    let mut first: Option<(&str, BTreeMap<u32, u64>)> = None;
+    for &program in programs {
+        let before = classes(monitor)?;
+        monitor.bench_run(program, frame, repeat)?;
+        let mut delta = classes(monitor)?;
+        for (i, n) in &mut delta {
+            *n -= before.get(i).copied().unwrap_or(0);
+        }
+        delta.retain(|_, n| *n != 0);
+        match &first {
+            None => first = Some((program, delta)),
+            Some((name, want)) if *want != delta => {
+                bail!("{program} classified the workload unlike {name}: {delta:?} vs {want:?}")
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Violation packets and all classified packets, from the class counters.
