@@ -502,6 +502,7 @@ fn finish_reload(r: &Reloaded, dm: &DaemonMetrics) {
         ranges_v6 = r.geo.v6.len(),
         v6_node_words = r.installed.v6_words,
         v6_trie_prefixes = r.installed.v6_trie,
+        waited_for_programs_ms = r.installed.waited.map_or(0, |w| w.as_millis()),
         groups = r.config.groups.len(),
         "reloaded; the new tables are live"
     );

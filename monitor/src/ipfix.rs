@@ -217,6 +217,7 @@ pub struct IpfixMetrics {
     records: IntCounter,
     errors: IntCounterVec,
     remembered: IntGauge,
+    forgotten: IntCounter,
 }
 
 impl IpfixMetrics {
@@ -241,8 +242,14 @@ impl IpfixMetrics {
                 "exfilmon_ipfix_flows_remembered",
                 "Flows whose exported totals the IPFIX exporter keeps, to export deltas.",
             )?,
+            forgotten: IntCounter::new(
+                "exfilmon_ipfix_flows_forgotten_total",
+                "Flows the IPFIX exporter forgot because the kernel evicted them from its full \
+                 flow table; they ended without a last record.",
+            )?,
         };
         registry.register(Box::new(m.remembered.clone()))?;
+        registry.register(Box::new(m.forgotten.clone()))?;
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
@@ -382,7 +389,11 @@ impl Exporter {
     /// those with an event since `mark`: the read that `keep` reflects may have started
     /// before they did.
     pub fn retain_since(&mut self, mark: u64, keep: impl Fn(&FlowKey) -> bool) {
+        let before = self.sent.len();
         self.sent.retain(|k, sent| sent.seen > mark || keep(k));
+        self.metrics
+            .forgotten
+            .inc_by((before - self.sent.len()) as u64);
     }
 
     /// Forgets a flow that ended with nothing left to export.

@@ -383,8 +383,8 @@ mod tests {
             .map_or(0, |r| r.2)
     }
 
-    /// Disjoint ranges from sorted cut points, every other gap left empty; lengths from
-    /// /12 to /128 happen.
+    /// Disjoint ranges from sorted cut points, every other gap left empty; prefixes from
+    /// about /2 to /128 happen.
     fn ranges() -> impl Strategy<Value = Vec<(u128, u128, u32)>> {
         let base = 0x2001_0db8u128 << 96;
         prop::collection::vec((0u32..116, any::<u64>()), 1..12).prop_map(move |cuts| {

@@ -75,10 +75,9 @@ pub struct Installed {
     pub v6_capacity: u32,
     /// Prefixes in the IPv6 fallback trie.
     pub v6_trie: usize,
-    /// When it began to write the idle generation (after the grace of that generation).
-    pub writing_from: std::time::Instant,
-    /// When it switched generations.
-    pub switched_at: std::time::Instant,
+    /// How long it waited, before writing, for the program runs that might still read the
+    /// generation it rewrote; `None` when that generation had never been live.
+    pub waited: Option<std::time::Duration>,
 }
 
 /// Why an install failed. The live tables are untouched whenever it does.
@@ -107,23 +106,31 @@ pub enum InstallError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "waiting for the programs that may still read the retired GeoIP tables failed (an \
+         array-of-maps update, which needs CAP_BPF)"
+    )]
+    Barrier(#[source] std::io::Error),
     #[error(transparent)]
     Ebpf(#[from] EbpfError),
 }
 
-/// How long a generation that a switch retired stays untouched before an install may
-/// rewrite it. A program reads the generation number and then that generation's words
-/// within one run, which is microseconds (XDP and TC programs run to completion, in
-/// softirq context); this is tens of thousands of such runs.
-pub const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The least time between a switch and the rewrite of the generation it retired, on top
+/// of the barrier ([`barrier::ProgramBarrier`]), in case a kernel ever stops waiting
+/// there: a program reads the generation number and then that generation's words within
+/// one run, which takes microseconds.
+const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Per-generation bookkeeping kept beside the maps.
 #[derive(Debug, Default)]
 pub(super) struct GeoState {
     /// The live generation; `None` before the first install.
     live: Option<u32>,
-    /// When the last switch retired a generation (the idle one since).
+    /// When the last switch retired a generation (the idle one since); `None` while the
+    /// idle generation has never been live.
     switched_at: Option<std::time::Instant>,
+    /// Made at the first rewrite of a retired generation.
+    barrier: Option<super::barrier::ProgramBarrier>,
     /// The IPv6 keys written into each generation's fallback trie, to remove them before
     /// reuse. (The tiered table needs no such list: a fill rewrites the whole root of its
     /// generation, and node words are only reached through the root.)
@@ -133,21 +140,18 @@ pub(super) struct GeoState {
 impl Monitor {
     /// Writes `tables` into the idle generation and makes it live. On error the live
     /// generation keeps classifying as before. The idle generation is the one the previous
-    /// install retired: it is not freed but kept for this, and rewritten no sooner than
-    /// [`RETIRED_GRACE`] after that switch, so no program run still reads it.
+    /// install retired: it is not freed but kept for this, and rewritten only after every
+    /// program run that could still read it has ended (the barrier), and no sooner than
+    /// [`RETIRED_GRACE`] after that switch.
     pub fn install_geo(&mut self, tables: &GeoTables) -> Result<Installed, InstallError> {
         let live = self.geo.live;
         let idle = live.map_or(0, |g| (g + 1) % GENERATIONS);
         // Every capacity is checked before anything is written.
         self.check_fits(tables)?;
-        let waited = self
-            .geo
-            .switched_at
-            .map_or(std::time::Duration::ZERO, |at| {
-                RETIRED_GRACE.saturating_sub(at.elapsed())
-            });
-        std::thread::sleep(waited);
-        let writing_from = std::time::Instant::now();
+        let waited = match self.geo.switched_at {
+            Some(at) => Some(self.wait_for_retired(at)?),
+            None => None,
+        };
         let v6 = &tables.v6_table;
 
         // IPv4: both levels through mmap, only the idle generation's words.
@@ -232,11 +236,10 @@ impl Monitor {
                 .map_err(|s| map_err(name, "switch", s))?;
         }
         self.geo.live = Some(idle);
-        let switched_at = std::time::Instant::now();
-        self.geo.switched_at = Some(switched_at);
+        // The first switch retires nothing: the other generation was never live.
+        self.geo.switched_at = live.map(|_| std::time::Instant::now());
         Ok(Installed {
-            writing_from,
-            switched_at,
+            waited,
             generation: idle,
             l2_used,
             l2_capacity,
@@ -244,6 +247,24 @@ impl Monitor {
             v6_capacity,
             v6_trie: v6.trie.len(),
         })
+    }
+
+    /// Waits until no program run still reads the generation that the switch at
+    /// `switched_at` retired; returns how long that took.
+    fn wait_for_retired(
+        &mut self,
+        switched_at: std::time::Instant,
+    ) -> Result<std::time::Duration, InstallError> {
+        let started = std::time::Instant::now();
+        let barrier = match self.geo.barrier.take() {
+            Some(b) => b,
+            None => super::barrier::ProgramBarrier::new().map_err(InstallError::Barrier)?,
+        };
+        let waited = barrier.wait().map_err(InstallError::Barrier);
+        self.geo.barrier = Some(barrier);
+        waited?;
+        std::thread::sleep(RETIRED_GRACE.saturating_sub(switched_at.elapsed()));
+        Ok(started.elapsed())
     }
 
     /// Whether `tables` fit the maps as loaded (their sizes are fixed until a restart).

@@ -1,5 +1,6 @@
 //! Loading the kernel programs, filling their tables, attaching them, and reading their maps.
 
+mod barrier;
 mod bench;
 mod counters;
 mod geo;
@@ -24,7 +25,7 @@ use aya::{
 pub use bench::{BenchSizes, Hash6Plan};
 use counters::read_counters_from;
 pub use counters::{CounterMaps, Counters, Extent};
-pub use geo::{GeoTables, InstallError, Installed, RETIRED_GRACE};
+pub use geo::{GeoTables, InstallError, Installed};
 use monitor_common::{
     config::KernelConfig,
     flow::{FlowKey, FlowState},
