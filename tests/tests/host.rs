@@ -87,6 +87,10 @@ fn status_field(pid: i32, field: &str) -> String {
 
 #[test]
 #[ignore = "needs root: builds network namespaces and loads eBPF programs"]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one confined daemon: start, count, reload, stop"
+)]
 fn the_daemon_runs_and_counts_with_only_cap_bpf_and_net_admin() {
     use std::net::SocketAddr;
 
@@ -193,6 +197,20 @@ fn the_daemon_runs_and_counts_with_only_cap_bpf_and_net_admin() {
          {want} bytes",
         sent.packets
     );
+    // Two reloads: the second rewrites the generation the first retired, after the wait
+    // for running programs (an array-of-maps update), which these capabilities allow.
+    for n in 1..=2 {
+        daemon
+            .signal(nix::sys::signal::Signal::SIGHUP)
+            .expect("SIGHUP");
+        daemon
+            .wait_for("the reload", Duration::from_secs(20), |m| {
+                (m.sum("exfilmon_config_reloads_total", &[("result", "success")]) - f64::from(n))
+                    .abs()
+                    < 0.5
+            })
+            .unwrap_or_else(|e| panic!("reload {n} as the confined daemon: {e:#}"));
+    }
     let status = daemon.stop().expect("stop");
     assert!(status.success(), "exfilmon exited with {status}");
     assert_eq!(lab.xdp_program_id(INSIDE_IF), None, "detached at exit");
