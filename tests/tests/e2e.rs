@@ -541,3 +541,80 @@ fn idle_flows_end_with_their_totals_and_leave_the_table() {
         "its final layer-3 bytes:\n{log}"
     );
 }
+
+#[test]
+#[ignore = "needs root: `make test` runs it as root (or: cargo test -- --include-ignored)"]
+fn geoip_inspect_and_the_metrics_describe_the_same_tables() {
+    require_root("geoip_inspect_and_the_metrics_describe_the_same_tables");
+    let lab = Lab::new().expect("lab");
+    let daemon = Daemon::start(&lab).expect("daemon");
+    let out = Command::new(exfilmon_tests::exfilmon_bin())
+        .args(["geoip", "inspect", "--config"])
+        .arg(&daemon.config)
+        .output()
+        .expect("exfilmon geoip inspect runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "geoip inspect: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `NAME:   N` lines, and the `MAP ┆ BYTES ┆ SIZE` rows of the memory table.
+    let figure = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} figure in:\n{text}"))
+    };
+    let map_bytes = |map: &str| -> f64 {
+        text.lines()
+            .map(|l| {
+                l.split('┆')
+                    .map(|c| c.trim_matches(|ch: char| ch == '│' || ch.is_whitespace()))
+                    .collect::<Vec<_>>()
+            })
+            .find(|cells| cells.first() == Some(&map))
+            .and_then(|cells| cells.get(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {map} row in:\n{text}"))
+    };
+    assert!(
+        text.contains("kernel map memory (measured"),
+        "as root, inspect measures the maps:\n{text}"
+    );
+    let geoip = daemon.config.with_file_name("geoip.csv");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&geoip.display().to_string()) && l.contains("csv")),
+        "the source is listed with its format:\n{text}"
+    );
+
+    let m = daemon.scrape().expect("scrape");
+    let family = |f| m.sum("exfilmon_geoip_prefixes", &[("family", f)]);
+    assert_eq!(figure("IPv4 prefixes:"), family("ipv4"), "IPv4 prefixes");
+    assert_eq!(figure("IPv6 prefixes:"), family("ipv6"), "IPv6 prefixes");
+    assert_eq!(
+        figure("level-2 blocks:"),
+        m.sum("exfilmon_geoip_level2_blocks", &[])
+    );
+    // The level-1 array has one size (two generations of 2^24 words), measured by both.
+    let l1 = m.sum("exfilmon_kernel_map_memory_bytes", &[("map", "GEO4_L1")]);
+    assert!(l1 >= f64::from(2u32 << 24) * 4.0, "GEO4_L1: {l1} bytes");
+    assert_eq!(map_bytes("GEO4_L1"), l1, "inspect and the metric agree");
+    // The source's file time, to the second.
+    let modified = std::fs::metadata(&geoip)
+        .and_then(|md| md.modified())
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert_eq!(
+        m.sum(
+            "exfilmon_geoip_source_modified_timestamp_seconds",
+            &[("source", "geoip.csv"), ("format", "csv")]
+        ),
+        modified as f64
+    );
+    let status = daemon.stop().expect("stop");
+    assert!(status.success(), "exfilmon exited with {status}");
+}
