@@ -50,7 +50,7 @@ pub(super) struct ProgramBarrier {
 impl ProgramBarrier {
     /// Makes the two maps (CAP_BPF, as every map of the daemon).
     pub(super) fn new() -> std::io::Result<Self> {
-        let inner = create(&CreateAttr {
+        let inner = create(CreateAttr {
             map_type: BPF_MAP_TYPE_ARRAY,
             key_size: 4,
             value_size: 4,
@@ -58,7 +58,7 @@ impl ProgramBarrier {
             map_name: name(b"exf_barrier_in"),
             ..CreateAttr::default()
         })?;
-        let outer = create(&CreateAttr {
+        let outer = create(CreateAttr {
             map_type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
             key_size: 4,
             value_size: 4,
@@ -81,16 +81,9 @@ impl ProgramBarrier {
             value: std::ptr::addr_of!(value) as u64,
             flags: 0,
         };
-        // SAFETY: `attr` is a valid `bpf_attr` prefix for the command, pointing at a key
-        // and a value of the map's sizes that outlive the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_ELEM,
-                std::ptr::addr_of_mut!(attr),
-                size_of::<UpdateAttr>() as u32,
-            )
-        };
+        // SAFETY: `attr` points at a key and a value of the map's sizes that outlive the
+        // call.
+        let ret = unsafe { super::sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) };
         if ret == 0 {
             Ok(())
         } else {
@@ -105,16 +98,9 @@ fn name(text: &[u8]) -> [u8; 16] {
     out
 }
 
-fn create(attr: &CreateAttr) -> std::io::Result<OwnedFd> {
-    // SAFETY: `attr` is a valid `bpf_attr` prefix for `BPF_MAP_CREATE`.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            std::ptr::from_ref(attr),
-            size_of::<CreateAttr>() as u32,
-        )
-    };
+fn create(mut attr: CreateAttr) -> std::io::Result<OwnedFd> {
+    // SAFETY: `attr` holds no pointers.
+    let fd = unsafe { super::sys_bpf(BPF_MAP_CREATE, &mut attr) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

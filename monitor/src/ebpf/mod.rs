@@ -926,14 +926,7 @@ fn lookup_batch<K: Copy + Default, V: Copy + Default>(
         // SAFETY: `attr` points at buffers sized for `count` keys and `count × per_key`
         // values of the map's key and value types (the kernel lays per-CPU values out
         // 8-byte aligned, as `V` is), and at a cursor larger than any batch token.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                std::ptr::addr_of_mut!(attr),
-                size_of::<BatchAttr>() as u32,
-            )
-        };
+        let ret = unsafe { sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
         let done = ret != 0;
         if done {
             let err = std::io::Error::last_os_error();
@@ -955,6 +948,24 @@ fn lookup_batch<K: Copy + Default, V: Copy + Default>(
 }
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// The `bpf(2)` system call with `attr`, a leading part of `union bpf_attr` for `cmd`
+/// (the kernel reads the rest as zeros); its return value (-1 with errno on failure).
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for what `cmd` reads and writes through it.
+unsafe fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> libc::c_long {
+    // SAFETY: the caller vouches for the pointers inside `attr`; `attr` itself is valid
+    // for its size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            size_of::<T>() as u32,
+        )
+    }
+}
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
