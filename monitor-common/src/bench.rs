@@ -41,8 +41,9 @@ unsafe impl aya::Pod for BenchPacket {}
 /// The tiered-hash IPv6 build of the benchmark (the alternative the issue named beside the
 /// LPM trie): the prefix lengths of its tiers, probed longest first. Every prefix of up to
 /// 64 bits is expanded to the shortest tier at least as long (3.1M entries for the tor
-/// data, up to 128 per prefix; those shorter than /16 to /16); a /64 that holds longer prefixes has [`crate::geo::V6_TRIE`]
-/// as its word, and those prefixes are in a fallback LPM trie.
+/// data, up to 128 per prefix; those shorter than /16 to /16); a /64 that holds longer
+/// prefixes has [`crate::geo::V6_TRIE`] as its word, and those prefixes are in a fallback
+/// LPM trie.
 pub const HASH6_TIERS: [u32; 10] = [64, 60, 56, 48, 44, 40, 32, 28, 24, 16];
 
 /// A key of the tiered hash: the top 64 bits of the address (host order) with the bits

@@ -392,9 +392,7 @@ fn describe(config: &Config, geo: &GeoDb, addr: IpAddr) -> String {
     let location = geo.lookup(addr);
     let country = location.country;
     let name = country.map_or_else(|| tables::UNKNOWN_COUNTRY.to_owned(), |c| c.to_string());
-    let asn = location
-        .asn
-        .map_or_else(|| "AS?".to_owned(), |n| format!("AS{n}"));
+    let asn = monitor::text::asn(location.asn);
     let mut out = format!("{addr}: remote, country {name}, asn {asn}");
     let names =
         std::iter::once(tables::UNGROUPED).chain(config.groups.iter().map(|g| g.name.as_str()));

@@ -496,11 +496,7 @@ pub fn table(report: &Report) -> String {
                 fl.dport.to_string(),
                 fl.group.clone(),
                 fl.country.clone(),
-                if fl.asn == 0 {
-                    "AS?".to_owned()
-                } else {
-                    format!("AS{}", fl.asn)
-                },
+                crate::text::asn(Some(fl.asn).filter(|&n| n != 0)),
                 fl.rule.clone(),
                 fl.packets.to_string(),
                 fl.bytes.to_string(),

@@ -21,6 +21,12 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
+/// An AS number as operators write it (`AS64500`), or `AS?` when it is not known.
+#[must_use]
+pub fn asn(asn: Option<u32>) -> String {
+    asn.map_or_else(|| "AS?".to_owned(), |n| format!("AS{n}"))
+}
+
 /// One row of traffic by class: group, country, direction, verdict, packets, bytes.
 pub type ClassRow<'a> = (&'a str, &'a str, Direction, Verdict, u64, u64);
 

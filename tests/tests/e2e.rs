@@ -590,9 +590,11 @@ fn geoip_inspect_and_the_metrics_describe_the_same_tables() {
     );
 
     let m = daemon.scrape().expect("scrape");
-    let family = |f| m.sum("exfilmon_geoip_prefixes", &[("family", f)]);
-    assert_eq!(figure("IPv4 prefixes:"), family("ipv4"), "IPv4 prefixes");
-    assert_eq!(figure("IPv6 prefixes:"), family("ipv6"), "IPv6 prefixes");
+    assert_eq!(
+        (figure("IPv4 prefixes:"), figure("IPv6 prefixes:")),
+        prefixes(&m),
+        "IPv4 and IPv6 prefixes"
+    );
     assert_eq!(
         figure("level-2 blocks:"),
         m.sum("exfilmon_geoip_level2_blocks", &[])

@@ -252,8 +252,8 @@ fn geoip_reload_switches_generation_and_keeps_counters() {
         "both families follow the new tables"
     );
 
-    // And back: generation 0 is refilled (its stale IPv6 entries removed first), but not
-    // before the grace after the switch that retired it.
+    // And back: generation 0 is refilled (its stale IPv6 entries removed first), but only
+    // after the wait for the program runs that could still read it.
     let plan3 = tables::plan_after(&config, &geo, Some(&plan2.labels)).expect("plan");
     let installed = monitor.install_geo(&plan3.tables.geo).expect("install");
     assert!(

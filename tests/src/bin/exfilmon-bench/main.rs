@@ -113,11 +113,11 @@ struct Row {
     flows: u32,
     /// Which lookup the classifier used: the product's (`dir24` for IPv4, `tiered` for
     /// IPv6), `lpm` (one kernel LPM trie per family) or, for IPv6, `hash` (the tiered hash
-    /// of `monitor_common::bench::HASH6_TIERS`, with its fallback trie); `copy` is the product's lookups
-    /// in the program set for a loader without CAP_PERFMON, which parses a copy of the
-    /// frame's head (`exfilmon_bench_copy`). `… only`: the two address lookups alone
-    /// (`exfilmon_bench_lookup`, `_lpm`, `_hash6`), without the parse, the counters and the flow
-    /// table that both builds share.
+    /// of `monitor_common::bench::HASH6_TIERS`, with its fallback trie); `copy` is the
+    /// product's lookups in the program set for a loader without CAP_PERFMON, which parses
+    /// a copy of the frame's head (`exfilmon_bench_copy`). `… only`: the two address
+    /// lookups alone (`exfilmon_bench_lookup`, `_lpm`, `_hash6`), without the parse, the
+    /// counters and the flow table that the builds share.
     lookup: &'static str,
     baseline_ns: f64,
     total_ns: f64,
@@ -613,15 +613,13 @@ fn measure(
             (product_only, programs::BENCH_LOOKUP),
             ("lpm only", programs::BENCH_LOOKUP_LPM),
         ]);
+        // Every build must classify the workload alike, or its time means nothing.
+        let mut builds = vec![programs::BENCH, programs::BENCH_LPM];
         if family == "ipv6" {
             programs_to_run.extend([
                 ("hash", programs::BENCH_HASH6),
                 ("hash only", programs::BENCH_LOOKUP_HASH6),
             ]);
-        }
-        // Every build must classify the workload alike, or its time means nothing.
-        let mut builds = vec![programs::BENCH, programs::BENCH_LPM];
-        if family == "ipv6" {
             builds.push(programs::BENCH_HASH6);
         }
         same_classes(monitor, &frame, repeat, &builds)?;
